@@ -1,0 +1,104 @@
+"""Model (static description), State (one per physics step) and Control (actuation) of a scene.
+
+Conventions: Y up, SI units (m, kg, s, N), quaternions stored ``(x, y, z, w)`` as Warp's ``wp.quat``,
+rigid-body positions are centre-of-mass positions, body-frame vertices are relative to the centre
+of mass, angular velocities are in world coordinates.
+
+A :class:`Model` never changes during a rollout. Everything an optimiser may change is a *parameter*:
+the Model only stores its default value (``Model.defaults[name]``, a numpy array); a rollout receives
+the actual values as Warp arrays, so that the same Model serves every iteration of an optimisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import warp as wp
+
+
+@dataclass
+class Model:
+    """Static arrays of a scene, on ``device``. Counts are Python ints; arrays are Warp arrays.
+
+    Particles: ``particle_count``; ``particle_radius`` [P] m (contact thickness);
+    ``particle_pinned`` [P] int32 (1: kinematically fixed); ``particle_material`` [P] int32.
+    Springs: ``spring_indices`` [S, 2] int32 particle pairs.
+    Rigid bodies: ``body_count``; ``body_volume`` [B] m^3 and ``body_unit_inertia`` [B, 3, 3] kg m^2
+    at unit density (numpy, used to turn a density into mass and inertia); ``body_material`` [B] int32.
+    Body surface: ``shape_vertex_count``; ``shape_vertices`` [Vb] vec3, body frame, relative to the
+    centre of mass; ``shape_vertex_body`` [Vb] int32.
+    External pushes: ``body_push_start_step`` / ``body_push_end_step`` [B] int32 (force applied on the
+    physics steps in [start, end)); ``body_push_point`` [B] vec3 body frame.
+    Contact: ``material_count``; ``ground`` (bool), ``ground_height`` m, ``contact_margin`` m.
+    Rendering: ``render_faces`` int32 [T, 3] indices into the vertex buffer (body vertices first, in
+    body order, then particles); ``body_vertex_start`` [B + 1] numpy offsets; ``body_names``.
+    """
+
+    device: str
+    particle_count: int = 0
+    spring_count: int = 0
+    body_count: int = 0
+    shape_vertex_count: int = 0
+    material_count: int = 1
+    particle_radius: wp.array | None = None
+    particle_pinned: wp.array | None = None
+    particle_material: wp.array | None = None
+    spring_indices: wp.array | None = None
+    body_material: wp.array | None = None
+    body_volume: np.ndarray | None = None
+    body_unit_inertia: np.ndarray | None = None
+    body_names: list = field(default_factory=list)
+    shape_vertices: wp.array | None = None
+    shape_vertex_body: wp.array | None = None
+    body_push_start_step: wp.array | None = None
+    body_push_end_step: wp.array | None = None
+    body_push_point: wp.array | None = None
+    ground: bool = True
+    ground_height: float = 0.0
+    contact_margin: float = 0.0
+    render_faces: np.ndarray | None = None
+    body_vertex_start: np.ndarray | None = None
+    particle_faces: np.ndarray | None = None
+    defaults: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def vertex_count(self) -> int:
+        """Length of the rendered vertex buffer: every body vertex, then every particle."""
+        return self.shape_vertex_count + self.particle_count
+
+
+@dataclass
+class State:
+    """Per-step dynamic arrays (views into a rollout's [steps + 1, N] buffers).
+
+    ``particle_q``/``particle_qd`` [P] vec3 positions (m) and velocities (m/s); ``particle_f`` [P] vec3
+    accumulated forces (N); ``body_q`` [B] vec3 centre-of-mass positions; ``body_r`` [B] quat
+    orientations; ``body_v``/``body_w`` [B] vec3 linear (m/s) and world angular (rad/s) velocities;
+    ``body_f``/``body_t`` [B] vec3 accumulated force (N) and torque about the centre of mass (N m).
+    """
+
+    particle_q: wp.array | None = None
+    particle_qd: wp.array | None = None
+    particle_f: wp.array | None = None
+    body_q: wp.array | None = None
+    body_r: wp.array | None = None
+    body_v: wp.array | None = None
+    body_w: wp.array | None = None
+    body_f: wp.array | None = None
+    body_t: wp.array | None = None
+
+
+@dataclass
+class Control:
+    """Actuation for one frame interval (the physics steps between two rendered frames).
+
+    ``particle_force`` [P] vec3 and ``body_force``/``body_torque`` [B] vec3 external forces (N, N m,
+    world frame), or ``None``. Later models add activations here (per element, per edge).
+    """
+
+    particle_force: wp.array | None = None
+    body_force: wp.array | None = None
+    body_torque: wp.array | None = None
+    extras: dict = field(default_factory=dict)

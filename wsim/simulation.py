@@ -1,0 +1,272 @@
+"""A differentiable rollout: torch parameters -> world-space vertices of every rendered frame.
+
+:class:`Simulation` runs ``(frames - 1) * substeps`` physics steps of ``dt`` seconds; frame k is the
+state after ``k * substeps`` steps (frame 0 is the initial state), so the render rate is independent
+of the physics rate. Its :meth:`Simulation.rollout` maps a dict of torch parameters to a tensor
+``[frames, vertices, 3]`` (body surface vertices first, body by body, then particles) through
+:mod:`wsim.bridge`; ``loss.backward()`` fills the gradient of every parameter that requires one.
+Every step keeps its own State, so the tape differentiates through time; the step loop does no host
+synchronisation (it can be captured in a CUDA graph). After the forward pass one read of a flag
+raises :class:`~wsim.errors.SimulationError` naming the first physics step whose state was not finite.
+
+Accepted parameter names are the registry's (:mod:`wsim.parameters`) plus these conveniences:
+``density`` (kg/m^3, per body: sets ``body_mass = density * volume`` and scales ``body_inertia``),
+``body_impulse`` (N s, per body: the push force is impulse / push duration), and short aliases
+``ke, kd, kf, mu, mass, inertia, position, orientation, velocity, angular_velocity``. A ``body_mass``
+given without ``body_inertia`` scales the default inertia by the same factor (a uniform body).
+Scalars and smaller tensors broadcast to the full shape (a scalar ``ke`` is one value for every
+material).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import warp as wp
+
+from . import models as force_models
+from .bridge import run_tape_program, to_torch
+from .device import torch_device
+from .errors import ParameterError, SimulationError, check_range
+from .integrators import semi_implicit
+from .model import Model, State
+from .parameters import PARAMETERS, ParameterSpec, register
+
+register(
+    ParameterSpec("particle_position", wp.vec3, "particle", "initial particle position", "m"),
+    ParameterSpec("particle_velocity", wp.vec3, "particle", "initial particle velocity", "m/s"),
+    ParameterSpec("body_position", wp.vec3, "body", "initial centre-of-mass position", "m"),
+    ParameterSpec("body_rotation", wp.quat, "body", "initial orientation, quaternion (x, y, z, w)"),
+    ParameterSpec("body_velocity", wp.vec3, "body", "initial linear velocity", "m/s"),
+    ParameterSpec("body_angular_velocity", wp.vec3, "body", "initial angular velocity (world)", "rad/s"),
+)
+
+ALIASES = {
+    "ke": "contact_ke", "kd": "contact_kd", "kf": "contact_kf", "mu": "contact_mu",
+    "mass": "body_mass", "inertia": "body_inertia", "position": "body_position",
+    "orientation": "body_rotation", "velocity": "body_velocity", "angular_velocity": "body_angular_velocity",
+    "impulse": "body_impulse",
+}
+CONVENIENCE = {"density": (0.0, None), "body_impulse": (None, None)}
+
+
+@wp.kernel
+def _copy_vec3(source: wp.array(dtype=wp.vec3), target: wp.array(dtype=wp.vec3)):
+    i = wp.tid()
+    target[i] = source[i]
+
+
+@wp.kernel
+def _copy_quat(source: wp.array(dtype=wp.quat), target: wp.array(dtype=wp.quat)):
+    i = wp.tid()
+    target[i] = source[i]
+
+
+@wp.kernel
+def _body_vertices_to_world(
+    body_q: wp.array(dtype=wp.vec3),
+    body_r: wp.array(dtype=wp.quat),
+    shape_vertices: wp.array(dtype=wp.vec3),
+    shape_vertex_body: wp.array(dtype=wp.int32),
+    out: wp.array(dtype=wp.vec3),
+):
+    i = wp.tid()
+    b = shape_vertex_body[i]
+    out[i] = body_q[b] + wp.quat_rotate(body_r[b], shape_vertices[i])
+
+
+@wp.kernel
+def _particles_to_vertices(particle_q: wp.array(dtype=wp.vec3), offset: int, out: wp.array(dtype=wp.vec3)):
+    i = wp.tid()
+    out[offset + i] = particle_q[i]
+
+
+class Simulation:
+    """A rollout of ``model`` over ``frames`` rendered frames with ``substeps`` steps of ``dt`` each.
+
+    ``check_inputs`` validates parameter ranges before the rollout (one host read per parameter);
+    ``check_nan`` raises :class:`SimulationError` after the rollout if any state became non-finite.
+    """
+
+    def __init__(self, model: Model, dt: float, substeps: int, frames: int, check_inputs: bool = True,
+                 check_nan: bool = True):
+        check_range("sim.dt", dt, 0.0, None)
+        if int(substeps) != substeps or substeps < 1:
+            raise ParameterError(f"sim.substeps must be an integer >= 1, got {substeps}")
+        if int(frames) != frames or frames < 1:
+            raise ParameterError(f"sim.frames must be an integer >= 1, got {frames}")
+        self.model = model
+        self.device = model.device
+        self.dt = float(dt)
+        self.substeps = int(substeps)
+        self.frames = int(frames)
+        self.steps = (self.frames - 1) * self.substeps
+        self.check_inputs = check_inputs
+        self.check_nan = check_nan
+        self.torch_device = torch_device(self.device)
+        self.input_dtypes = {name: spec.dtype for name, spec in PARAMETERS.items() if self._applies(spec)}
+        self._defaults = {}
+        for name, value in model.defaults.items():
+            spec = PARAMETERS[name]
+            self._defaults[name] = wp.array(np.asarray(value, dtype=np.float32), dtype=spec.dtype, device=self.device)
+        self.last_buffers = None
+        self._bad_step = None
+
+    # -- parameters -------------------------------------------------------------------------------
+    def _applies(self, spec: ParameterSpec) -> bool:
+        try:
+            return int(np.prod(spec.count_shape(self.model, self.frames))) > 0
+        except ParameterError:
+            return False
+
+    def parameter_names(self) -> list[str]:
+        """Every parameter name this simulation accepts (registry names and conveniences)."""
+        return sorted(set(self.input_dtypes) | set(CONVENIENCE) | set(ALIASES))
+
+    def default(self, name: str) -> torch.Tensor:
+        """The model's value of a registry parameter as a torch tensor (a copy) of its full shape."""
+        name = ALIASES.get(name, name)
+        if name == "density":
+            return torch.tensor(self.model.extras["body_density"], dtype=torch.float32, device=self.torch_device)
+        if name not in self.model.defaults:
+            raise ParameterError(f"parameter '{name}' has no default in this model")
+        return torch.tensor(np.asarray(self.model.defaults[name], dtype=np.float32), device=self.torch_device)
+
+    def resolve(self, params: dict) -> dict[str, torch.Tensor]:
+        """Map user parameters (aliases, conveniences, broadcastable shapes) to full registry tensors."""
+        resolved = {}
+        for name, value in (params or {}).items():
+            key = ALIASES.get(name, name)
+            if key not in self.input_dtypes and key not in CONVENIENCE:
+                raise ParameterError(f"unknown parameter '{name}'; allowed: {', '.join(self.parameter_names())}")
+            if key in resolved:
+                raise ParameterError(f"parameter '{key}' given twice (as '{name}' and another alias)")
+            if not isinstance(value, torch.Tensor):
+                value = torch.as_tensor(np.asarray(value, dtype=np.float32))
+            resolved[key] = value.to(device=self.torch_device, dtype=torch.float32)
+        model = self.model
+        volume = torch.tensor(model.body_volume if model.body_count else np.zeros(0), dtype=torch.float32,
+                              device=self.torch_device)
+        if "density" in resolved:
+            if "body_mass" in resolved or "body_inertia" in resolved:
+                raise ParameterError("give either 'density' or 'body_mass'/'body_inertia', not both")
+            density = self._broadcast("density", resolved.pop("density"), (model.body_count,))
+            if self.check_inputs:
+                check_range("density", density, 0.0, None)
+            unit_inertia = torch.tensor(model.body_unit_inertia, dtype=torch.float32, device=self.torch_device)
+            resolved["body_mass"] = density * volume
+            resolved["body_inertia"] = density[:, None, None] * unit_inertia
+        elif "body_mass" in resolved and "body_inertia" not in resolved:
+            mass = self._broadcast("body_mass", resolved["body_mass"], (model.body_count,))
+            if self.check_inputs:
+                check_range("body_mass", mass, 0.0, None)
+            default_mass = self.default("body_mass")
+            resolved["body_mass"] = mass
+            resolved["body_inertia"] = self.default("body_inertia") * (mass / default_mass)[:, None, None]
+        if "body_impulse" in resolved:
+            impulse = self._broadcast("body_impulse", resolved.pop("body_impulse"), (model.body_count, 3))
+            resolved["body_push_force"] = impulse / self._push_duration()[:, None]
+        if "body_rotation" in resolved:
+            rotation = self._broadcast("body_rotation", resolved["body_rotation"], (model.body_count, 4))
+            resolved["body_rotation"] = rotation / rotation.norm(dim=-1, keepdim=True)
+        for key in list(resolved):
+            spec = PARAMETERS[key]
+            shape = spec.count_shape(model, self.frames) + spec.element_shape()
+            resolved[key] = self._broadcast(key, resolved[key], shape)
+            if self.check_inputs:
+                spec.validate(resolved[key])
+        return resolved
+
+    def _push_duration(self) -> torch.Tensor:
+        steps = self.model.body_push_end_step.numpy() - self.model.body_push_start_step.numpy()
+        return torch.tensor(np.maximum(steps, 1) * self.dt, dtype=torch.float32, device=self.torch_device)
+
+    @staticmethod
+    def _broadcast(name: str, value: torch.Tensor, shape: tuple) -> torch.Tensor:
+        try:
+            return torch.broadcast_to(value, shape)
+        except RuntimeError:
+            raise ParameterError(f"parameter '{name}' has shape {tuple(value.shape)}, expected {shape} "
+                                 "(or a shape that broadcasts to it)") from None
+
+    # -- the tape program -------------------------------------------------------------------------
+    def rollout(self, params: dict | None = None) -> torch.Tensor:
+        """World-space vertices of every frame, ``[frames, vertices, 3]`` float32, differentiable."""
+        (vertices,) = run_tape_program(self, self.resolve(params or {}))
+        return vertices
+
+    def record(self, inputs: dict) -> tuple:
+        model = self.model
+        params = dict(self._defaults)
+        params.update(inputs)
+        device = self.device
+        rows = self.steps + 1
+        P, B = model.particle_count, model.body_count
+
+        def buffer(count, dtype):
+            return wp.zeros((rows, count), dtype=dtype, device=device, requires_grad=True) if count else None
+
+        buffers = {
+            "particle_q": buffer(P, wp.vec3), "particle_qd": buffer(P, wp.vec3), "particle_f": buffer(P, wp.vec3),
+            "body_q": buffer(B, wp.vec3), "body_r": buffer(B, wp.quat), "body_v": buffer(B, wp.vec3),
+            "body_w": buffer(B, wp.vec3), "body_f": buffer(B, wp.vec3), "body_t": buffer(B, wp.vec3),
+        }
+
+        def state(k):
+            return State(**{name: None if array is None else array[k] for name, array in buffers.items()})
+
+        self._bad_step = wp.array([np.iinfo(np.int32).max], dtype=wp.int32, device=device)
+        first = state(0)
+        for source, target, kernel, count in (
+            ("particle_position", first.particle_q, _copy_vec3, P),
+            ("particle_velocity", first.particle_qd, _copy_vec3, P),
+            ("body_position", first.body_q, _copy_vec3, B),
+            ("body_rotation", first.body_r, _copy_quat, B),
+            ("body_velocity", first.body_v, _copy_vec3, B),
+            ("body_angular_velocity", first.body_w, _copy_vec3, B),
+        ):
+            if count:
+                wp.launch(kernel, dim=count, inputs=[params[source]], outputs=[target], device=device)
+
+        vertices = wp.zeros((self.frames, model.vertex_count), dtype=wp.vec3, device=device, requires_grad=True)
+        for frame in range(self.frames):
+            self._write_vertices(state(frame * self.substeps), vertices[frame])
+            if frame == self.frames - 1:
+                break
+            for sub in range(self.substeps):
+                step = frame * self.substeps + sub
+                current = state(step)
+                force_models.apply_all_forces(model, current, params, step, frame)
+                semi_implicit.integrate(model, current, state(step + 1), params, self.dt, step, self._bad_step)
+        self.last_buffers = buffers
+        return (vertices,)
+
+    def _write_vertices(self, state: State, out: wp.array) -> None:
+        model = self.model
+        if model.shape_vertex_count:
+            wp.launch(_body_vertices_to_world, dim=model.shape_vertex_count, device=self.device,
+                      inputs=[state.body_q, state.body_r, model.shape_vertices, model.shape_vertex_body],
+                      outputs=[out])
+        if model.particle_count:
+            wp.launch(_particles_to_vertices, dim=model.particle_count, device=self.device,
+                      inputs=[state.particle_q, model.shape_vertex_count], outputs=[out])
+
+    def after_forward(self, outputs) -> None:
+        if not self.check_nan:
+            return
+        bad = int(self._bad_step.numpy()[0])
+        if bad != np.iinfo(np.int32).max:
+            raise SimulationError(
+                f"the simulation blew up: the state became NaN or infinite at physics step {bad} "
+                f"(t = {(bad + 1) * self.dt:.6g} s, between frames {bad // self.substeps} and "
+                f"{bad // self.substeps + 1}); reduce sim.dt, raise sim.substeps or lower the stiffnesses"
+            )
+
+    # -- inspection -------------------------------------------------------------------------------
+    def frame_states(self) -> dict[str, np.ndarray]:
+        """Per-frame states of the last rollout as numpy arrays ``[frames, N, ...]`` (host copies)."""
+        if self.last_buffers is None:
+            raise RuntimeError("no rollout has run yet")
+        rows = slice(0, self.steps + 1, self.substeps)
+        return {name: to_torch(array)[rows].detach().cpu().numpy()
+                for name, array in self.last_buffers.items() if array is not None and not name.endswith(("_f", "_t"))}
