@@ -8,6 +8,7 @@ wsim runs every Warp kernel and every torch tensor of a simulation on one device
 from __future__ import annotations
 
 import functools
+import os
 
 import warp as wp
 
@@ -16,10 +17,22 @@ from .errors import ConfigError
 ALLOWED_DEVICES = "auto, cpu, cuda, cuda:N"
 
 
+def configure_warp() -> None:
+    """Quiet Warp's banner and module-load lines, and ask for run-to-run deterministic atomics on CUDA
+    (float atomic additions otherwise sum in a varying order; set ``WSIM_DETERMINISTIC=0`` to trade
+    that for speed). Runs on ``import wsim``, before Warp compiles anything."""
+    if hasattr(wp, "LOG_WARNING"):
+        wp.config.log_level = wp.LOG_WARNING
+    else:  # Warp before the logging rework
+        wp.config.quiet = True
+    if hasattr(wp.config, "deterministic") and os.environ.get("WSIM_DETERMINISTIC", "1") != "0":
+        wp.config.deterministic = wp.DeterministicMode.RUN_TO_RUN
+
+
 @functools.lru_cache(maxsize=None)
 def init_warp() -> None:
-    """Initialise Warp once, quietly (its banner would drown the CLI's own output)."""
-    wp.config.quiet = True
+    """Initialise Warp once, quietly."""
+    configure_warp()
     wp.init()
 
 

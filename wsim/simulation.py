@@ -128,6 +128,9 @@ class Simulation:
         name = ALIASES.get(name, name)
         if name == "density":
             return torch.tensor(self.model.extras["body_density"], dtype=torch.float32, device=self.torch_device)
+        if name == "body_impulse":
+            force = self.default("body_push_force")
+            return force * self._push_duration()[:, None]
         if name not in self.model.defaults:
             raise ParameterError(f"parameter '{name}' has no default in this model")
         return torch.tensor(np.asarray(self.model.defaults[name], dtype=np.float32), device=self.torch_device)

@@ -1,0 +1,152 @@
+"""Writing rollouts: ``rollout.npz`` and a USD stage (``.usda``), both written atomically.
+
+Atomic writes go to a temporary file in the target folder and are renamed over the target, so an
+interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy().tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_rollout_npz(path, vertices: np.ndarray, faces: np.ndarray, fps: float, parameters: dict,
+                      frame_states: dict | None = None, body_vertex_start=None, body_names=None,
+                      colors=None) -> None:
+    """Write ``vertices`` [F, V, 3] (m), ``faces`` [T, 3], ``times`` [F] (s), the parameters used
+    (``param_<name>`` arrays plus a JSON copy in ``parameters_json``) and per-frame states."""
+    arrays = {
+        "vertices": np.asarray(vertices, dtype=np.float32),
+        "faces": np.asarray(faces, dtype=np.int32),
+        "times": np.arange(len(vertices), dtype=np.float64) / fps,
+        "parameters_json": np.array(json.dumps(parameters, default=_json_default)),
+    }
+    for name, value in parameters.items():
+        arrays[f"param_{name}"] = np.asarray(value)
+    for name, value in (frame_states or {}).items():
+        arrays[f"state_{name}"] = np.asarray(value)
+    if body_vertex_start is not None:
+        arrays["body_vertex_start"] = np.asarray(body_vertex_start, dtype=np.int64)
+    if body_names is not None:
+        arrays["body_names"] = np.asarray(body_names)
+    if colors is not None:
+        arrays["colors"] = np.asarray(colors, dtype=np.float32)
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+
+def write_rollout_usd(path, vertices: np.ndarray, faces: np.ndarray, fps: float, body_vertex_start,
+                      body_names=(), colors=None,
+                      ground_height: float | None = 0.0) -> None:
+    """Write a USD stage (Y up, metres) with one time sample per rendered frame.
+
+    Each rigid body is a ``Mesh`` under ``/World/<name>`` and the particles (if any) a ``Mesh`` (when
+    ``faces`` reference them) or ``Points`` prim under ``/World/particles``; their ``points`` are
+    time-sampled in world space at time codes 0 .. F-1, played at ``fps`` time codes per second.
+    ``body_vertex_start`` [B + 1] delimits each body's vertices in the vertex buffer.
+    """
+    from pxr import Gf, Sdf, Usd, UsdGeom, Vt
+
+    vertices = np.asarray(vertices, dtype=np.float32)
+    faces = np.asarray(faces, dtype=np.int64)
+    frames = len(vertices)
+    starts = np.asarray(body_vertex_start, dtype=np.int64)
+    with atomic_path(path, suffix=".usda") as temporary:
+        stage = Usd.Stage.CreateNew(str(temporary))
+        UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
+        UsdGeom.SetStageMetersPerUnit(stage, 1.0)
+        stage.SetStartTimeCode(0)
+        stage.SetEndTimeCode(max(frames - 1, 0))
+        stage.SetTimeCodesPerSecond(fps)
+        stage.SetFramesPerSecond(fps)
+        world = UsdGeom.Xform.Define(stage, "/World")
+        stage.SetDefaultPrim(world.GetPrim())
+
+        def mesh_prim(prim_path, first, last, owner_faces):
+            mesh = UsdGeom.Mesh.Define(stage, prim_path)
+            local = owner_faces - first
+            mesh.CreateFaceVertexCountsAttr(Vt.IntArray([3] * len(local)))
+            mesh.CreateFaceVertexIndicesAttr(Vt.IntArray(local.reshape(-1).tolist()))
+            mesh.CreateSubdivisionSchemeAttr(UsdGeom.Tokens.none)
+            return mesh
+
+        used = set()
+        for index in range(len(starts) - 1):
+            first, last = int(starts[index]), int(starts[index + 1])
+            name = _prim_name(body_names[index] if index < len(body_names) else f"body{index}", used)
+            owner = faces[(faces >= first).all(axis=1) & (faces < last).all(axis=1)]
+            mesh = mesh_prim(f"/World/{name}", first, last, owner)
+            points = mesh.CreatePointsAttr()
+            for frame in range(frames):
+                points.Set(Vt.Vec3fArray.FromNumpy(vertices[frame, first:last]), Usd.TimeCode(frame))
+            if colors is not None:
+                mesh.CreateDisplayColorAttr(Vt.Vec3fArray([Gf.Vec3f(*map(float, colors[first]))]))
+        particle_first = int(starts[-1]) if len(starts) else 0
+        if vertices.shape[1] > particle_first:
+            owner = faces[(faces >= particle_first).all(axis=1)]
+            if len(owner):
+                prim = mesh_prim("/World/particles", particle_first, vertices.shape[1], owner)
+            else:
+                prim = UsdGeom.Points.Define(stage, "/World/particles")
+                prim.CreateWidthsAttr(Vt.FloatArray([0.04] * (vertices.shape[1] - particle_first)))
+            points = prim.CreatePointsAttr()
+            for frame in range(frames):
+                points.Set(Vt.Vec3fArray.FromNumpy(vertices[frame, particle_first:]), Usd.TimeCode(frame))
+        if ground_height is not None:
+            ground = UsdGeom.Mesh.Define(stage, "/World/ground")
+            h, s = float(ground_height), 20.0
+            ground.CreatePointsAttr(Vt.Vec3fArray([Gf.Vec3f(-s, h, -s), Gf.Vec3f(-s, h, s), Gf.Vec3f(s, h, s),
+                                                   Gf.Vec3f(s, h, -s)]))
+            ground.CreateFaceVertexCountsAttr(Vt.IntArray([4]))
+            ground.CreateFaceVertexIndicesAttr(Vt.IntArray([0, 1, 2, 3]))
+            ground.CreateDisplayColorAttr(Vt.Vec3fArray([Gf.Vec3f(0.6, 0.6, 0.6)]))
+        stage.GetRootLayer().Save()
+        del stage
+        Sdf.Layer.FindOrOpen(str(temporary))  # make sure the written layer parses before it is moved in place
+
+
+def _prim_name(name: str, used: set) -> str:
+    clean = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(name)) or "body"
+    if clean[0].isdigit():
+        clean = f"_{clean}"
+    candidate, k = clean, 1
+    while candidate in used:
+        candidate, k = f"{clean}_{k}", k + 1
+    used.add(candidate)
+    return candidate
