@@ -1,0 +1,24 @@
+"""Differentiable rendering: camera, soft rasteriser (nvdiffrast on CUDA, Warp everywhere), shading,
+scene composition and video output. See :mod:`wsim.render.renderer` for the image formation model and
+:mod:`wsim.render.camera` for the conventions (Y up, camera looks down -Z, image row 0 at the top)."""
+
+from .camera import Camera, look_at_matrix, spherical_eye
+from .renderer import SoftRenderer
+from .scene import Mesh, concat_meshes, cube, grid_plane, icosphere
+from .shading import DirectionalLight, Material, PointLight, vertex_normals
+
+__all__ = [
+    "Camera",
+    "DirectionalLight",
+    "Material",
+    "Mesh",
+    "PointLight",
+    "SoftRenderer",
+    "concat_meshes",
+    "cube",
+    "grid_plane",
+    "icosphere",
+    "look_at_matrix",
+    "spherical_eye",
+    "vertex_normals",
+]

@@ -1,0 +1,372 @@
+"""Warp kernels of the renderer.
+
+Buffers are flat: pixel ``(b, i, j)`` of a ``[B, H, W]`` image is element ``(b * H + i) * W + j``; row 0
+is the top row. Vertices of frame ``b`` are ``clip[b * V + k]`` (clip-space ``vec4``), faces are shared by
+every frame. Triangles with a vertex closer than the near plane are culled (no near-plane clipping).
+
+Two families of kernels:
+
+- *Hard visible-surface buffers* (the CPU replacement of nvdiffrast's ``rasterize``): a per-face depth
+  pass (``atomic_min`` of NDC depth), a per-face id pass (the face whose depth equals the minimum) and a
+  per-pixel, differentiable pass that computes nvdiffrast's ``(u, v, z/w, id + 1)`` from the clip-space
+  vertices of the winning face. Only the last is recorded on the tape.
+- *Soft edge term* (used by both backends): a per-face loop over the face's screen box grown by the
+  sigmoid footprint, accumulating ``softplus(delta d^2 / sigma)`` (so that ``1 - exp(-sum)`` is
+  SoftRas' ``1 - prod(1 - D)``, computed stably), and the depth-weighted soft blend of the attributes of
+  the faces nearer than the visible surface. It is differentiated by Warp's autodiff (dynamic loops with
+  atomic accumulation into the pixel buffers are replayed in the adjoint).
+
+Per-face kernels split each face's rows over ``stripes`` threads (1 on the CPU, more on CUDA so that a
+large face, a ground plane, is not drawn by one GPU thread).
+"""
+
+from __future__ import annotations
+
+import warp as wp
+
+
+@wp.func
+def _edge(a: wp.vec2, b: wp.vec2, p: wp.vec2):
+    return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
+
+
+@wp.func
+def _edge_c(a: wp.vec2, b: wp.vec2, ia: int, ib: int, p: wp.vec2):
+    """Edge function evaluated in a canonical vertex order, so that the two faces sharing an edge get
+    exactly opposite values (watertight: no pixel centre falls through a shared edge by rounding)."""
+    r = float(0.0)
+    if ia < ib:
+        r = _edge(a, b, p)
+    else:
+        r = -_edge(b, a, p)
+    return r
+
+
+@wp.func
+def _seg_dist2(p: wp.vec2, a: wp.vec2, b: wp.vec2):
+    """Squared distance from p to segment ab and the segment parameter of the nearest point."""
+    ab = b - a
+    den = wp.dot(ab, ab)
+    s = float(0.0)
+    if den > 0.0:
+        s = wp.clamp(wp.dot(p - a, ab) / den, 0.0, 1.0)
+    q = a + ab * s
+    d = p - q
+    return wp.dot(d, d), s
+
+
+@wp.func
+def _pixel_xy(v: wp.vec4, W: int, H: int):
+    """Continuous pixel coordinates (u right, v down) of a clip-space vertex."""
+    inv = 1.0 / v[3]
+    return wp.vec2((v[0] * inv + 1.0) * 0.5 * float(W), (1.0 - v[1] * inv) * 0.5 * float(H))
+
+
+@wp.func
+def _iso_xy(v: wp.vec4, sx: float, sy: float):
+    """Isotropic NDC (NDC scaled so that a pixel has the same size along x and y) of a clip vertex."""
+    inv = 1.0 / v[3]
+    return wp.vec2(v[0] * inv * sx, v[1] * inv * sy)
+
+
+# ----------------------------------------------------------------------------- hard visible surface
+
+
+@wp.kernel
+def raster_depth_kernel(
+    clip: wp.array(dtype=wp.vec4),
+    faces: wp.array(dtype=wp.vec3i),
+    V: int,
+    T: int,
+    H: int,
+    W: int,
+    near: float,
+    stripes: int,
+    zbuf: wp.array(dtype=float),
+    tribuf: wp.array(dtype=wp.int32),
+    id_pass: int,
+):
+    """Pass 1 (``id_pass == 0``): minimum NDC depth per pixel. Pass 2: id + 1 of the face at that depth
+    (the largest id on exact ties, so the result does not depend on the thread order)."""
+    tid, s = wp.tid()
+    b = tid // T
+    t = tid - b * T
+    f = faces[t]
+    c0 = clip[b * V + f[0]]
+    c1 = clip[b * V + f[1]]
+    c2 = clip[b * V + f[2]]
+    if c0[3] < near or c1[3] < near or c2[3] < near:
+        return
+    p0 = _pixel_xy(c0, W, H)
+    p1 = _pixel_xy(c1, W, H)
+    p2 = _pixel_xy(c2, W, H)
+    area = _edge(p0, p1, p2)
+    if wp.abs(area) < 1.0e-12:
+        return
+    z0 = c0[2] / c0[3]
+    z1 = c1[2] / c1[3]
+    z2 = c2[2] / c2[3]
+    xmin = wp.min(p0[0], wp.min(p1[0], p2[0]))
+    xmax = wp.max(p0[0], wp.max(p1[0], p2[0]))
+    ymin = wp.min(p0[1], wp.min(p1[1], p2[1]))
+    ymax = wp.max(p0[1], wp.max(p1[1], p2[1]))
+    j0 = wp.max(int(wp.ceil(xmin - 0.5)), 0)
+    j1 = wp.min(int(wp.floor(xmax - 0.5)), W - 1)
+    i0 = wp.max(int(wp.ceil(ymin - 0.5)), 0)
+    i1 = wp.min(int(wp.floor(ymax - 0.5)), H - 1)
+    inv_area = 1.0 / area
+    for i in range(i0 + s, i1 + 1, stripes):
+        for j in range(j0, j1 + 1):
+            p = wp.vec2(float(j) + 0.5, float(i) + 0.5)
+            l0 = _edge_c(p1, p2, f[1], f[2], p) * inv_area
+            l1 = _edge_c(p2, p0, f[2], f[0], p) * inv_area
+            l2 = _edge_c(p0, p1, f[0], f[1], p) * inv_area
+            if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
+                z = l0 * z0 + l1 * z1 + l2 * z2
+                if z >= -1.0 and z <= 1.0:
+                    idx = (b * H + i) * W + j
+                    if id_pass == 0:
+                        wp.atomic_min(zbuf, idx, z)
+                    else:
+                        if z == zbuf[idx]:
+                            wp.atomic_max(tribuf, idx, t + 1)
+
+
+@wp.kernel
+def raster_bary_kernel(
+    clip: wp.array(dtype=wp.vec4),
+    faces: wp.array(dtype=wp.vec3i),
+    tribuf: wp.array(dtype=wp.int32),
+    V: int,
+    H: int,
+    W: int,
+    rast: wp.array(dtype=wp.vec4),
+):
+    """Pass 3, differentiable: nvdiffrast's ``(u, v, z/w, id + 1)`` at every covered pixel centre;
+    ``(u, v)`` are perspective-correct barycentrics of vertices 0 and 1 (vertex 2 gets ``1 - u - v``)."""
+    idx = wp.tid()
+    tri = tribuf[idx]
+    if tri > 0:
+        b = idx // (H * W)
+        rem = idx - b * H * W
+        i = rem // W
+        j = rem - i * W
+        f = faces[tri - 1]
+        c0 = clip[b * V + f[0]]
+        c1 = clip[b * V + f[1]]
+        c2 = clip[b * V + f[2]]
+        p0 = _pixel_xy(c0, W, H)
+        p1 = _pixel_xy(c1, W, H)
+        p2 = _pixel_xy(c2, W, H)
+        p = wp.vec2(float(j) + 0.5, float(i) + 0.5)
+        inv_area = 1.0 / _edge(p0, p1, p2)
+        l0 = _edge(p1, p2, p) * inv_area
+        l1 = _edge(p2, p0, p) * inv_area
+        l2 = _edge(p0, p1, p) * inv_area
+        q0 = l0 / c0[3]
+        q1 = l1 / c1[3]
+        q2 = l2 / c2[3]
+        qs = 1.0 / (q0 + q1 + q2)
+        z = l0 * (c0[2] / c0[3]) + l1 * (c1[2] / c1[3]) + l2 * (c2[2] / c2[3])
+        rast[idx] = wp.vec4(q0 * qs, q1 * qs, z, float(tri))
+
+
+# ----------------------------------------------------------------------------- soft edge term
+
+BIG = 60.0  # cap of |delta d^2 / sigma|: sigmoid(60) == 1 and exp(-60) ~ 1e-26 in float32
+
+
+@wp.func
+def _soft_eval(p: wp.vec2, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i, inv_area: float, soft: int,
+               inv_sigma: float):
+    """``x = delta d^2 / sigma`` of p for one face, whether p counts for it, and the screen
+    barycentrics of the point of the face nearest to p (p itself when inside).
+
+    Only the face's *soft* edges (bit k of ``soft`` for edge (k, k+1): boundary or silhouette edges)
+    make coverage fall off: inside, ``d`` is the distance to the nearest soft edge; outside, the pixel
+    counts only when the nearest edge is soft (across an inner edge the neighbour face covers it)."""
+    l0 = _edge_c(a1, a2, f[1], f[2], p) * inv_area
+    l1 = _edge_c(a2, a0, f[2], f[0], p) * inv_area
+    l2 = _edge_c(a0, a1, f[0], f[1], p) * inv_area
+    d01, s01 = _seg_dist2(p, a0, a1)
+    d12, s12 = _seg_dist2(p, a1, a2)
+    d20, s20 = _seg_dist2(p, a2, a0)
+    soft0 = (soft & 1) != 0
+    soft1 = (soft & 2) != 0
+    soft2 = (soft & 4) != 0
+    x = float(0.0)
+    counts = int(1)
+    b = wp.vec3(l0, l1, l2)
+    if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
+        dsoft = float(1.0e30)
+        if soft0:
+            dsoft = wp.min(dsoft, d01)
+        if soft1:
+            dsoft = wp.min(dsoft, d12)
+        if soft2:
+            dsoft = wp.min(dsoft, d20)
+        x = wp.min(dsoft * inv_sigma, BIG)
+    else:
+        # outside: the pixel counts when a soft edge is (up to rounding) the nearest feature; ties at
+        # a vertex shared by a soft and an inner edge go to the soft edge
+        dmin = wp.min(d01, wp.min(d12, d20))
+        dsoft = float(1.0e30)
+        if soft0:
+            dsoft = d01
+            b = wp.vec3(1.0 - s01, s01, 0.0)
+        if soft1 and d12 < dsoft:
+            dsoft = d12
+            b = wp.vec3(0.0, 1.0 - s12, s12)
+        if soft2 and d20 < dsoft:
+            dsoft = d20
+            b = wp.vec3(s20, 0.0, 1.0 - s20)
+        if dsoft > dmin * 1.0001 + 1.0e-12:
+            counts = 0
+        x = wp.max(-dsoft * inv_sigma, -BIG)
+    return x, counts, b
+
+
+@wp.func
+def _softplus(x: float):
+    return wp.max(x, 0.0) + wp.log(1.0 + wp.exp(-wp.abs(x)))
+
+
+@wp.func
+def _sigmoid(x: float):
+    e = wp.exp(-wp.abs(x))
+    r = 1.0 / (1.0 + e)
+    if x < 0.0:
+        r = e / (1.0 + e)
+    return r
+
+
+@wp.kernel
+def soft_kernel(
+    clip: wp.array(dtype=wp.vec4),
+    attrs: wp.array(dtype=float),
+    faces: wp.array(dtype=wp.vec3i),
+    softmask: wp.array(dtype=wp.int32),
+    tribuf: wp.array(dtype=wp.int32),
+    wvis: wp.array(dtype=float),
+    zmax_n: wp.array(dtype=float),
+    zmax_b: wp.array(dtype=float),
+    V: int,
+    T: int,
+    H: int,
+    W: int,
+    C: int,
+    sx: float,
+    sy: float,
+    inv_sigma: float,
+    cutoff2: float,
+    inv_gamma: float,
+    near: float,
+    far: float,
+    depth_tol: float,
+    stripes: int,
+    mode: int,
+    s_near: wp.array(dtype=float),
+    s_same: wp.array(dtype=float),
+    s_behind: wp.array(dtype=float),
+    den_n: wp.array(dtype=float),
+    num_n: wp.array(dtype=float),
+    den_b: wp.array(dtype=float),
+    num_b: wp.array(dtype=float),
+):
+    """Soft edge term. ``mode == 0``: per-pixel maxima of the normalised inverse depth of the two
+    blended groups (the softmax shifts; not differentiated). ``mode == 1``: the accumulation proper.
+
+    For pixel p and face j with ``x_j = delta d^2 / sigma`` (isotropic NDC, see ``_soft_eval``):
+    ``softplus(x_j)`` summed over the faces whose footprint reaches p, split in three groups (so that
+    ``1 - exp(-(s_near + s_same + s_behind))`` is SoftRas' ``1 - prod(1 - D)``). Each face falls in one
+    group relative to the visible surface at p (view depth of its point nearest to p against the visible
+    depth, relative margin ``depth_tol``): *near* (in front; every face when p is uncovered), *same*
+    (the visible face and faces at its depth) or *behind*. The near and behind groups also accumulate their depth-weighted attribute blends
+    ``num += w_j attr_j(p)``, ``den += w_j`` with ``w_j = sigmoid(x_j) exp((z_j - zmax) / gamma)``,
+    ``z_j = (far - depth_j) / (far - near)``; ``attr_j(p)`` is the perspective-correct interpolation
+    of the vertex attributes at the point of face j nearest to p.
+    """
+    tid, s = wp.tid()
+    b = tid // T
+    t = tid - b * T
+    f = faces[t]
+    c0 = clip[b * V + f[0]]
+    c1 = clip[b * V + f[1]]
+    c2 = clip[b * V + f[2]]
+    soft = softmask[tid]
+    if c0[3] >= near and c1[3] >= near and c2[3] >= near:
+        a0 = _iso_xy(c0, sx, sy)
+        a1 = _iso_xy(c1, sx, sy)
+        a2 = _iso_xy(c2, sx, sy)
+        area = _edge(a0, a1, a2)
+        if wp.abs(area) > 1.0e-12:
+            inv_area = 1.0 / area
+            r = float(0.0)
+            if soft != 0:
+                r = wp.sqrt(cutoff2)
+            xmin = wp.min(a0[0], wp.min(a1[0], a2[0])) - r
+            xmax = wp.max(a0[0], wp.max(a1[0], a2[0])) + r
+            ymin = wp.min(a0[1], wp.min(a1[1], a2[1])) - r
+            ymax = wp.max(a0[1], wp.max(a1[1], a2[1])) + r
+            # isotropic NDC -> continuous pixel coordinates: u = (x / sx + 1) W / 2, v = (1 - y / sy) H / 2
+            j0 = wp.max(int(wp.ceil((xmin / sx + 1.0) * 0.5 * float(W) - 0.5)), 0)
+            j1 = wp.min(int(wp.floor((xmax / sx + 1.0) * 0.5 * float(W) - 0.5)), W - 1)
+            i0 = wp.max(int(wp.ceil((1.0 - ymax / sy) * 0.5 * float(H) - 0.5)), 0)
+            i1 = wp.min(int(wp.floor((1.0 - ymin / sy) * 0.5 * float(H) - 0.5)), H - 1)
+            iw0 = 1.0 / c0[3]
+            iw1 = 1.0 / c1[3]
+            iw2 = 1.0 / c2[3]
+            min_x = -cutoff2 * inv_sigma
+            for i in range(i0 + s, i1 + 1, stripes):
+                py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
+                for j in range(j0, j1 + 1):
+                    p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
+                    x, counts, bc = _soft_eval(p, a0, a1, a2, f, inv_area, soft, inv_sigma)
+                    if counts == 1 and x > min_x:
+                        idx = (b * H + i) * W + j
+                        # perspective-correct weights of the nearest point, and its view depth
+                        q0 = bc[0] * iw0
+                        q1 = bc[1] * iw1
+                        q2 = bc[2] * iw2
+                        qsum = q0 + q1 + q2
+                        depth = 1.0 / qsum
+                        vis = tribuf[idx]
+                        group = int(0)  # 0 near, 1 same, 2 behind
+                        if vis > 0:
+                            wv = wvis[idx]
+                            if vis == t + 1:
+                                group = 1
+                            elif depth < wv * (1.0 - depth_tol):
+                                group = 0
+                            elif depth <= wv * (1.0 + depth_tol):
+                                group = 1
+                            else:
+                                group = 2
+                        zn = (far - depth) / (far - near)
+                        if mode == 0:
+                            if group == 0:
+                                wp.atomic_max(zmax_n, idx, zn)
+                            if group == 2:
+                                wp.atomic_max(zmax_b, idx, zn)
+                        else:
+                            sp = _softplus(x)
+                            if group == 1:
+                                s_same[idx] += sp
+                            else:
+                                k0 = (b * V + f[0]) * C
+                                k1 = (b * V + f[1]) * C
+                                k2 = (b * V + f[2]) * C
+                                if group == 0:
+                                    s_near[idx] += sp
+                                    wgt = _sigmoid(x) * wp.exp((zn - zmax_n[idx]) * inv_gamma)
+                                    den_n[idx] += wgt
+                                    for c in range(C):
+                                        val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
+                                        num_n[idx * C + c] += wgt * val
+                                else:
+                                    s_behind[idx] += sp
+                                    wgt = _sigmoid(x) * wp.exp((zn - zmax_b[idx]) * inv_gamma)
+                                    den_b[idx] += wgt
+                                    for c in range(C):
+                                        val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
+                                        num_b[idx * C + c] += wgt * val
