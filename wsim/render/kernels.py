@@ -177,56 +177,6 @@ BIG = 60.0  # cap of |delta d^2 / sigma|: sigmoid(60) == 1 and exp(-60) ~ 1e-26 
 
 
 @wp.func
-def _soft_eval(p: wp.vec2, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i, inv_area: float, soft: int,
-               inv_sigma: float):
-    """``x = delta d^2 / sigma`` of p for one face, whether p counts for it, and the screen
-    barycentrics of the point of the face nearest to p (p itself when inside).
-
-    Only the face's *soft* edges (bit k of ``soft`` for edge (k, k+1): boundary or silhouette edges)
-    make coverage fall off: inside, ``d`` is the distance to the nearest soft edge; outside, the pixel
-    counts only when the nearest edge is soft (across an inner edge the neighbour face covers it)."""
-    l0 = _edge_c(a1, a2, f[1], f[2], p) * inv_area
-    l1 = _edge_c(a2, a0, f[2], f[0], p) * inv_area
-    l2 = _edge_c(a0, a1, f[0], f[1], p) * inv_area
-    d01, s01 = _seg_dist2(p, a0, a1)
-    d12, s12 = _seg_dist2(p, a1, a2)
-    d20, s20 = _seg_dist2(p, a2, a0)
-    soft0 = (soft & 1) != 0
-    soft1 = (soft & 2) != 0
-    soft2 = (soft & 4) != 0
-    x = float(0.0)
-    counts = int(1)
-    b = wp.vec3(l0, l1, l2)
-    if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
-        dsoft = float(1.0e30)
-        if soft0:
-            dsoft = wp.min(dsoft, d01)
-        if soft1:
-            dsoft = wp.min(dsoft, d12)
-        if soft2:
-            dsoft = wp.min(dsoft, d20)
-        x = wp.min(dsoft * inv_sigma, BIG)
-    else:
-        # outside: the pixel counts when a soft edge is (up to rounding) the nearest feature; ties at
-        # a vertex shared by a soft and an inner edge go to the soft edge
-        dmin = wp.min(d01, wp.min(d12, d20))
-        dsoft = float(1.0e30)
-        if soft0:
-            dsoft = d01
-            b = wp.vec3(1.0 - s01, s01, 0.0)
-        if soft1 and d12 < dsoft:
-            dsoft = d12
-            b = wp.vec3(0.0, 1.0 - s12, s12)
-        if soft2 and d20 < dsoft:
-            dsoft = d20
-            b = wp.vec3(s20, 0.0, 1.0 - s20)
-        if dsoft > dmin * 1.0001 + 1.0e-12:
-            counts = 0
-        x = wp.max(-dsoft * inv_sigma, -BIG)
-    return x, counts, b
-
-
-@wp.func
 def _softplus(x: float):
     return wp.max(x, 0.0) + wp.log(1.0 + wp.exp(-wp.abs(x)))
 
@@ -240,12 +190,116 @@ def _sigmoid(x: float):
     return r
 
 
+# Warp's adjoint does not carry values assigned inside a dynamic loop out of it (they keep their
+# pre-loop value in the reverse pass), so the two searches below live in functions of their own: a
+# function call is replayed as a whole before its result is used.
+
+
+@wp.func
+def _count_soft(b: int, t: int, E: int, edge_soft: wp.array(dtype=wp.int32), ring_start: wp.array(dtype=wp.int32),
+                ring_edges: wp.array(dtype=wp.int32)):
+    n = int(0)
+    for k in range(ring_start[t], ring_start[t + 1]):
+        n = n + edge_soft[b * E + ring_edges[k]]
+    return n
+
+
+@wp.func
+def _nearest_soft_edge(p: wp.vec2, b: int, t: int, clip: wp.array(dtype=wp.vec4), edge_verts: wp.array(dtype=wp.vec2i),
+                       edge_soft: wp.array(dtype=wp.int32), ring_start: wp.array(dtype=wp.int32),
+                       ring_edges: wp.array(dtype=wp.int32), V: int, E: int, sx: float, sy: float):
+    best = int(-1)
+    bestd = float(1.0e30)
+    for k in range(ring_start[t], ring_start[t + 1]):
+        e = ring_edges[k]
+        if edge_soft[b * E + e] != 0:
+            ev = edge_verts[e]
+            dk, sk = _seg_dist2(p, _iso_xy(clip[b * V + ev[0]], sx, sy), _iso_xy(clip[b * V + ev[1]], sx, sy))
+            if dk < bestd:
+                bestd = dk
+                best = e
+    return best
+
+
+@wp.func
+def _soft_x(
+    p: wp.vec2,
+    b: int,
+    t: int,
+    a0: wp.vec2,
+    a1: wp.vec2,
+    a2: wp.vec2,
+    f: wp.vec3i,
+    inv_area: float,
+    clip: wp.array(dtype=wp.vec4),
+    edge_verts: wp.array(dtype=wp.vec2i),
+    edge_soft: wp.array(dtype=wp.int32),
+    ring_start: wp.array(dtype=wp.int32),
+    ring_edges: wp.array(dtype=wp.int32),
+    soft0: int,
+    soft1: int,
+    soft2: int,
+    ring_soft: int,
+    V: int,
+    E: int,
+    sx: float,
+    sy: float,
+    inv_sigma: float,
+):
+    """``x = delta d^2 / sigma`` of pixel p for face t, whether p counts for the face, and the screen
+    barycentrics of the point of the face nearest to p (p itself when inside).
+
+    Only *soft* edges (boundary and silhouette edges; every edge in SoftRas mode) make coverage fall
+    off. Inside, ``d`` is the distance to the nearest soft edge of the face's vertex one-ring (so that
+    the faces of a fan around a silhouette vertex fall off together); outside, the pixel counts only
+    when the face's nearest edge is soft (across an inner edge the neighbour face covers it)."""
+    l0 = _edge_c(a1, a2, f[1], f[2], p) * inv_area
+    l1 = _edge_c(a2, a0, f[2], f[0], p) * inv_area
+    l2 = _edge_c(a0, a1, f[0], f[1], p) * inv_area
+    x = float(BIG)
+    counts = int(1)
+    bc = wp.vec3(l0, l1, l2)
+    if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
+        if ring_soft > 0:
+            best = _nearest_soft_edge(p, b, t, clip, edge_verts, edge_soft, ring_start, ring_edges, V, E, sx, sy)
+            if best >= 0:
+                evb = edge_verts[best]
+                dsoft, sb = _seg_dist2(p, _iso_xy(clip[b * V + evb[0]], sx, sy), _iso_xy(clip[b * V + evb[1]], sx, sy))
+                x = wp.min(dsoft * inv_sigma, BIG)
+    else:
+        d01, s01 = _seg_dist2(p, a0, a1)
+        d12, s12 = _seg_dist2(p, a1, a2)
+        d20, s20 = _seg_dist2(p, a2, a0)
+        # the pixel counts when a soft edge is (up to rounding) the nearest feature; ties at a vertex
+        # shared by a soft and an inner edge go to the soft edge
+        dmin = wp.min(d01, wp.min(d12, d20))
+        dsoft = float(1.0e30)
+        if soft0 != 0:
+            dsoft = d01
+            bc = wp.vec3(1.0 - s01, s01, 0.0)
+        if soft1 != 0 and d12 < dsoft:
+            dsoft = d12
+            bc = wp.vec3(0.0, 1.0 - s12, s12)
+        if soft2 != 0 and d20 < dsoft:
+            dsoft = d20
+            bc = wp.vec3(s20, 0.0, 1.0 - s20)
+        if dsoft > dmin * 1.0001 + 1.0e-12:
+            counts = 0
+        x = wp.max(-dsoft * inv_sigma, -BIG)
+    return x, counts, bc
+
+
 @wp.kernel
 def soft_kernel(
     clip: wp.array(dtype=wp.vec4),
     attrs: wp.array(dtype=float),
     faces: wp.array(dtype=wp.vec3i),
-    softmask: wp.array(dtype=wp.int32),
+    face_edges: wp.array(dtype=wp.vec3i),
+    edge_verts: wp.array(dtype=wp.vec2i),
+    edge_soft: wp.array(dtype=wp.int32),
+    ring_start: wp.array(dtype=wp.int32),
+    ring_edges: wp.array(dtype=wp.int32),
+    E: int,
     tribuf: wp.array(dtype=wp.int32),
     wvis: wp.array(dtype=float),
     zmax_n: wp.array(dtype=float),
@@ -293,7 +347,11 @@ def soft_kernel(
     c0 = clip[b * V + f[0]]
     c1 = clip[b * V + f[1]]
     c2 = clip[b * V + f[2]]
-    soft = softmask[tid]
+    fe = face_edges[t]
+    soft0 = edge_soft[b * E + fe[0]]
+    soft1 = edge_soft[b * E + fe[1]]
+    soft2 = edge_soft[b * E + fe[2]]
+    ring_soft = _count_soft(b, t, E, edge_soft, ring_start, ring_edges)
     if c0[3] >= near and c1[3] >= near and c2[3] >= near:
         a0 = _iso_xy(c0, sx, sy)
         a1 = _iso_xy(c1, sx, sy)
@@ -302,7 +360,7 @@ def soft_kernel(
         if wp.abs(area) > 1.0e-12:
             inv_area = 1.0 / area
             r = float(0.0)
-            if soft != 0:
+            if soft0 + soft1 + soft2 > 0:
                 r = wp.sqrt(cutoff2)
             xmin = wp.min(a0[0], wp.min(a1[0], a2[0])) - r
             xmax = wp.max(a0[0], wp.max(a1[0], a2[0])) + r
@@ -321,7 +379,9 @@ def soft_kernel(
                 py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
                 for j in range(j0, j1 + 1):
                     p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
-                    x, counts, bc = _soft_eval(p, a0, a1, a2, f, inv_area, soft, inv_sigma)
+                    x, counts, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, edge_verts, edge_soft,
+                                            ring_start, ring_edges, soft0, soft1, soft2, ring_soft, V, E, sx,
+                                            sy, inv_sigma)
                     if counts == 1 and x > min_x:
                         idx = (b * H + i) * W + j
                         # perspective-correct weights of the nearest point, and its view depth

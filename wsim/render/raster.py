@@ -184,36 +184,106 @@ def interpolate(attrs: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, face
 # ----------------------------------------------------------------------------- soft edge term
 
 
-def face_neighbours(faces: torch.Tensor) -> torch.Tensor:
-    """``[T, 3]`` int64: the face across edge ``(k, k+1)`` of each face, -1 for a boundary or a
-    non-manifold edge (an edge shared by more than two faces)."""
-    f = faces.long()
-    T = f.shape[0]
-    a = f
-    b = f[:, [1, 2, 0]]
-    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-    key = (lo * (int(f.max()) + 1 if T else 1) + hi).reshape(-1)  # edge slot e = 3 * face + k
-    order = torch.argsort(key, stable=True)
-    ks = key[order]
-    n = ks.numel()
-    nb = torch.full((n,), -1, dtype=torch.long, device=f.device)
-    if n >= 2:
-        same_next = ks[1:] == ks[:-1]  # slot i pairs with i + 1
-        prev_same = torch.cat([torch.zeros(1, dtype=torch.bool, device=f.device), same_next[:-1]])
-        next_same = torch.cat([same_next[1:], torch.zeros(1, dtype=torch.bool, device=f.device)])
-        pair = same_next & ~prev_same & ~next_same  # exactly two slots share the edge
-        i = torch.nonzero(pair).reshape(-1)
-        e0, e1 = order[i], order[i + 1]
-        nb[e0] = e1 // 3
-        nb[e1] = e0 // 3
-    return nb.reshape(T, 3)
+class Topology:
+    """Edge structure of a face buffer, built once per distinct ``faces`` (cached by content).
+
+    ``edge_verts [E, 2]``, ``face_edges [T, 3]`` (edge k of a face joins its corners k and k+1),
+    ``edge_faces [E, 2]`` (-1 where an edge has a single face), ``edge_shared_badly [E]`` (more than two
+    faces: always treated as soft), and per face the CSR list ``ring_start [T + 1]``/``ring_edges`` of
+    the edges of every face sharing a vertex with it (its vertex one-ring, itself included). In
+    ``"all"`` mode (SoftRas) the ring of a face is its own three edges and every edge is soft.
+    """
+
+    def __init__(self, faces_np, mode: str):
+        import numpy as np
+
+        f = faces_np.astype(np.int64)
+        T = f.shape[0]
+        pairs = np.stack([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], axis=1).reshape(-1, 2)  # slot 3t+k
+        key = np.sort(pairs, axis=1)
+        uniq, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        E = uniq.shape[0]
+        self.edge_verts = uniq.astype(np.int32)
+        self.face_edges = inverse.reshape(T, 3).astype(np.int32)
+        edge_faces = np.full((E, 2), -1, dtype=np.int64)
+        slot_face = np.repeat(np.arange(T), 3)
+        order = np.argsort(inverse, kind="stable")
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = inverse[order][1:] != inverse[order][:-1]
+        starts = np.nonzero(first)[0]
+        edge_faces[inverse[order][starts], 0] = slot_face[order][starts]
+        second = starts + 1
+        ok = second < order.size
+        ok[ok] &= inverse[order][second[ok]] == inverse[order][starts[ok]]
+        edge_faces[inverse[order][starts[ok]], 1] = slot_face[order][second[ok]]
+        self.edge_faces = edge_faces
+        self.edge_shared_badly = counts > 2
+        if mode == "all":
+            self.ring_start = (np.arange(T + 1) * 3).astype(np.int32)
+            self.ring_edges = self.face_edges.reshape(-1).astype(np.int32)
+        else:
+            Vn = int(f.max()) + 1 if T else 0
+            incident = [[] for _ in range(Vn)]
+            for t in range(T):
+                for v in f[t]:
+                    incident[v].append(t)
+            starts_l, ring = [0], []
+            fe = self.face_edges
+            for t in range(T):
+                edges = set()
+                for v in f[t]:
+                    for g in incident[v]:
+                        edges.update(fe[g].tolist())
+                ring.extend(sorted(edges))
+                starts_l.append(len(ring))
+            self.ring_start = np.asarray(starts_l, dtype=np.int32)
+            self.ring_edges = np.asarray(ring, dtype=np.int32)
+        self.mode = mode
+        self._device_cache = {}
+
+    def on(self, device: torch.device):
+        key = str(device)
+        if key not in self._device_cache:
+            def t(a):
+                return torch.as_tensor(a).to(device).contiguous()
+
+            self._device_cache[key] = {
+                "edge_verts": t(self.edge_verts), "face_edges": t(self.face_edges),
+                "edge_faces": t(self.edge_faces), "bad": t(self.edge_shared_badly),
+                "ring_start": t(self.ring_start), "ring_edges": t(self.ring_edges),
+            }
+        return self._device_cache[key]
 
 
-def soft_edge_mask(clip: torch.Tensor, faces: torch.Tensor, neighbours: torch.Tensor, near: float) -> torch.Tensor:
-    """``[B, T]`` int32 bitmask: bit k set when edge ``(k, k+1)`` of the face is *soft* in that frame:
-    a boundary edge, or a silhouette (the face across it has the opposite screen orientation, or is
-    culled at the near plane). Inner edges between faces that face the same way stay hard, so that the
-    sigmoid falloff does not open seams inside a surface."""
+_TOPOLOGY_CACHE: dict = {}
+
+
+def topology(faces: torch.Tensor, mode: str = "silhouette") -> Topology:
+    """The (cached) :class:`Topology` of ``faces`` for soft-edge ``mode`` ``"silhouette"`` or ``"all"``."""
+    import hashlib
+
+    arr = faces.detach().to("cpu", torch.int64).contiguous().numpy()
+    key = (mode, arr.shape, hashlib.sha1(arr.tobytes()).hexdigest())
+    topo = _TOPOLOGY_CACHE.get(key)
+    if topo is None:
+        if len(_TOPOLOGY_CACHE) > 32:
+            _TOPOLOGY_CACHE.clear()
+        topo = _TOPOLOGY_CACHE[key] = Topology(arr, mode)
+    return topo
+
+
+def soft_edge_flags(clip: torch.Tensor, faces: torch.Tensor, topo: Topology, near: float) -> torch.Tensor:
+    """``[B, E]`` int32, 1 where an edge is *soft* in that frame: a boundary or non-manifold edge, or a
+    silhouette (its two faces have opposite screen orientations, or one is culled at the near plane).
+    Inner edges between faces that face the same way stay hard, so that the sigmoid falloff does not
+    open seams inside a surface. In ``"all"`` mode every edge is soft (SoftRas)."""
+    B = clip.shape[0]
+    dev = clip.device
+    tt = topo.on(dev)
+    E = topo.edge_verts.shape[0]
+    if topo.mode == "all":
+        return torch.ones(B, E, dtype=torch.int32, device=dev)
     with torch.no_grad():
         f = faces.long()
         c = clip.detach()
@@ -222,15 +292,13 @@ def soft_edge_mask(clip: torch.Tensor, faces: torch.Tensor, neighbours: torch.Te
         p0, p1, p2 = xy[:, f[:, 0]], xy[:, f[:, 1]], xy[:, f[:, 2]]
         e1, e2 = p1 - p0, p2 - p0
         orient = torch.sign(e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0])  # [B, T]
-        culled = (w[:, f] < near).any(-1)  # [B, T]
+        culled = (w[:, f] < near).any(-1)
         orient = torch.where(culled, torch.zeros_like(orient), orient)
-        nbc = neighbours.clamp_min(0)
-        mask = torch.zeros_like(orient, dtype=torch.int32)
-        for k in range(3):
-            other = orient[:, nbc[:, k]]
-            soft = (neighbours[:, k] < 0).unsqueeze(0) | (other != orient) | (other == 0)
-            mask = mask | (soft.to(torch.int32) << k)
-        return mask
+        ef = tt["edge_faces"]
+        o0 = orient[:, ef[:, 0].clamp_min(0)]
+        o1 = orient[:, ef[:, 1].clamp_min(0)]
+        soft = (ef[:, 1] < 0).unsqueeze(0) | tt["bad"].unsqueeze(0) | (o0 != o1) | (o0 == 0) | (o1 == 0)
+        return soft.to(torch.int32)
 
 
 class _SoftProgram:
@@ -239,9 +307,9 @@ class _SoftProgram:
 
     input_dtypes = {"clip": wp.vec4, "attrs": wp.float32}
 
-    def __init__(self, device, faces, softmask, tribuf, wvis, dims, params, stripes):
+    def __init__(self, device, faces, topo_arrays, tribuf, wvis, dims, params, stripes):
         self.device = device
-        self.faces, self.softmask, self.tribuf, self.wvis = faces, softmask, tribuf, wvis
+        self.faces, self.topo, self.tribuf, self.wvis = faces, topo_arrays, tribuf, wvis
         self.dims = dims  # B, V, T, H, W, C
         self.params = params  # sx, sy, inv_sigma, cutoff2, inv_gamma, near, far, depth_tol
         self.stripes = stripes
@@ -258,7 +326,7 @@ class _SoftProgram:
         den_b = wp.zeros(n, dtype=float, device=dev, requires_grad=True)
         num_b = wp.zeros(n * C, dtype=float, device=dev, requires_grad=True)
         outs += [den_n, num_n, den_b, num_b]
-        common = [inputs["clip"], inputs["attrs"], self.faces, self.softmask, self.tribuf, self.wvis, zmax_n, zmax_b,
+        common = [inputs["clip"], inputs["attrs"], self.faces, *self.topo, self.tribuf, self.wvis, zmax_n, zmax_b,
                   V, T, H, W, C, *self.params, self.stripes]
         wp.launch(kernels.soft_kernel, dim=(B * T, self.stripes), device=dev, inputs=[*common, 0, *outs],
                   record_tape=False)
@@ -267,7 +335,7 @@ class _SoftProgram:
 
 
 def soft_edges(clip, attrs, faces, tri, wvis, image_size, sigma, gamma, near, far, eps=1e-4, depth_tol=1e-3,
-               neighbours=None):
+               edges="silhouette"):
     """The sigmoid edge term (Warp kernel, both backends); see :func:`wsim.render.kernels.soft_kernel`.
 
     Returns a dict of ``[B, H, W]`` buffers ``s_near``, ``s_same``, ``s_behind``, ``den_near``,
@@ -284,19 +352,23 @@ def soft_edges(clip, attrs, faces, tri, wvis, image_size, sigma, gamma, near, fa
     T = faces.shape[0]
     device = _warp_device(clip)
     faces_wp, faces_keep = _faces_warp(faces, device)
-    if neighbours is None:
-        neighbours = face_neighbours(faces)
-    mask = soft_edge_mask(clip, faces, neighbours, near).reshape(-1).contiguous()
+    topo = topology(faces, edges)
+    tt = topo.on(clip.device)
+    flags = soft_edge_flags(clip, faces, topo, near).reshape(-1).contiguous()
+    E = topo.edge_verts.shape[0]
+    topo_arrays = [wp.from_torch(tt["face_edges"], dtype=wp.vec3i), wp.from_torch(tt["edge_verts"], dtype=wp.vec2i),
+                   wp.from_torch(flags, dtype=wp.int32), wp.from_torch(tt["ring_start"], dtype=wp.int32),
+                   wp.from_torch(tt["ring_edges"], dtype=wp.int32), E]
     tri_c = tri.detach().to(torch.int32).contiguous().reshape(-1)
     wvis_c = wvis.detach().float().contiguous().reshape(-1)
     s = float(min(H, W))
     cutoff2 = float(sigma) * math.log(1.0 / eps - 1.0)
     params = (W / s, H / s, 1.0 / float(sigma), cutoff2, 1.0 / float(gamma), float(near), float(far),
               float(depth_tol))
-    program = _SoftProgram(device, faces_wp, wp.from_torch(mask, dtype=wp.int32),
+    program = _SoftProgram(device, faces_wp, topo_arrays,
                            wp.from_torch(tri_c, dtype=wp.int32), wp.from_torch(wvis_c, dtype=wp.float32),
                            (B, V, T, H, W, C), params, _stripes(clip, H))
-    program._keep = (faces_keep, mask, tri_c, wvis_c)
+    program._keep = (faces_keep, flags, tri_c, wvis_c, tt)
     outs = run_tape_program(
         program, {"clip": clip.reshape(B * V, 4).float().contiguous(), "attrs": attrs.float().reshape(-1)}
     )

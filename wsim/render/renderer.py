@@ -76,7 +76,8 @@ class SoftRenderer(torch.nn.Module):
 
     def __init__(self, camera: Camera, image_size=(64, 64), sigma: float = 1e-4, gamma: float = 1e-4,
                  eps: float = 1e-4, background=(1.0, 1.0, 1.0), shading: str = "flat", backend: str = "auto",
-                 lights: Sequence | None = None, material: Material | None = None, depth_tol: float = 1e-3):
+                 lights: Sequence | None = None, material: Material | None = None, depth_tol: float = 1e-3,
+                 soft_edges: str = "silhouette"):
         super().__init__()
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
@@ -91,6 +92,9 @@ class SoftRenderer(torch.nn.Module):
             raise ParameterError(f"renderer shading '{shading}' is not one of {', '.join(SHADINGS)}")
         if str(backend).lower() not in raster.BACKENDS:
             raise ParameterError(f"renderer backend '{backend}' is not one of {', '.join(raster.BACKENDS)}")
+        if soft_edges not in ("silhouette", "all"):
+            raise ParameterError(f"renderer soft_edges '{soft_edges}' is not one of silhouette, all")
+        self.soft_edge_mode = soft_edges
         self.camera = camera
         self.sigma, self.gamma, self.eps, self.depth_tol = float(sigma), float(gamma), float(eps), float(depth_tol)
         self.background = background
@@ -172,7 +176,7 @@ class SoftRenderer(torch.nn.Module):
 
         # ---- 2./3. soft coverage and soft edge layers (Warp kernel on both backends)
         soft = raster.soft_edges(clip, attrs, faces, tri, wvis, (H, W), self.sigma, self.gamma, n, f,
-                                 eps=self.eps, depth_tol=self.depth_tol)
+                                 eps=self.eps, depth_tol=self.depth_tol, edges=self.soft_edge_mode)
         alpha = 1.0 - torch.exp(-(soft["s_near"] + soft["s_same"] + soft["s_behind"]))
 
         def blend(num, den):
