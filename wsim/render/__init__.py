@@ -22,3 +22,7 @@ __all__ = [
     "spherical_eye",
     "vertex_normals",
 ]
+
+from .video import render_rollout_video, write_frames, write_png, write_video  # noqa: E402
+
+__all__ += ["render_rollout_video", "write_frames", "write_png", "write_video"]

@@ -72,64 +72,71 @@ def _iso_xy(v: wp.vec4, sx: float, sy: float):
 # ----------------------------------------------------------------------------- hard visible surface
 
 
-@wp.kernel
-def raster_depth_kernel(
-    clip: wp.array(dtype=wp.vec4),
-    faces: wp.array(dtype=wp.vec3i),
-    V: int,
-    T: int,
-    H: int,
-    W: int,
-    near: float,
-    stripes: int,
-    zbuf: wp.array(dtype=float),
-    tribuf: wp.array(dtype=wp.int32),
-    id_pass: int,
-):
-    """Pass 1 (``id_pass == 0``): minimum NDC depth per pixel. Pass 2: id + 1 of the face at that depth
-    (the largest id on exact ties, so the result does not depend on the thread order)."""
-    tid, s = wp.tid()
-    b = tid // T
-    t = tid - b * T
-    f = faces[t]
-    c0 = clip[b * V + f[0]]
-    c1 = clip[b * V + f[1]]
-    c2 = clip[b * V + f[2]]
-    if c0[3] < near or c1[3] < near or c2[3] < near:
-        return
-    p0 = _pixel_xy(c0, W, H)
-    p1 = _pixel_xy(c1, W, H)
-    p2 = _pixel_xy(c2, W, H)
-    area = _edge(p0, p1, p2)
-    if wp.abs(area) < 1.0e-12:
-        return
-    z0 = c0[2] / c0[3]
-    z1 = c1[2] / c1[3]
-    z2 = c2[2] / c2[3]
-    xmin = wp.min(p0[0], wp.min(p1[0], p2[0]))
-    xmax = wp.max(p0[0], wp.max(p1[0], p2[0]))
-    ymin = wp.min(p0[1], wp.min(p1[1], p2[1]))
-    ymax = wp.max(p0[1], wp.max(p1[1], p2[1]))
-    j0 = wp.max(int(wp.ceil(xmin - 0.5)), 0)
-    j1 = wp.min(int(wp.floor(xmax - 0.5)), W - 1)
-    i0 = wp.max(int(wp.ceil(ymin - 0.5)), 0)
-    i1 = wp.min(int(wp.floor(ymax - 0.5)), H - 1)
-    inv_area = 1.0 / area
-    for i in range(i0 + s, i1 + 1, stripes):
-        for j in range(j0, j1 + 1):
-            p = wp.vec2(float(j) + 0.5, float(i) + 0.5)
-            l0 = _edge_c(p1, p2, f[1], f[2], p) * inv_area
-            l1 = _edge_c(p2, p0, f[2], f[0], p) * inv_area
-            l2 = _edge_c(p0, p1, f[0], f[1], p) * inv_area
-            if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
-                z = l0 * z0 + l1 * z1 + l2 * z2
-                if z >= -1.0 and z <= 1.0:
-                    idx = (b * H + i) * W + j
-                    if id_pass == 0:
-                        wp.atomic_min(zbuf, idx, z)
-                    else:
-                        if z == zbuf[idx]:
-                            wp.atomic_max(tribuf, idx, t + 1)
+def _make_raster_kernel(ID_PASS: int):
+    def raster_kernel(
+        clip: wp.array(dtype=wp.vec4),
+        faces: wp.array(dtype=wp.vec3i),
+        V: int,
+        T: int,
+        H: int,
+        W: int,
+        near: float,
+        stripes: int,
+        zbuf: wp.array(dtype=float),
+        tribuf: wp.array(dtype=wp.int32),
+    ):
+        """Pass 1 (``ID_PASS == 0``): minimum NDC depth per pixel. Pass 2: id + 1 of the face at that depth
+        (the largest id on exact ties, so the result does not depend on the thread order)."""
+        tid, s = wp.tid()
+        b = tid // T
+        t = tid - b * T
+        f = faces[t]
+        c0 = clip[b * V + f[0]]
+        c1 = clip[b * V + f[1]]
+        c2 = clip[b * V + f[2]]
+        if c0[3] < near or c1[3] < near or c2[3] < near:
+            return
+        p0 = _pixel_xy(c0, W, H)
+        p1 = _pixel_xy(c1, W, H)
+        p2 = _pixel_xy(c2, W, H)
+        area = _edge(p0, p1, p2)
+        if wp.abs(area) < 1.0e-12:
+            return
+        z0 = c0[2] / c0[3]
+        z1 = c1[2] / c1[3]
+        z2 = c2[2] / c2[3]
+        xmin = wp.min(p0[0], wp.min(p1[0], p2[0]))
+        xmax = wp.max(p0[0], wp.max(p1[0], p2[0]))
+        ymin = wp.min(p0[1], wp.min(p1[1], p2[1]))
+        ymax = wp.max(p0[1], wp.max(p1[1], p2[1]))
+        j0 = wp.max(int(wp.ceil(xmin - 0.5)), 0)
+        j1 = wp.min(int(wp.floor(xmax - 0.5)), W - 1)
+        i0 = wp.max(int(wp.ceil(ymin - 0.5)), 0)
+        i1 = wp.min(int(wp.floor(ymax - 0.5)), H - 1)
+        inv_area = 1.0 / area
+        for i in range(i0 + s, i1 + 1, stripes):
+            for j in range(j0, j1 + 1):
+                p = wp.vec2(float(j) + 0.5, float(i) + 0.5)
+                l0 = _edge_c(p1, p2, f[1], f[2], p) * inv_area
+                l1 = _edge_c(p2, p0, f[2], f[0], p) * inv_area
+                l2 = _edge_c(p0, p1, f[0], f[1], p) * inv_area
+                if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
+                    z = l0 * z0 + l1 * z1 + l2 * z2
+                    if z >= -1.0 and z <= 1.0:
+                        idx = (b * H + i) * W + j
+                        if wp.static(ID_PASS == 0):
+                            wp.atomic_min(zbuf, idx, z)
+                        else:
+                            if z == zbuf[idx]:
+                                wp.atomic_max(tribuf, idx, t + 1)
+
+    return wp.kernel(raster_kernel, name=f"wsim_raster_pass{ID_PASS}", enable_backward=False)
+
+
+# pass 1 (atomic_min of the depth) and pass 2 (id of the face at that depth) are separate kernels so
+# that no kernel both reads and atomically updates one array (Warp's deterministic mode forbids it)
+raster_depth_kernel = _make_raster_kernel(0)
+raster_id_kernel = _make_raster_kernel(1)
 
 
 @wp.kernel
@@ -289,144 +296,150 @@ def _soft_x(
     return x, counts, bc
 
 
-@wp.kernel
-def soft_kernel(
-    clip: wp.array(dtype=wp.vec4),
-    attrs: wp.array(dtype=float),
-    faces: wp.array(dtype=wp.vec3i),
-    face_edges: wp.array(dtype=wp.vec3i),
-    edge_verts: wp.array(dtype=wp.vec2i),
-    edge_soft: wp.array(dtype=wp.int32),
-    ring_start: wp.array(dtype=wp.int32),
-    ring_edges: wp.array(dtype=wp.int32),
-    E: int,
-    tribuf: wp.array(dtype=wp.int32),
-    wvis: wp.array(dtype=float),
-    zmax_n: wp.array(dtype=float),
-    zmax_b: wp.array(dtype=float),
-    V: int,
-    T: int,
-    H: int,
-    W: int,
-    C: int,
-    sx: float,
-    sy: float,
-    inv_sigma: float,
-    cutoff2: float,
-    inv_gamma: float,
-    near: float,
-    far: float,
-    depth_tol: float,
-    stripes: int,
-    mode: int,
-    s_near: wp.array(dtype=float),
-    s_same: wp.array(dtype=float),
-    s_behind: wp.array(dtype=float),
-    den_n: wp.array(dtype=float),
-    num_n: wp.array(dtype=float),
-    den_b: wp.array(dtype=float),
-    num_b: wp.array(dtype=float),
-):
-    """Soft edge term. ``mode == 0``: per-pixel maxima of the normalised inverse depth of the two
-    blended groups (the softmax shifts; not differentiated). ``mode == 1``: the accumulation proper.
+def _make_soft_kernel(MODE: int):
+    def soft_kernel(
+        clip: wp.array(dtype=wp.vec4),
+        attrs: wp.array(dtype=float),
+        faces: wp.array(dtype=wp.vec3i),
+        face_edges: wp.array(dtype=wp.vec3i),
+        edge_verts: wp.array(dtype=wp.vec2i),
+        edge_soft: wp.array(dtype=wp.int32),
+        ring_start: wp.array(dtype=wp.int32),
+        ring_edges: wp.array(dtype=wp.int32),
+        E: int,
+        tribuf: wp.array(dtype=wp.int32),
+        wvis: wp.array(dtype=float),
+        zmax_n: wp.array(dtype=float),
+        zmax_b: wp.array(dtype=float),
+        V: int,
+        T: int,
+        H: int,
+        W: int,
+        C: int,
+        sx: float,
+        sy: float,
+        inv_sigma: float,
+        cutoff2: float,
+        inv_gamma: float,
+        near: float,
+        far: float,
+        depth_tol: float,
+        stripes: int,
+        s_near: wp.array(dtype=float),
+        s_same: wp.array(dtype=float),
+        s_behind: wp.array(dtype=float),
+        den_n: wp.array(dtype=float),
+        num_n: wp.array(dtype=float),
+        den_b: wp.array(dtype=float),
+        num_b: wp.array(dtype=float),
+    ):
+        """Soft edge term. ``mode == 0``: per-pixel maxima of the normalised inverse depth of the two
+        blended groups (the softmax shifts; not differentiated). ``mode == 1``: the accumulation proper.
 
-    For pixel p and face j with ``x_j = delta d^2 / sigma`` (isotropic NDC, see ``_soft_eval``):
-    ``softplus(x_j)`` summed over the faces whose footprint reaches p, split in three groups (so that
-    ``1 - exp(-(s_near + s_same + s_behind))`` is SoftRas' ``1 - prod(1 - D)``). Each face falls in one
-    group relative to the visible surface at p (view depth of its point nearest to p against the visible
-    depth, relative margin ``depth_tol``): *near* (in front; every face when p is uncovered), *same*
-    (the visible face and faces at its depth) or *behind*. The near and behind groups also accumulate their depth-weighted attribute blends
-    ``num += w_j attr_j(p)``, ``den += w_j`` with ``w_j = sigmoid(x_j) exp((z_j - zmax) / gamma)``,
-    ``z_j = (far - depth_j) / (far - near)``; ``attr_j(p)`` is the perspective-correct interpolation
-    of the vertex attributes at the point of face j nearest to p.
-    """
-    tid, s = wp.tid()
-    b = tid // T
-    t = tid - b * T
-    f = faces[t]
-    c0 = clip[b * V + f[0]]
-    c1 = clip[b * V + f[1]]
-    c2 = clip[b * V + f[2]]
-    fe = face_edges[t]
-    soft0 = edge_soft[b * E + fe[0]]
-    soft1 = edge_soft[b * E + fe[1]]
-    soft2 = edge_soft[b * E + fe[2]]
-    ring_soft = _count_soft(b, t, E, edge_soft, ring_start, ring_edges)
-    if c0[3] >= near and c1[3] >= near and c2[3] >= near:
-        a0 = _iso_xy(c0, sx, sy)
-        a1 = _iso_xy(c1, sx, sy)
-        a2 = _iso_xy(c2, sx, sy)
-        area = _edge(a0, a1, a2)
-        if wp.abs(area) > 1.0e-12:
-            inv_area = 1.0 / area
-            r = float(0.0)
-            if soft0 + soft1 + soft2 > 0:
-                r = wp.sqrt(cutoff2)
-            xmin = wp.min(a0[0], wp.min(a1[0], a2[0])) - r
-            xmax = wp.max(a0[0], wp.max(a1[0], a2[0])) + r
-            ymin = wp.min(a0[1], wp.min(a1[1], a2[1])) - r
-            ymax = wp.max(a0[1], wp.max(a1[1], a2[1])) + r
-            # isotropic NDC -> continuous pixel coordinates: u = (x / sx + 1) W / 2, v = (1 - y / sy) H / 2
-            j0 = wp.max(int(wp.ceil((xmin / sx + 1.0) * 0.5 * float(W) - 0.5)), 0)
-            j1 = wp.min(int(wp.floor((xmax / sx + 1.0) * 0.5 * float(W) - 0.5)), W - 1)
-            i0 = wp.max(int(wp.ceil((1.0 - ymax / sy) * 0.5 * float(H) - 0.5)), 0)
-            i1 = wp.min(int(wp.floor((1.0 - ymin / sy) * 0.5 * float(H) - 0.5)), H - 1)
-            iw0 = 1.0 / c0[3]
-            iw1 = 1.0 / c1[3]
-            iw2 = 1.0 / c2[3]
-            min_x = -cutoff2 * inv_sigma
-            for i in range(i0 + s, i1 + 1, stripes):
-                py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
-                for j in range(j0, j1 + 1):
-                    p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
-                    x, counts, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, edge_verts, edge_soft,
-                                            ring_start, ring_edges, soft0, soft1, soft2, ring_soft, V, E, sx,
-                                            sy, inv_sigma)
-                    if counts == 1 and x > min_x:
-                        idx = (b * H + i) * W + j
-                        # perspective-correct weights of the nearest point, and its view depth
-                        q0 = bc[0] * iw0
-                        q1 = bc[1] * iw1
-                        q2 = bc[2] * iw2
-                        qsum = q0 + q1 + q2
-                        depth = 1.0 / qsum
-                        vis = tribuf[idx]
-                        group = int(0)  # 0 near, 1 same, 2 behind
-                        if vis > 0:
-                            wv = wvis[idx]
-                            if vis == t + 1:
-                                group = 1
-                            elif depth < wv * (1.0 - depth_tol):
-                                group = 0
-                            elif depth <= wv * (1.0 + depth_tol):
-                                group = 1
-                            else:
-                                group = 2
-                        zn = (far - depth) / (far - near)
-                        if mode == 0:
-                            if group == 0:
-                                wp.atomic_max(zmax_n, idx, zn)
-                            if group == 2:
-                                wp.atomic_max(zmax_b, idx, zn)
-                        else:
-                            sp = _softplus(x)
-                            if group == 1:
-                                s_same[idx] += sp
-                            else:
-                                k0 = (b * V + f[0]) * C
-                                k1 = (b * V + f[1]) * C
-                                k2 = (b * V + f[2]) * C
-                                if group == 0:
-                                    s_near[idx] += sp
-                                    wgt = _sigmoid(x) * wp.exp((zn - zmax_n[idx]) * inv_gamma)
-                                    den_n[idx] += wgt
-                                    for c in range(C):
-                                        val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
-                                        num_n[idx * C + c] += wgt * val
+        For pixel p and face j with ``x_j = delta d^2 / sigma`` (isotropic NDC, see ``_soft_eval``):
+        ``softplus(x_j)`` summed over the faces whose footprint reaches p, split in three groups (so that
+        ``1 - exp(-(s_near + s_same + s_behind))`` is SoftRas' ``1 - prod(1 - D)``). Each face falls in one
+        group relative to the visible surface at p (view depth of its point nearest to p against the visible
+        depth, relative margin ``depth_tol``): *near* (in front; every face when p is uncovered), *same*
+        (the visible face and faces at its depth) or *behind*. The near and behind groups also accumulate their depth-weighted attribute blends
+        ``num += w_j attr_j(p)``, ``den += w_j`` with ``w_j = sigmoid(x_j) exp((z_j - zmax) / gamma)``,
+        ``z_j = (far - depth_j) / (far - near)``; ``attr_j(p)`` is the perspective-correct interpolation
+        of the vertex attributes at the point of face j nearest to p.
+        """
+        tid, s = wp.tid()
+        b = tid // T
+        t = tid - b * T
+        f = faces[t]
+        c0 = clip[b * V + f[0]]
+        c1 = clip[b * V + f[1]]
+        c2 = clip[b * V + f[2]]
+        fe = face_edges[t]
+        soft0 = edge_soft[b * E + fe[0]]
+        soft1 = edge_soft[b * E + fe[1]]
+        soft2 = edge_soft[b * E + fe[2]]
+        ring_soft = _count_soft(b, t, E, edge_soft, ring_start, ring_edges)
+        if c0[3] >= near and c1[3] >= near and c2[3] >= near:
+            a0 = _iso_xy(c0, sx, sy)
+            a1 = _iso_xy(c1, sx, sy)
+            a2 = _iso_xy(c2, sx, sy)
+            area = _edge(a0, a1, a2)
+            if wp.abs(area) > 1.0e-12:
+                inv_area = 1.0 / area
+                r = float(0.0)
+                if soft0 + soft1 + soft2 > 0:
+                    r = wp.sqrt(cutoff2)
+                xmin = wp.min(a0[0], wp.min(a1[0], a2[0])) - r
+                xmax = wp.max(a0[0], wp.max(a1[0], a2[0])) + r
+                ymin = wp.min(a0[1], wp.min(a1[1], a2[1])) - r
+                ymax = wp.max(a0[1], wp.max(a1[1], a2[1])) + r
+                # isotropic NDC -> continuous pixel coordinates: u = (x / sx + 1) W / 2, v = (1 - y / sy) H / 2
+                j0 = wp.max(int(wp.ceil((xmin / sx + 1.0) * 0.5 * float(W) - 0.5)), 0)
+                j1 = wp.min(int(wp.floor((xmax / sx + 1.0) * 0.5 * float(W) - 0.5)), W - 1)
+                i0 = wp.max(int(wp.ceil((1.0 - ymax / sy) * 0.5 * float(H) - 0.5)), 0)
+                i1 = wp.min(int(wp.floor((1.0 - ymin / sy) * 0.5 * float(H) - 0.5)), H - 1)
+                iw0 = 1.0 / c0[3]
+                iw1 = 1.0 / c1[3]
+                iw2 = 1.0 / c2[3]
+                min_x = -cutoff2 * inv_sigma
+                for i in range(i0 + s, i1 + 1, stripes):
+                    py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
+                    for j in range(j0, j1 + 1):
+                        p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
+                        x, counts, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, edge_verts, edge_soft,
+                                                ring_start, ring_edges, soft0, soft1, soft2, ring_soft, V, E, sx,
+                                                sy, inv_sigma)
+                        if counts == 1 and x > min_x:
+                            idx = (b * H + i) * W + j
+                            # perspective-correct weights of the nearest point, and its view depth
+                            q0 = bc[0] * iw0
+                            q1 = bc[1] * iw1
+                            q2 = bc[2] * iw2
+                            qsum = q0 + q1 + q2
+                            depth = 1.0 / qsum
+                            vis = tribuf[idx]
+                            group = int(0)  # 0 near, 1 same, 2 behind
+                            if vis > 0:
+                                wv = wvis[idx]
+                                if vis == t + 1:
+                                    group = 1
+                                elif depth < wv * (1.0 - depth_tol):
+                                    group = 0
+                                elif depth <= wv * (1.0 + depth_tol):
+                                    group = 1
                                 else:
-                                    s_behind[idx] += sp
-                                    wgt = _sigmoid(x) * wp.exp((zn - zmax_b[idx]) * inv_gamma)
-                                    den_b[idx] += wgt
-                                    for c in range(C):
-                                        val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
-                                        num_b[idx * C + c] += wgt * val
+                                    group = 2
+                            zn = (far - depth) / (far - near)
+                            if wp.static(MODE == 0):
+                                if group == 0:
+                                    wp.atomic_max(zmax_n, idx, zn)
+                                if group == 2:
+                                    wp.atomic_max(zmax_b, idx, zn)
+                            else:
+                                sp = _softplus(x)
+                                if group == 1:
+                                    s_same[idx] += sp
+                                else:
+                                    k0 = (b * V + f[0]) * C
+                                    k1 = (b * V + f[1]) * C
+                                    k2 = (b * V + f[2]) * C
+                                    if group == 0:
+                                        s_near[idx] += sp
+                                        wgt = _sigmoid(x) * wp.exp((zn - zmax_n[idx]) * inv_gamma)
+                                        den_n[idx] += wgt
+                                        for c in range(C):
+                                            val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
+                                            num_n[idx * C + c] += wgt * val
+                                    else:
+                                        s_behind[idx] += sp
+                                        wgt = _sigmoid(x) * wp.exp((zn - zmax_b[idx]) * inv_gamma)
+                                        den_b[idx] += wgt
+                                        for c in range(C):
+                                            val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
+                                            num_b[idx * C + c] += wgt * val
+
+    return wp.kernel(soft_kernel, name=f"wsim_soft_mode{MODE}", enable_backward=(MODE == 1))
+
+
+# mode 0: softmax shifts (atomic_max, not differentiated); mode 1: the differentiated accumulation
+soft_zmax_kernel = _make_soft_kernel(0)
+soft_kernel = _make_soft_kernel(1)

@@ -125,10 +125,9 @@ def _warp_visible_surface(clip: torch.Tensor, faces: torch.Tensor, image_size, n
     stripes = _stripes(clip, H)
     with _stream_scope(clip):
         clip_wp = wp.from_torch(clip_flat.detach(), dtype=wp.vec4)
-        for id_pass in (0, 1):
-            wp.launch(kernels.raster_depth_kernel, dim=(B * T, stripes), device=device,
-                      inputs=[clip_wp, faces_wp, V, T, H, W, float(near), stripes, zbuf, tribuf, id_pass],
-                      record_tape=False)
+        for kernel in (kernels.raster_depth_kernel, kernels.raster_id_kernel):
+            wp.launch(kernel, dim=(B * T, stripes), device=device,
+                      inputs=[clip_wp, faces_wp, V, T, H, W, float(near), stripes, zbuf, tribuf], record_tape=False)
     program = _BaryProgram(device, faces_wp, tribuf, V, H, W)
     program._keep = faces_keep
     (rast,) = run_tape_program(program, {"clip": clip_flat})
@@ -328,9 +327,9 @@ class _SoftProgram:
         outs += [den_n, num_n, den_b, num_b]
         common = [inputs["clip"], inputs["attrs"], self.faces, *self.topo, self.tribuf, self.wvis, zmax_n, zmax_b,
                   V, T, H, W, C, *self.params, self.stripes]
-        wp.launch(kernels.soft_kernel, dim=(B * T, self.stripes), device=dev, inputs=[*common, 0, *outs],
+        wp.launch(kernels.soft_zmax_kernel, dim=(B * T, self.stripes), device=dev, inputs=[*common, *outs],
                   record_tape=False)
-        wp.launch(kernels.soft_kernel, dim=(B * T, self.stripes), device=dev, inputs=[*common, 1, *outs])
+        wp.launch(kernels.soft_kernel, dim=(B * T, self.stripes), device=dev, inputs=[*common, *outs])
         return tuple(outs)
 
 
