@@ -310,6 +310,7 @@ def _make_soft_kernel(MODE: int):
         tribuf: wp.array(dtype=wp.int32),
         wvis: wp.array(dtype=float),
         zmax_n: wp.array(dtype=float),
+        zmax_s: wp.array(dtype=float),
         zmax_b: wp.array(dtype=float),
         V: int,
         T: int,
@@ -332,19 +333,26 @@ def _make_soft_kernel(MODE: int):
         num_n: wp.array(dtype=float),
         den_b: wp.array(dtype=float),
         num_b: wp.array(dtype=float),
+        den_sv: wp.array(dtype=float),
+        den_s: wp.array(dtype=float),
+        num_s: wp.array(dtype=float),
     ):
-        """Soft edge term. ``mode == 0``: per-pixel maxima of the normalised inverse depth of the two
-        blended groups (the softmax shifts; not differentiated). ``mode == 1``: the accumulation proper.
+        """Soft edge term. ``MODE == 0``: per-pixel maxima of the normalised inverse depth of the three
+        blended groups (the softmax shifts; not differentiated). ``MODE == 1``: the accumulation proper.
 
-        For pixel p and face j with ``x_j = delta d^2 / sigma`` (isotropic NDC, see ``_soft_eval``):
+        For pixel p and face j with ``x_j = delta d^2 / sigma`` (isotropic NDC, see ``_soft_x``):
         ``softplus(x_j)`` summed over the faces whose footprint reaches p, split in three groups (so that
         ``1 - exp(-(s_near + s_same + s_behind))`` is SoftRas' ``1 - prod(1 - D)``). Each face falls in one
         group relative to the visible surface at p (view depth of its point nearest to p against the visible
-        depth, relative margin ``depth_tol``): *near* (in front; every face when p is uncovered), *same*
-        (the visible face and faces at its depth) or *behind*. The near and behind groups also accumulate their depth-weighted attribute blends
-        ``num += w_j attr_j(p)``, ``den += w_j`` with ``w_j = sigmoid(x_j) exp((z_j - zmax) / gamma)``,
-        ``z_j = (far - depth_j) / (far - near)``; ``attr_j(p)`` is the perspective-correct interpolation
-        of the vertex attributes at the point of face j nearest to p.
+        depth ``w_vis``): *near* (in front; every face when p is uncovered), *same* (the visible face and
+        faces at its depth) or *behind*, with a linear hand-over between groups for relative depth
+        differences between ``depth_tol`` and ``2 depth_tol`` (a face's terms are split between two
+        groups there, which keeps the total coverage and the image continuous). Each group also accumulates its
+        depth-weighted attribute blend ``num += w_j attr_j(p)``, ``den += w_j`` with
+        ``w_j = sigmoid(x_j) exp((z_j - zmax) / gamma)``, ``z_j = (far - depth_j) / (far - near)`` and
+        ``attr_j(p)`` the perspective-correct interpolation of the vertex attributes at the point of
+        face j nearest to p; the visible face itself only adds its weight (to ``den_sv``): its
+        attributes come from the exact visible-surface interpolation.
         """
         tid, s = wp.tid()
         b = tid // T
@@ -397,45 +405,57 @@ def _make_soft_kernel(MODE: int):
                             qsum = q0 + q1 + q2
                             depth = 1.0 / qsum
                             vis = tribuf[idx]
-                            group = int(0)  # 0 near, 1 same, 2 behind
+                            # group fractions: a face belongs to the near / same / behind group by its
+                            # depth relative to the visible surface, r = (depth - w_vis) / (tol w_vis),
+                            # with linear ramps over 1 <= |r| <= 2 so that nothing jumps with depth
+                            f_near = float(1.0)
+                            f_behind = float(0.0)
                             if vis > 0:
-                                wv = wvis[idx]
-                                if vis == t + 1:
-                                    group = 1
-                                elif depth < wv * (1.0 - depth_tol):
-                                    group = 0
-                                elif depth <= wv * (1.0 + depth_tol):
-                                    group = 1
-                                else:
-                                    group = 2
+                                f_near = 0.0
+                                if vis != t + 1:
+                                    wv = wvis[idx]
+                                    rel = (depth - wv) / (depth_tol * wv)
+                                    f_near = wp.clamp(-rel - 1.0, 0.0, 1.0)
+                                    f_behind = wp.clamp(rel - 1.0, 0.0, 1.0)
+                            f_same = 1.0 - f_near - f_behind
                             zn = (far - depth) / (far - near)
                             if wp.static(MODE == 0):
-                                if group == 0:
+                                if f_near > 0.0:
                                     wp.atomic_max(zmax_n, idx, zn)
-                                if group == 2:
+                                if f_same > 0.0:
+                                    wp.atomic_max(zmax_s, idx, zn)
+                                if f_behind > 0.0:
                                     wp.atomic_max(zmax_b, idx, zn)
                             else:
                                 sp = _softplus(x)
-                                if group == 1:
-                                    s_same[idx] += sp
-                                else:
-                                    k0 = (b * V + f[0]) * C
-                                    k1 = (b * V + f[1]) * C
-                                    k2 = (b * V + f[2]) * C
-                                    if group == 0:
-                                        s_near[idx] += sp
-                                        wgt = _sigmoid(x) * wp.exp((zn - zmax_n[idx]) * inv_gamma)
-                                        den_n[idx] += wgt
-                                        for c in range(C):
-                                            val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
-                                            num_n[idx * C + c] += wgt * val
+                                sg = _sigmoid(x)
+                                k0 = (b * V + f[0]) * C
+                                k1 = (b * V + f[1]) * C
+                                k2 = (b * V + f[2]) * C
+                                if f_same > 0.0:
+                                    s_same[idx] += f_same * sp
+                                    wgt = f_same * sg * wp.exp((zn - zmax_s[idx]) * inv_gamma)
+                                    if vis == t + 1:
+                                        den_sv[idx] += wgt
                                     else:
-                                        s_behind[idx] += sp
-                                        wgt = _sigmoid(x) * wp.exp((zn - zmax_b[idx]) * inv_gamma)
-                                        den_b[idx] += wgt
+                                        den_s[idx] += wgt
                                         for c in range(C):
                                             val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
-                                            num_b[idx * C + c] += wgt * val
+                                            num_s[idx * C + c] += wgt * val
+                                if f_near > 0.0:
+                                    s_near[idx] += f_near * sp
+                                    wgt = f_near * sg * wp.exp((zn - zmax_n[idx]) * inv_gamma)
+                                    den_n[idx] += wgt
+                                    for c in range(C):
+                                        val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
+                                        num_n[idx * C + c] += wgt * val
+                                if f_behind > 0.0:
+                                    s_behind[idx] += f_behind * sp
+                                    wgt = f_behind * sg * wp.exp((zn - zmax_b[idx]) * inv_gamma)
+                                    den_b[idx] += wgt
+                                    for c in range(C):
+                                        val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
+                                        num_b[idx * C + c] += wgt * val
 
     return wp.kernel(soft_kernel, name=f"wsim_soft_mode{MODE}", enable_backward=(MODE == 1))
 

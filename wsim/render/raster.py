@@ -304,11 +304,11 @@ class _SoftProgram:
     """Tape program of the soft edge term: a non-differentiated pass for the per-pixel depth maxima
     (softmax shifts, which cancel in the blends) and the differentiated accumulation."""
 
-    input_dtypes = {"clip": wp.vec4, "attrs": wp.float32}
+    input_dtypes = {"clip": wp.vec4, "attrs": wp.float32, "wvis": wp.float32}
 
-    def __init__(self, device, faces, topo_arrays, tribuf, wvis, dims, params, stripes):
+    def __init__(self, device, faces, topo_arrays, tribuf, dims, params, stripes):
         self.device = device
-        self.faces, self.topo, self.tribuf, self.wvis = faces, topo_arrays, tribuf, wvis
+        self.faces, self.topo, self.tribuf = faces, topo_arrays, tribuf
         self.dims = dims  # B, V, T, H, W, C
         self.params = params  # sx, sy, inv_sigma, cutoff2, inv_gamma, near, far, depth_tol
         self.stripes = stripes
@@ -318,14 +318,18 @@ class _SoftProgram:
         n = B * H * W
         dev = self.device
         zmax_n = wp.full(n, -1.0e30, dtype=float, device=dev)
+        zmax_s = wp.full(n, -1.0e30, dtype=float, device=dev)
         zmax_b = wp.full(n, -1.0e30, dtype=float, device=dev)
         outs = [wp.zeros(n, dtype=float, device=dev, requires_grad=True) for _ in range(3)]  # s_near, s_same, s_behind
         den_n = wp.zeros(n, dtype=float, device=dev, requires_grad=True)
         num_n = wp.zeros(n * C, dtype=float, device=dev, requires_grad=True)
         den_b = wp.zeros(n, dtype=float, device=dev, requires_grad=True)
         num_b = wp.zeros(n * C, dtype=float, device=dev, requires_grad=True)
-        outs += [den_n, num_n, den_b, num_b]
-        common = [inputs["clip"], inputs["attrs"], self.faces, *self.topo, self.tribuf, self.wvis, zmax_n, zmax_b,
+        den_sv = wp.zeros(n, dtype=float, device=dev, requires_grad=True)
+        den_s = wp.zeros(n, dtype=float, device=dev, requires_grad=True)
+        num_s = wp.zeros(n * C, dtype=float, device=dev, requires_grad=True)
+        outs += [den_n, num_n, den_b, num_b, den_sv, den_s, num_s]
+        common = [inputs["clip"], inputs["attrs"], self.faces, *self.topo, self.tribuf, inputs["wvis"], zmax_n, zmax_s, zmax_b,
                   V, T, H, W, C, *self.params, self.stripes]
         wp.launch(kernels.soft_zmax_kernel, dim=(B * T, self.stripes), device=dev, inputs=[*common, *outs],
                   record_tape=False)
@@ -338,9 +342,10 @@ def soft_edges(clip, attrs, faces, tri, wvis, image_size, sigma, gamma, near, fa
     """The sigmoid edge term (Warp kernel, both backends); see :func:`wsim.render.kernels.soft_kernel`.
 
     Returns a dict of ``[B, H, W]`` buffers ``s_near``, ``s_same``, ``s_behind``, ``den_near``,
-    ``den_behind`` and ``[B, H, W, C]`` buffers ``num_near``, ``num_behind``: a group's coverage is
-    ``1 - exp(-s_group)``, that of all faces ``1 - exp(-(s_near + s_same + s_behind))`` (SoftRas'
-    ``1 - prod(1 - D)``), and ``num / den`` are the near and behind groups' soft attribute blends.
+    ``den_same``, ``den_behind``, ``den_visible`` and ``[B, H, W, C]`` buffers ``num_near``,
+    ``num_same``, ``num_behind``: a group's coverage is ``1 - exp(-s_group)``, that of all faces
+    ``1 - exp(-(s_near + s_same + s_behind))`` (SoftRas' ``1 - prod(1 - D)``), ``num / den`` are the
+    groups' soft attribute blends, and ``den_visible`` the blend weight of the visible face itself.
     """
     init_warp()
     H, W = int(image_size[0]), int(image_size[1])
@@ -359,19 +364,17 @@ def soft_edges(clip, attrs, faces, tri, wvis, image_size, sigma, gamma, near, fa
                    wp.from_torch(flags, dtype=wp.int32), wp.from_torch(tt["ring_start"], dtype=wp.int32),
                    wp.from_torch(tt["ring_edges"], dtype=wp.int32), E]
     tri_c = tri.detach().to(torch.int32).contiguous().reshape(-1)
-    wvis_c = wvis.detach().float().contiguous().reshape(-1)
     s = float(min(H, W))
     cutoff2 = float(sigma) * math.log(1.0 / eps - 1.0)
     params = (W / s, H / s, 1.0 / float(sigma), cutoff2, 1.0 / float(gamma), float(near), float(far),
               float(depth_tol))
-    program = _SoftProgram(device, faces_wp, topo_arrays,
-                           wp.from_torch(tri_c, dtype=wp.int32), wp.from_torch(wvis_c, dtype=wp.float32),
+    program = _SoftProgram(device, faces_wp, topo_arrays, wp.from_torch(tri_c, dtype=wp.int32),
                            (B, V, T, H, W, C), params, _stripes(clip, H))
-    program._keep = (faces_keep, flags, tri_c, wvis_c, tt)
-    outs = run_tape_program(
-        program, {"clip": clip.reshape(B * V, 4).float().contiguous(), "attrs": attrs.float().reshape(-1)}
-    )
-    names = ("s_near", "s_same", "s_behind", "den_near", "num_near", "den_behind", "num_behind")
+    program._keep = (faces_keep, flags, tri_c, tt)
+    outs = run_tape_program(program, {"clip": clip.reshape(B * V, 4).float().contiguous(),
+                                      "attrs": attrs.float().reshape(-1), "wvis": wvis.float().reshape(-1)})
+    names = ("s_near", "s_same", "s_behind", "den_near", "num_near", "den_behind", "num_behind", "den_visible",
+             "den_same", "num_same")
     result = {}
     for name, out in zip(names, outs):
         result[name] = out.reshape(B, H, W, C) if name.startswith("num") else out.reshape(B, H, W)

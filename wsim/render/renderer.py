@@ -169,10 +169,10 @@ class SoftRenderer(torch.nn.Module):
         fg_attr = raster.interpolate(attrs, rast, tri, faces, backend)
         covered = tri > 0
         n, f = cam.near, cam.far
-        # NDC depth z = a + b / w  ->  view depth w = b / (z - a)
-        a_c, b_c = (f + n) / (f - n), -2.0 * f * n / (f - n)
-        zv = rast[..., 2].detach()
-        wvis = torch.where(covered, b_c / torch.where(covered, zv - a_c, torch.ones_like(zv)), torch.zeros_like(zv))
+        # view depth of the visible surface (perspective-correct barycentrics interpolate view-space
+        # quantities linearly), differentiable through the barycentrics; 0 where nothing is covered
+        wvis = raster.interpolate(clip[..., 3:4].contiguous(), rast, tri, faces, backend)[..., 0]
+        wvis = torch.where(covered, wvis, torch.zeros_like(wvis))
 
         # ---- 2./3. soft coverage and soft edge layers (Warp kernel on both backends)
         soft = raster.soft_edges(clip, attrs, faces, tri, wvis, (H, W), self.sigma, self.gamma, n, f,
@@ -201,8 +201,16 @@ class SoftRenderer(torch.nn.Module):
         a_same = (1.0 - torch.exp(-soft["s_same"])).unsqueeze(-1)
         a_behind = (1.0 - torch.exp(-soft["s_behind"])).unsqueeze(-1)
         near_col = shade_attr(blend(soft["num_near"], soft["den_near"]))
-        fg = shade_attr(fg_attr)
         behind_col = shade_attr(blend(soft["num_behind"], soft["den_behind"]))
+        # the visible surface blends with the other faces at its depth, so that a crease between sides
+        # of different colour or normal stays continuous. Attributes are blended before shading, as in
+        # the near group, so that the two descriptions of a pixel on a silhouette agree.
+        w_vis = soft["den_visible"].unsqueeze(-1)
+        w_same = soft["den_same"].unsqueeze(-1)
+        total = w_vis + w_same
+        safe_total = torch.where(total > 0.0, total, torch.ones_like(total))
+        surface_attr = torch.where(total > 0.0, (w_vis * fg_attr + soft["num_same"]) / safe_total, fg_attr)
+        fg = shade_attr(surface_attr)
         layered = a_near * near_col + (1.0 - a_near) * (
             a_same * fg + (1.0 - a_same) * (a_behind * behind_col + (1.0 - a_behind) * bg))
         rgb = torch.where(covered.unsqueeze(-1), layered, a_ * near_col + (1.0 - a_) * bg)

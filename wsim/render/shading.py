@@ -7,7 +7,9 @@ lit with Phong's model (``"phong"``):
 ``colour = base * (ambient + diffuse * sum_l I_l c_l max(n.L, 0)) + specular * sum_l I_l c_l max(r.v, 0)^shininess``
 
 with ``L`` the unit vector towards the light, ``r`` the reflection of ``L`` about the normal ``n``, ``v``
-the unit vector towards the camera. Surfaces are two-sided (the normal is turned towards the camera).
+the unit vector towards the camera. Lighting is one-sided: normals are used as given (outward for
+counter-clockwise faces); turning them towards the camera would make the shading jump where a smooth
+surface grazes the view direction (its silhouette), which the soft edges blend in.
 
 UV convention: ``u`` runs left to right and ``v`` bottom to top of the texture image (OBJ / OpenGL), and
 texture images are ``[Ht, Wt, C]`` with row 0 at the top; texel centres sit at ``(k + 0.5) / N``; lookups
@@ -120,7 +122,6 @@ def phong(base, position, normal, eye, lights, material: Material) -> torch.Tens
     device = base.device
     n = _normalize(normal)
     to_eye = _normalize(eye.to(device).reshape(-1, 1, 1, 3) - position)
-    n = torch.where((n * to_eye).sum(-1, keepdim=True) < 0.0, -n, n)  # two-sided
     ka = _per_frame(material.ambient, device)
     kd = _per_frame(material.diffuse, device)
     ks = _per_frame(material.specular, device)
