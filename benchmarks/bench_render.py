@@ -1,6 +1,6 @@
 """Renderer throughput: forward and forward+backward frames per second.
 
-Renders a batch of frames of an icosphere (about 100 to 10000 triangles) over a ground plane at 64,
+Renders a batch of frames of icospheres (about 100 to 10000 triangles) over a ground plane at 64,
 128 and 256 px on every device present (the CPU always, CUDA when available) with the Warp backend
 and, on CUDA with nvdiffrast installed, the nvdiffrast backend together with the ratio of its time to
 nvdiffrast's bare ``rasterize`` + ``interpolate`` on the same inputs.
@@ -19,13 +19,18 @@ import torch
 from wsim.render import Camera, Mesh, SoftRenderer, concat_meshes, grid_plane, icosphere
 from wsim.render.raster import nvdiffrast_available
 
-SUBDIVISIONS = {"~100": 1, "~1.3k": 3, "~5k": 4, "~20k": 5}
+# (icosphere subdivisions, number of spheres): 80 * 4^n triangles per sphere, plus the 32-triangle ground
+SUBDIVISIONS = {"~100": (1, 1), "~1.3k": (3, 1), "~5k": (4, 1), "~10k": (4, 2)}
 
 
-def _scene(subdiv: int, frames: int, device):
-    sv, sf = icosphere(0.6, subdiv, center=(0.0, 0.6, 0.0))
+def _scene(spec, frames: int, device):
+    subdiv, count = spec
+    meshes = []
+    for k in range(count):
+        sv, sf = icosphere(0.6 / count ** 0.5, subdiv, center=(0.8 * (k - (count - 1) / 2), 0.6, 0.0))
+        meshes.append(Mesh(sv, sf, torch.rand(sv.shape[0], 3)))
     gv, gf, _ = grid_plane(4.0, divisions=4)
-    v, f, c, _ = concat_meshes([Mesh(sv, sf, torch.rand(sv.shape[0], 3)), Mesh(gv, gf, torch.full((gv.shape[0], 3), 0.5))])
+    v, f, c, _ = concat_meshes(meshes + [Mesh(gv, gf, torch.full((gv.shape[0], 3), 0.5))])
     wobble = 0.05 * torch.sin(torch.arange(frames, dtype=torch.float32))[:, None, None]
     v = v + wobble * torch.tensor([1.0, 0.0, 0.5])
     return v.to(device), f.to(device), c.to(device)
@@ -87,14 +92,18 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=4, help="frames per batch (default 4)")
     parser.add_argument("--shading", default="flat", choices=["flat", "phong"])
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: Warp's CPU kernels run on one thread anyway, and "
+                             "spinning torch workers distort timings on a shared machine)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
     sizes = (64, 128) if args.quick else (64, 128, 256)
     meshes = ("~100", "~1.3k") if args.quick else tuple(SUBDIVISIONS)
     repeats = args.repeats or (1 if args.quick else 3)
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    print(f"frames per batch: {args.frames}, shading: {args.shading}, sigma 1e-5; scene = icosphere + 32-triangle ground")
+    print(f"frames per batch: {args.frames}, shading: {args.shading}, sigma 1e-5; scene = icosphere(s) + 32-triangle ground")
     print(f"{'device':<8}{'backend':<12}{'px':>5}{'triangles':>11}{'fwd fps':>10}{'fwd+bwd fps':>13}{'vs bare nvdr':>14}")
     for device in devices:
         backends = ["warp"]
