@@ -3,27 +3,36 @@
 Image formation, per frame and pixel ``p`` (row 0 at the top, see :mod:`wsim.render.camera`):
 
 1. **Visible surface** (DIB-R-style foreground). A hard rasteriser (nvdiffrast on CUDA, Warp kernels
-   otherwise) finds the nearest face covering ``p`` and its perspective-correct barycentrics; vertex
-   attributes interpolated there and shaded give the foreground colour ``F_p``. Its gradient reaches
-   the vertices through the barycentrics (and the attributes) at covered pixels.
+   otherwise) finds the nearest face ``v`` covering ``p`` and its perspective-correct barycentrics; the
+   vertex attributes (base colour or UV, and world position and normal for Phong) interpolated there
+   give ``F_p``. Its gradient reaches the vertices through the barycentrics at covered pixels.
 2. **Soft coverage** (SoftRas). Every face ``j`` whose sigmoid footprint reaches ``p`` contributes
    ``D_j = sigmoid(delta_j d_j^2 / sigma)`` (``d_j``: distance from ``p`` to the projected triangle in
    isotropic NDC, i.e. NDC for square images, the shorter side spanning [-1, 1] otherwise; ``delta = +1``
    inside, ``-1`` outside; faces with ``d^2 > sigma ln(1/eps - 1)`` outside are skipped). The alpha is
    ``A_p = 1 - prod_j (1 - D_j)``, computed as ``1 - exp(-sum_j softplus(delta_j d_j^2 / sigma))``.
-3. **Soft edges** (SoftRas-style depth-aware blend). The faces of the footprint that lie *in front of*
-   the visible surface at ``p`` (all of them where no face covers ``p``) form a soft layer with coverage
-   ``a_p = 1 - prod (1 - D_j)`` and colour ``E_p``: the shading of their attributes blended with weights
-   ``D_j exp(z_j / gamma)`` (``z_j = (far - depth_j) / (far - near)`` at the point of face ``j`` nearest
-   to ``p``; the larger, the nearer). On a covered pixel this layer is composited over the visible
-   surface, ``C_p = a_p E_p + (1 - a_p) F_p``, so an object's edge blends softly over the ground or
-   another object behind it; on an uncovered pixel ``C_p = E_p``.
-4. **Background**: ``RGB_p = A_p C_p + (1 - A_p) background``; the alpha channel is ``A_p``.
+   With ``soft_edges="silhouette"`` (default) only boundary and silhouette edges (edges whose two faces
+   face opposite ways on screen) make ``D`` fall off, and inside a face ``d`` is the distance to the
+   nearest such edge of its vertex one-ring; inner edges of a surface stay hard, so that a surface shows
+   no seams along its triangle edges. ``soft_edges="all"`` is SoftRas exactly (every edge soft).
+3. **Soft layers** (SoftRas-style depth-aware blend). Relative to the visible depth at ``p``, each face of
+   the footprint is *near* (in front of it; every face where ``p`` is uncovered), *same* (the visible
+   surface and faces at its depth, within ``depth_tol``) or *behind* (a linear hand-over between groups
+   keeps this continuous). Each group has a coverage ``a_g = 1 - prod_{j in g} (1 - D_j)`` and an
+   attribute blend with weights ``D_j exp(z_j / gamma)`` (``z_j = (far - depth_j) / (far - near)`` at the
+   point of face ``j`` nearest to ``p``: nearer faces win as ``gamma -> 0``); the *same* group's blend
+   includes ``F_p`` for the visible face. Attributes are blended, then shaded.
+4. **Compositing**, front to back, over the background ``bg``: on a covered pixel
+   ``RGB = a_near E_near + (1 - a_near) (a_same E_same + (1 - a_same) (a_behind E_behind + (1 - a_behind) bg))``,
+   on an uncovered one ``RGB = A E_near + (1 - A) bg``; the alpha channel is ``A`` (the three group
+   coverages multiply to ``1 - A``). An object's edge thus blends the same way over the background, the
+   ground or another object.
 
-As ``sigma -> 0`` the image tends to the hard rasterisation (``A`` -> coverage, ``a`` -> 0), and at every
-sigma the image is continuous across silhouettes (``D = 1/2`` on an edge from both sides), so pixels just
-outside a silhouette pass gradients to the vertices through ``A``. ``gamma`` only matters where several
-soft faces overlap (smaller: the nearest wins).
+As ``sigma -> 0`` the image tends to the hard rasterisation (``A`` -> coverage; the near and behind
+groups vanish), and at every sigma the image is continuous across a silhouette (``D = 1/2`` on the edge
+from both sides), so pixels just outside a silhouette pass gradients to the vertices through ``A`` and
+the near group. The image remains only piecewise smooth where attributes are discontinuous (e.g. a
+cube with a separate colour per side, at a pixel centre crossing a crease near a corner).
 
 Frames render as one batch; several meshes compose with correct occlusion when concatenated into one
 buffer (:func:`wsim.render.scene.concat_meshes`).
@@ -70,8 +79,11 @@ class SoftRenderer(torch.nn.Module):
         :class:`~wsim.render.shading.DirectionalLight`/:class:`~wsim.render.shading.PointLight` and a
         :class:`~wsim.render.shading.Material`.
     depth_tol:
-        Relative depth margin by which an edge face must be in front of the visible surface to blend over
-        it (keeps the neighbours of a face on the same surface from blending over it).
+        Relative depth margin between the groups of step 3 (faces within ``depth_tol`` of the visible
+        depth belong to its surface; hand-over between ``depth_tol`` and ``2 depth_tol``).
+    soft_edges:
+        ``"silhouette"`` (default: only boundary/silhouette edges are soft, no seams inside surfaces)
+        or ``"all"`` (SoftRas: every triangle edge is soft).
     """
 
     def __init__(self, camera: Camera, image_size=(64, 64), sigma: float = 1e-4, gamma: float = 1e-4,
