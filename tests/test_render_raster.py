@@ -172,3 +172,17 @@ def test_backend_and_argument_checks():
         SoftRenderer(cam)(v, f, texture=torch.ones(2, 2, 3))
     out, buf = SoftRenderer(cam, backend="auto", image_size=8)(v, f, return_buffers=True)
     assert buf["backend"] == "warp" and out.device.type == "cpu"
+
+
+def test_inner_edges_stay_hard_in_silhouette_mode():
+    """A flat square of two triangles: SoftRas (every edge soft) shows a seam along the diagonal, the
+    default silhouette mode does not, and both agree on the outer boundary."""
+    cam = Camera.look_at((0.0, 0.0, 3.0), fov_y=60.0)
+    verts = torch.tensor([[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]])
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    sil = SoftRenderer(cam, image_size=32, sigma=1e-3)(verts, faces)[0, ..., 3]
+    every = SoftRenderer(cam, image_size=32, sigma=1e-3, soft_edges="all")(verts, faces)[0, ..., 3]
+    diagonal = torch.tensor([sil[i, 31 - i] for i in range(8, 24)])  # anti-diagonal = the shared edge
+    assert diagonal.min() > 0.999
+    assert min(float(every[i, 31 - i]) for i in range(8, 24)) < 0.9
+    assert torch.allclose(sil[:, :4], every[:, :4], atol=1e-5)  # near the outer boundary: identical
