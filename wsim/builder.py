@@ -39,13 +39,15 @@ class ModelBuilder:
     """Collects a scene on the host; :meth:`finalize` uploads it to a device as a :class:`Model`."""
 
     def __init__(self, gravity=(0.0, -9.80665, 0.0), ground: bool = True, ground_height: float = 0.0,
-                 contact_margin: float = 0.0):
+                 contact_margin: float = 0.0, contact_smoothing: float = 1.0e-2):
         self.gravity = _vector("gravity", gravity)
         check_finite("ground.height", ground_height)
         check_range("contact.margin", contact_margin, 0.0, None, low_inclusive=True)
         self.ground = bool(ground)
         self.ground_height = float(ground_height)
         self.contact_margin = float(contact_margin)
+        check_range("contact.smoothing", contact_smoothing, 0.0, None, low_inclusive=True)
+        self.contact_smoothing = float(contact_smoothing)
         self.materials: list[tuple[float, float, float, float]] = []
         self.particles: list[dict] = []
         self.springs: list[tuple[int, int, float, float, float]] = []
@@ -145,7 +147,8 @@ class ModelBuilder:
         if not self.materials:
             self.add_material()
         model = Model(device=device, ground=self.ground, ground_height=self.ground_height,
-                      contact_margin=self.contact_margin, material_count=len(self.materials))
+                      contact_margin=self.contact_margin,
+                      contact_smoothing=self.contact_smoothing, material_count=len(self.materials))
         defaults = model.defaults
         defaults["gravity"] = self.gravity[None]
         materials = np.asarray(self.materials, dtype=np.float64)

@@ -30,7 +30,8 @@ class Model:
     centre of mass; ``shape_vertex_body`` [Vb] int32.
     External pushes: ``body_push_start_step`` / ``body_push_end_step`` [B] int32 (force applied on the
     physics steps in [start, end)); ``body_push_point`` [B] vec3 body frame.
-    Contact: ``material_count``; ``ground`` (bool), ``ground_height`` m, ``contact_margin`` m.
+    Contact: ``material_count``; ``ground`` (bool), ``ground_height`` m, ``contact_margin`` m,
+    ``contact_smoothing`` m (see :mod:`wsim.models.contact`).
     Rendering: ``render_faces`` int32 [T, 3] indices into the vertex buffer (body vertices first, in
     body order, then particles); ``body_vertex_start`` [B + 1] numpy offsets; ``body_names``.
     """
@@ -57,6 +58,7 @@ class Model:
     ground: bool = True
     ground_height: float = 0.0
     contact_margin: float = 0.0
+    contact_smoothing: float = 1.0e-2
     render_faces: np.ndarray | None = None
     body_vertex_start: np.ndarray | None = None
     particle_faces: np.ndarray | None = None

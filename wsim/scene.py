@@ -53,7 +53,8 @@ def build_scene(config: SceneConfig, device: str | None = None, base: Path | Non
     device = resolve_device(device)
     sim = config.sim
     builder = ModelBuilder(gravity=config.gravity, ground=config.ground.enabled,
-                           ground_height=config.ground.height, contact_margin=config.contact.margin)
+                           ground_height=config.ground.height, contact_margin=config.contact.margin,
+                           contact_smoothing=config.contact.smoothing)
     c = config.contact
     builder.add_material(c.ke, c.kd, c.kf, c.mu)
     colors = []

@@ -3,11 +3,23 @@
 Paper Appendix A.1 "Contact" and C.2. For a point at height ``y`` above the plane ``Y = ground_height``
 with gap ``C = min(y - ground_height - thickness, 0)`` and normal velocity ``v_n``:
 
-    f_n = ke C + kd min(v_n, 0)                       (<= 0 while penetrating, else 0)
+    f_n = -ke e(p) + kd r(p) min(v_n, 0)              (<= 0 while penetrating, else 0), p = -C
     f   = -n f_n - t min(kf |v_t|, mu |f_n|)          (t = v_t / |v_t|, the sliding direction)
 
-The friction term is a stiff linear "stick" regime below the Coulomb cone and a capped slip regime
-above it. Contact parameters are per material (``contact_ke`` ... ``contact_mu``, shape [M]); every
+With ``smoothing = s = 0`` this is exactly the paper's model: ``e(p) = p``, ``r(p) = 1`` and the
+friction is the hinge ``min(kf |v_t|, mu |f_n|)``. Its force has a corner (and its damping a jump) where a vertex meets the plane, so in discrete time every
+parameter change that moves a contact onset across a step boundary puts a kink of slope
+~ ke dt t into the trajectory: a bouncing rollout is jagged at the scale of one step and its local
+gradient says little about its trend. With ``s > 0`` the onset is C1 and centred on the surface:
+with ``q = p + s/2``, ``e = q^2 / 2s`` for ``0 < q < s`` and ``e = p`` beyond (the paper's linear
+penalty, so resting contacts sink exactly as much as without smoothing), and the damping ramps in as
+the smoothstep ``r = 3 x^2 - 2 x^3``, ``x = min(q / s, 1)`` (a linear ramp would put a kink of
+stiffness ~ kd v / s into the force, larger than ke itself at impact speeds), and the friction
+switches smoothly between its regimes, ``|f_t| = mu |f_n| tanh(kf |v_t| / (mu |f_n|))``: the same
+stick stiffness kf at rest and the same Coulomb cap when sliding, without the corner between them.
+Pick ``s`` a few times the distance a vertex travels in one step at impact (default 1 cm).
+
+Contact parameters are per material (``contact_ke`` ... ``contact_mu``, shape [M]); every
 body and every particle refers to one material, so one global material or one per body both fit.
 Contacts are generated for every body surface vertex and every particle (thickness = particle radius).
 """
@@ -29,21 +41,35 @@ register(
 @wp.func
 def ground_contact_force(
     position: wp.vec3, velocity: wp.vec3, ground_height: float, thickness: float,
-    ke: float, kd: float, kf: float, mu: float,
+    ke: float, kd: float, kf: float, mu: float, smoothing: float,
 ) -> wp.vec3:
     normal = wp.vec3(0.0, 1.0, 0.0)
     gap = wp.dot(normal, position) - ground_height - thickness
-    if gap >= 0.0:
+    # depth: penetration measured from where the (possibly smoothed) contact begins
+    depth = 0.5 * smoothing - gap
+    if depth <= 0.0:
         return wp.vec3(0.0)
     normal_speed = wp.dot(normal, velocity)
-    normal_force = ke * gap + kd * wp.min(normal_speed, 0.0)
+    elastic = depth
+    ramp = float(1.0)
+    if smoothing > 0.0:
+        elastic = wp.where(depth < smoothing, depth * depth / (2.0 * smoothing), depth - 0.5 * smoothing)
+        fraction = wp.min(depth / smoothing, 1.0)
+        ramp = fraction * fraction * (3.0 - 2.0 * fraction)
+    normal_force = -ke * elastic + kd * ramp * wp.min(normal_speed, 0.0)
     tangent_velocity = velocity - normal * normal_speed
     slip = wp.length(tangent_velocity)
-    friction = tangent_velocity * kf
     cap = mu * wp.abs(normal_force)
-    # Below the cone the stick force kf*v_t is used as is (no division: smooth at rest).
-    if kf * slip > cap:
-        friction = tangent_velocity * (cap / slip)
+    factor = float(0.0)
+    if smoothing > 0.0:
+        # Smooth relaxed Coulomb: |f_t| = cap tanh(kf |v_t| / cap), i.e. factor = kf tanh(x) / x with
+        # x = kf |v_t| / cap (series near x = 0 so that the stick stiffness kf survives at v_t = 0).
+        x = kf * slip / wp.max(cap, 1.0e-12)
+        factor = wp.where(x < 1.0e-3, kf * (1.0 - x * x / 3.0), cap * wp.tanh(x) / wp.max(slip, 1.0e-12))
+    else:
+        # The paper's hinge min(kf |v_t|, mu |f_n|) / |v_t|: kf itself in the stick regime.
+        factor = wp.min(kf, cap / wp.max(slip, 1.0e-12))
+    friction = tangent_velocity * factor
     return -normal * normal_force - friction
 
 
@@ -60,6 +86,7 @@ def particle_ground_contact_kernel(
     mu: wp.array(dtype=float),
     ground_height: float,
     margin: float,
+    smoothing: float,
     particle_f: wp.array(dtype=wp.vec3),
 ):
     tid = wp.tid()
@@ -67,7 +94,8 @@ def particle_ground_contact_kernel(
         return
     m = particle_material[tid]
     force = ground_contact_force(
-        particle_q[tid], particle_qd[tid], ground_height, margin + particle_radius[tid], ke[m], kd[m], kf[m], mu[m]
+        particle_q[tid], particle_qd[tid], ground_height, margin + particle_radius[tid], ke[m], kd[m], kf[m], mu[m],
+        smoothing,
     )
     wp.atomic_add(particle_f, tid, force)
 
@@ -87,6 +115,7 @@ def body_ground_contact_kernel(
     mu: wp.array(dtype=float),
     ground_height: float,
     margin: float,
+    smoothing: float,
     body_f: wp.array(dtype=wp.vec3),
     body_t: wp.array(dtype=wp.vec3),
 ):
@@ -96,7 +125,9 @@ def body_ground_contact_kernel(
     position = body_q[b] + arm
     velocity = body_v[b] + wp.cross(body_w[b], arm)
     m = body_material[b]
-    force = ground_contact_force(position, velocity, ground_height, margin, ke[m], kd[m], kf[m], mu[m])
+    force = ground_contact_force(
+        position, velocity, ground_height, margin, ke[m], kd[m], kf[m], mu[m], smoothing
+    )
     wp.atomic_add(body_f, b, force)
     wp.atomic_add(body_t, b, wp.cross(arm, force))
 
@@ -110,7 +141,8 @@ def apply_forces(model, state, params, step: int, interval: int) -> None:
         wp.launch(
             particle_ground_contact_kernel, dim=model.particle_count, device=model.device,
             inputs=[state.particle_q, state.particle_qd, model.particle_radius, model.particle_pinned,
-                    model.particle_material, *materials, model.ground_height, model.contact_margin],
+                    model.particle_material, *materials, model.ground_height, model.contact_margin,
+                    model.contact_smoothing],
             outputs=[state.particle_f],
         )
     if model.shape_vertex_count:
@@ -118,6 +150,6 @@ def apply_forces(model, state, params, step: int, interval: int) -> None:
             body_ground_contact_kernel, dim=model.shape_vertex_count, device=model.device,
             inputs=[state.body_q, state.body_r, state.body_v, state.body_w, model.shape_vertices,
                     model.shape_vertex_body, model.body_material, *materials, model.ground_height,
-                    model.contact_margin],
+                    model.contact_margin, model.contact_smoothing],
             outputs=[state.body_f, state.body_t],
         )
