@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .errors import WsimError
 
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="run a scene and write rollout.npz and rollout.usda")
     _common(simulate)
     simulate.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
+    simulate.add_argument("--no-video", dest="video", action="store_false",
+                          help="skip rendering rollout.mp4 (rendering is on by default)")
+    simulate.add_argument("--resolution", type=int, default=256, help="video frame size in pixels (square)")
     gradcheck = commands.add_parser("gradcheck", help="adjoint gradients vs central finite differences")
     _common(gradcheck)
     gradcheck.add_argument("--params", default=None,
@@ -63,8 +67,39 @@ def cmd_simulate(args) -> int:
                       model.body_names, scene.colors, model.ground_height if model.ground else None)
     print(f"{scene.config.name}: {sim.frames} frames, {sim.steps} physics steps of {sim.dt:g} s on {sim.device} "
           f"in {elapsed:.2f} s ({sim.steps / max(elapsed, 1e-9):.0f} steps/s)")
-    print(f"wrote {out / 'rollout.npz'} and {out / 'rollout.usda'}")
+    written = [out / "rollout.npz", out / "rollout.usda"]
+    if args.video:
+        from .render import render_rollout_video
+
+        display_vertices, display_faces, display_colors = display_mesh(vertices, model.render_faces, scene.colors,
+                                                                       model.shape_vertex_count)
+        device = sim.torch_device
+        written.append(render_rollout_video(
+            torch.as_tensor(display_vertices, device=device), torch.as_tensor(display_faces, device=device),
+            out / "rollout.mp4", image_size=(args.resolution, args.resolution),
+            colors=torch.as_tensor(display_colors, device=device), fps=scene.fps,
+            ground_height=model.ground_height if model.ground else None))
+    print("wrote " + ", ".join(str(path) for path in written))
     return 0
+
+
+def display_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, particle_start: int):
+    """Vertex buffer, faces and colours for display: particles that no face uses are drawn as small
+    octahedra (radius 2 % of the scene size) so that mass-spring systems show up in videos."""
+    used = np.zeros(vertices.shape[1], dtype=bool)
+    used[np.asarray(faces, dtype=np.int64).reshape(-1)] = True
+    loose = np.flatnonzero(~used[particle_start:]) + particle_start
+    if len(loose) == 0:
+        return vertices, faces, colors
+    extent = float(np.ptp(vertices.reshape(-1, 3), axis=0).max()) or 1.0
+    offsets = 0.02 * extent * np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+    octahedron = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    blobs = vertices[:, loose, None, :] + offsets[None, None]  # [F, loose, 6, 3]
+    base = vertices.shape[1]
+    blob_faces = (octahedron[None] + base + 6 * np.arange(len(loose))[:, None, None]).reshape(-1, 3)
+    all_vertices = np.concatenate([vertices, blobs.reshape(len(vertices), -1, 3)], axis=1)
+    all_colors = np.concatenate([colors, np.repeat(colors[loose], 6, axis=0)])
+    return all_vertices.astype(np.float32), np.concatenate([faces, blob_faces]).astype(np.int64), all_colors
 
 
 def cmd_gradcheck(args) -> int:

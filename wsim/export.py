@@ -24,6 +24,7 @@ def atomic_path(path: str | Path, suffix: str | None = None):
     os.close(handle)
     try:
         yield Path(temporary)
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600 files; results are meant to be shared
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
