@@ -19,6 +19,7 @@ import warp as wp
 from .device import init_warp
 from .errors import MeshError, ParameterError, check_finite, check_range
 from .meshes import TriangleMesh, mass_properties
+from .tetmesh import TetMesh, rotation_matrix
 from .model import Model
 
 # Importing the models and the integrator registers their parameters.
@@ -33,6 +34,22 @@ def _vector(name, value, length=3):
         raise ParameterError(f"{name} must have {length} components, got {array.size}")
     check_finite(name, array)
     return array
+
+
+def _pinned_mask(name, pinned, count):
+    """A boolean mask [count] from ``None``, a boolean mask or a list of indices."""
+    mask = np.zeros(count, dtype=bool)
+    if pinned is None:
+        return mask
+    values = np.asarray(pinned).reshape(-1)
+    if values.dtype == bool:
+        if len(values) != count:
+            raise ParameterError(f"{name} mask must have {count} entries, got {len(values)}")
+        return values.copy()
+    if len(values) and (values.min() < 0 or values.max() >= count):
+        raise ParameterError(f"{name} indices must lie in [0, {count - 1}]")
+    mask[values.astype(np.int64)] = True
+    return mask
 
 
 class ModelBuilder:
@@ -53,6 +70,11 @@ class ModelBuilder:
         self.springs: list[tuple[int, int, float, float, float]] = []
         self.bodies: list[dict] = []
         self.particle_faces: list[tuple[int, int, int]] = []
+        # FEM tetrahedra (i, j, k, l, mu, lambda, damping, activation), cloth triangles
+        # (i, j, k, mu, lambda, damping, drag, lift), bending edges (o1, o2, e0, e1, stiffness, damping, activation)
+        self.tets: list[tuple] = []
+        self.tris: list[tuple] = []
+        self.edges: list[tuple] = []
 
     # -- contact ----------------------------------------------------------------------------------
     def add_material(self, ke: float = 1.0e4, kd: float = 100.0, kf: float = 1.0e3, mu: float = 0.5) -> int:
@@ -140,6 +162,155 @@ class ModelBuilder:
         ))
         return len(self.bodies) - 1
 
+    # -- deformable solids (FEM) ------------------------------------------------------------------
+    def _check_particles(self, what: str, indices) -> tuple:
+        n = len(self.particles)
+        indices = tuple(int(i) for i in indices)
+        if len(set(indices)) != len(indices) or not all(0 <= i < n for i in indices):
+            raise ParameterError(f"{what} particles must be distinct indices in [0, {n - 1}], got {indices}")
+        return indices
+
+    def add_tetrahedron(self, i: int, j: int, k: int, l: int, mu: float = 1.0e4, lam: float = 1.0e4,
+                        damping: float = 0.0, activation: float = 0.0) -> int:
+        """Add a stable Neo-Hookean tetrahedron on particles (i, j, k, l) (see :mod:`wsim.models.fem`).
+
+        Its rest shape is the particles' positions at :meth:`finalize`; it must have a positive volume.
+        ``mu``/``lam`` are the Lame parameters (Pa), ``damping`` k_d (Pa s), ``activation`` alpha."""
+        indices = self._check_particles("tetrahedron", (i, j, k, l))
+        check_range("tetrahedron mu", mu, 0.0, None, low_inclusive=True)
+        check_range("tetrahedron lambda", lam, 0.0, None, low_inclusive=True)
+        check_range("tetrahedron damping", damping, 0.0, None, low_inclusive=True)
+        check_finite("tetrahedron activation", activation)
+        self.tets.append((*indices, float(mu), float(lam), float(damping), float(activation)))
+        return len(self.tets) - 1
+
+    def add_soft_mesh(self, mesh: TetMesh, position=(0.0, 0.0, 0.0), rotation=(0.0, 0.0, 0.0, 1.0), scale=1.0,
+                      velocity=(0.0, 0.0, 0.0), density: float | None = None, particle_mass: float | None = None,
+                      mu: float = 1.0e4, lam: float = 1.0e4, damping: float = 0.0, activation: float = 0.0,
+                      radius: float = 0.0, pinned=None, material: int | None = None, name: str = "soft") -> dict:
+        """Add a deformable solid: one particle per vertex of ``mesh`` and one tetrahedron per element.
+
+        The mesh is scaled, rotated (quaternion x, y, z, w) and moved to ``position`` (m). Masses are
+        lumped from ``density`` (kg/m^3: each particle gets a quarter of the mass of every element it
+        belongs to) or set to ``particle_mass`` (kg, every particle); give exactly one. ``pinned`` lists
+        particle indices of the mesh (or a boolean mask) that stay fixed. The boundary surface is added
+        to the rendered faces. Returns ``{"particles": range, "tets": range}`` (global indices)."""
+        if (density is None) == (particle_mass is None):
+            raise ParameterError(f"soft body '{name}': give exactly one of density or particle_mass")
+        try:
+            placed = mesh.transformed(scale, rotation, position)
+            placed.check()
+        except Exception as error:
+            raise MeshError(f"soft body '{name}': {error}") from None
+        count = len(placed.vertices)
+        if density is not None:
+            check_range(f"soft body '{name}' density", density, 0.0, None)
+            masses = np.zeros(count)
+            np.add.at(masses, placed.tets.reshape(-1), np.repeat(placed.volumes() * float(density) / 4.0, 4))
+            if np.any(masses <= 0):
+                raise MeshError(f"soft body '{name}': vertex {int(np.argmin(masses))} belongs to no tetrahedron "
+                                "(remove unused vertices)")
+        else:
+            check_range(f"soft body '{name}' particle_mass", particle_mass, 0.0, None)
+            masses = np.full(count, float(particle_mass))
+        fixed = _pinned_mask(f"soft body '{name}' pinned", pinned, count)
+        velocity = _vector(f"soft body '{name}' velocity", velocity)
+        first = len(self.particles)
+        for v in range(count):
+            self.add_particle(placed.vertices[v], velocity, masses[v], radius, pinned=bool(fixed[v]), material=material)
+        first_tet = len(self.tets)
+        for tet in placed.tets:
+            self.add_tetrahedron(*(first + tet), mu=mu, lam=lam, damping=damping, activation=activation)
+        self.particle_faces.extend((placed.boundary_faces() + first).tolist())
+        return {"particles": range(first, first + count), "tets": range(first_tet, len(self.tets))}
+
+    # -- cloth ------------------------------------------------------------------------------------
+    def add_triangle(self, i: int, j: int, k: int, mu: float = 100.0, lam: float = 100.0, damping: float = 0.0,
+                     drag: float = 0.0, lift: float = 0.0) -> int:
+        """Add a cloth triangle (membrane, :mod:`wsim.models.cloth`; air, :mod:`wsim.models.aerodynamics`).
+
+        ``mu``/``lam`` membrane Lame parameters (N/m), ``damping`` (N s/m), ``drag``/``lift`` air
+        coefficients (kg/m^3). Its rest shape is the particles' positions at :meth:`finalize`."""
+        indices = self._check_particles("triangle", (i, j, k))
+        for what, value in (("mu", mu), ("lambda", lam), ("damping", damping), ("drag", drag), ("lift", lift)):
+            check_range(f"triangle {what}", value, 0.0, None, low_inclusive=True)
+        self.tris.append((*indices, float(mu), float(lam), float(damping), float(drag), float(lift)))
+        return len(self.tris) - 1
+
+    def add_bending_edge(self, o1: int, o2: int, e0: int, e1: int, stiffness: float = 0.0, damping: float = 0.0,
+                         activation: float = 0.0) -> int:
+        """Add a dihedral bending element on edge (e0, e1) between triangles (o1, e0, e1) and (o2, e1, e0)
+        (see :mod:`wsim.models.bending`); the rest angle is the angle at :meth:`finalize`."""
+        indices = self._check_particles("bending edge", (o1, o2, e0, e1))
+        check_range("bending stiffness", stiffness, 0.0, None, low_inclusive=True)
+        check_range("bending damping", damping, 0.0, None, low_inclusive=True)
+        check_finite("bending activation", activation)
+        self.edges.append((*indices, float(stiffness), float(damping), float(activation)))
+        return len(self.edges) - 1
+
+    def add_cloth(self, mesh: TriangleMesh, position=(0.0, 0.0, 0.0), rotation=(0.0, 0.0, 0.0, 1.0), scale=1.0,
+                  velocity=(0.0, 0.0, 0.0), density: float | None = None, particle_mass: float | None = None,
+                  mu: float = 100.0, lam: float = 100.0, damping: float = 0.0, bending_stiffness: float = 0.0,
+                  bending_damping: float = 0.0, drag: float = 0.0, lift: float = 0.0, radius: float = 0.0,
+                  pinned=None, anchors=None, anchor_stiffness: float = 1.0e3, anchor_damping: float = 1.0,
+                  material: int | None = None, name: str = "cloth") -> dict:
+        """Add a cloth: one particle per vertex, one triangle per face, one bending edge per interior edge.
+
+        Masses come from ``density`` (kg/m^2, a third of each triangle's mass to each corner) or
+        ``particle_mass`` (kg each). ``pinned`` (mesh vertex indices or a mask) fixes particles;
+        ``anchors`` (mesh vertex indices) ties each listed particle to a fixed point at its initial
+        position with a spring of ``anchor_stiffness`` (N/m) and ``anchor_damping`` (N s/m).
+        Returns ``{"particles", "tris", "edges", "anchors"}`` ranges of global indices."""
+        from .cloth_mesh import bending_edges
+
+        if (density is None) == (particle_mass is None):
+            raise ParameterError(f"cloth '{name}': give exactly one of density or particle_mass")
+        scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (3,))
+        if np.any(scale <= 0):
+            raise ParameterError(f"cloth '{name}' scale must be positive, got {scale.tolist()}")
+        try:
+            vertices = (mesh.vertices * scale) @ rotation_matrix(rotation).T + _vector(f"cloth '{name}' position",
+                                                                                     position)
+            edges = bending_edges(mesh.faces)
+        except MeshError as error:
+            raise MeshError(f"cloth '{name}': {error}") from None
+        faces = np.asarray(mesh.faces, dtype=np.int64)
+        x = vertices[faces]
+        areas = 0.5 * np.linalg.norm(np.cross(x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]), axis=1)
+        scale_sq = max(float(np.ptp(vertices, axis=0).max()), 1e-30) ** 2
+        if np.any(areas <= 1e-12 * scale_sq):
+            raise MeshError(f"cloth '{name}': triangle {int(np.argmin(areas))} has zero area")
+        count = len(vertices)
+        if density is not None:
+            check_range(f"cloth '{name}' density", density, 0.0, None)
+            masses = np.zeros(count)
+            np.add.at(masses, faces.reshape(-1), np.repeat(areas * float(density) / 3.0, 3))
+            if np.any(masses <= 0):
+                raise MeshError(f"cloth '{name}': vertex {int(np.argmin(masses))} belongs to no triangle")
+        else:
+            check_range(f"cloth '{name}' particle_mass", particle_mass, 0.0, None)
+            masses = np.full(count, float(particle_mass))
+        fixed = _pinned_mask(f"cloth '{name}' pinned", pinned, count)
+        velocity = _vector(f"cloth '{name}' velocity", velocity)
+        first = len(self.particles)
+        for v in range(count):
+            self.add_particle(vertices[v], velocity, masses[v], radius, pinned=bool(fixed[v]), material=material)
+        first_tri, first_edge = len(self.tris), len(self.edges)
+        for face in faces:
+            self.add_triangle(*(first + face), mu=mu, lam=lam, damping=damping, drag=drag, lift=lift)
+        for edge in edges:
+            self.add_bending_edge(*(first + edge), stiffness=bending_stiffness, damping=bending_damping)
+        first_spring = len(self.springs)
+        anchor_list = [] if anchors is None else np.asarray(anchors, dtype=np.int64).reshape(-1)
+        for v in anchor_list:
+            if not 0 <= v < count:
+                raise ParameterError(f"cloth '{name}' anchors must be vertex indices in [0, {count - 1}], got {v}")
+            anchor = self.add_particle(vertices[v], mass=1.0, pinned=True, material=material)
+            self.add_spring(anchor, first + int(v), anchor_stiffness, anchor_damping, rest_length=0.0)
+        self.particle_faces.extend((faces + first).tolist())
+        return {"particles": range(first, first + count), "tris": range(first_tri, len(self.tris)),
+                "edges": range(first_edge, len(self.edges)), "anchors": range(first_spring, len(self.springs))}
+
     # -- upload -----------------------------------------------------------------------------------
     def finalize(self, device: str = "cpu", dt: float | None = None) -> Model:
         """Upload to ``device``. ``dt`` (s) converts push windows to physics steps (required for pushes)."""
@@ -208,7 +379,72 @@ class ModelBuilder:
             defaults["body_push_force"] = np.array([b["impulse"] for b in self.bodies]) / durations[:, None]
             defaults["body_push_force"][steps == 0] = 0.0
         model.body_vertex_start = np.array(starts)
+        self._finalize_elements(model, defaults, device)
         if self.particle_faces:
             faces.append(np.asarray(self.particle_faces) + model.shape_vertex_count)
         model.render_faces = (np.concatenate(faces) if faces else np.zeros((0, 3))).astype(np.int32)
         return model
+
+    def _finalize_elements(self, model: Model, defaults: dict, device: str) -> None:
+        """Rest shapes and parameter defaults of tetrahedra, cloth triangles and bending edges."""
+        positions = np.array([p["position"] for p in self.particles]).reshape(-1, 3)
+        if self.tets:
+            tets = np.asarray(self.tets, dtype=np.float64)
+            indices = tets[:, :4].astype(np.int64)
+            x = positions[indices]
+            rest = np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], axis=2)  # columns
+            volume = np.linalg.det(rest) / 6.0
+            edge = np.linalg.norm(rest, axis=1).max(axis=1)
+            bad = np.flatnonzero(volume <= 1e-9 * edge ** 3)
+            if len(bad):
+                t = int(bad[0])
+                raise MeshError(f"tetrahedron {t} (particles {indices[t].tolist()}) has "
+                                f"{'zero' if abs(volume[t]) <= 1e-9 * edge[t] ** 3 else 'negative'} rest volume "
+                                f"{volume[t]:.3g} m^3; every tetrahedron needs a positive volume "
+                                "(det(x1 - x0, x2 - x0, x3 - x0) > 0: swap two of its vertices)")
+            model.tet_count = len(tets)
+            model.tet_indices = wp.array(indices.astype(np.int32), dtype=wp.int32, device=device)
+            model.tet_rest_inverse = wp.array(np.linalg.inv(rest).astype(np.float32), dtype=wp.mat33, device=device)
+            model.tet_rest_volume = wp.array(volume.astype(np.float32), dtype=float, device=device)
+            for column, name in enumerate(("lame_mu", "lame_lambda", "tet_damping", "tet_activation")):
+                defaults[name] = tets[:, 4 + column]
+        if self.tris:
+            tris = np.asarray(self.tris, dtype=np.float64)
+            indices = tris[:, :3].astype(np.int64)
+            x = positions[indices]
+            e1, e2 = x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]
+            normal = np.cross(e1, e2)
+            twice_area = np.linalg.norm(normal, axis=1)
+            bad = np.flatnonzero(twice_area <= 1e-12 * np.maximum(np.einsum("ij,ij->i", e1, e1), 1e-30))
+            if len(bad):
+                raise MeshError(f"cloth triangle {int(bad[0])} (particles {indices[bad[0]].tolist()}) has zero area")
+            u = e1 / np.linalg.norm(e1, axis=1, keepdims=True)
+            w = np.cross(normal / twice_area[:, None], u)
+            rest = np.stack([np.stack([np.einsum("ij,ij->i", e1, u), np.einsum("ij,ij->i", e2, u)], axis=1),
+                             np.stack([np.einsum("ij,ij->i", e1, w), np.einsum("ij,ij->i", e2, w)], axis=1)], axis=1)
+            model.tri_count = len(tris)
+            model.tri_indices = wp.array(indices.astype(np.int32), dtype=wp.int32, device=device)
+            model.tri_rest_inverse = wp.array(np.linalg.inv(rest).astype(np.float32), dtype=wp.mat22, device=device)
+            model.tri_rest_area = wp.array((0.5 * twice_area).astype(np.float32), dtype=float, device=device)
+            for column, name in enumerate(("cloth_lame_mu", "cloth_lame_lambda", "cloth_damping", "drag_coefficient",
+                                           "lift_coefficient")):
+                defaults[name] = tris[:, 3 + column]
+        if self.edges:
+            edges = np.asarray(self.edges, dtype=np.float64)
+            indices = edges[:, :4].astype(np.int64)
+            x1, x2, x3, x4 = (positions[indices[:, c]] for c in range(4))
+            n1 = np.cross(x3 - x1, x4 - x1)
+            n2 = np.cross(x4 - x2, x3 - x2)
+            e = x4 - x3
+            e_len = np.linalg.norm(e, axis=1)
+            sin = np.einsum("ij,ij->i", np.cross(n1, n2), e) / np.maximum(e_len, 1e-30)
+            angle = np.arctan2(sin, np.einsum("ij,ij->i", n1, n2))
+            areas = 0.5 * (np.linalg.norm(n1, axis=1) + np.linalg.norm(n2, axis=1))
+            if np.any(areas <= 0) or np.any(e_len <= 0):
+                raise MeshError(f"bending edge {int(np.argmin(areas * e_len))} has a degenerate triangle or edge")
+            model.edge_count = len(edges)
+            model.edge_indices = wp.array(indices.astype(np.int32), dtype=wp.int32, device=device)
+            model.edge_rest_angle = wp.array(angle.astype(np.float32), dtype=float, device=device)
+            model.edge_rest_weight = wp.array((3.0 * e_len ** 2 / areas).astype(np.float32), dtype=float, device=device)
+            for column, name in enumerate(("bending_stiffness", "bending_damping", "bending_activation")):
+                defaults[name] = edges[:, 4 + column]

@@ -32,6 +32,15 @@ class Model:
     physics steps in [start, end)); ``body_push_point`` [B] vec3 body frame.
     Contact: ``material_count``; ``ground`` (bool), ``ground_height`` m, ``contact_margin`` m,
     ``contact_smoothing`` m (see :mod:`wsim.models.contact`).
+    Tetrahedra (FEM, :mod:`wsim.models.fem`): ``tet_count``; ``tet_indices`` [T, 4] int32 particle indices
+    (positively oriented); ``tet_rest_inverse`` [T] mat33 inverse rest edge matrix ``Dm^-1`` (1/m);
+    ``tet_rest_volume`` [T] m^3.
+    Cloth triangles (:mod:`wsim.models.cloth`, :mod:`wsim.models.aerodynamics`): ``tri_count``;
+    ``tri_indices`` [C, 3] int32; ``tri_rest_inverse`` [C] mat22 inverse 2D rest edge matrix (1/m);
+    ``tri_rest_area`` [C] m^2.
+    Bending edges (:mod:`wsim.models.bending`): ``edge_count``; ``edge_indices`` [E, 4] int32
+    ``(o1, o2, e0, e1)`` (opposite vertices of the two triangles, then the shared edge);
+    ``edge_rest_angle`` [E] rad; ``edge_rest_weight`` [E] ``3 |e0|^2 / (A1_0 + A2_0)``.
     Rendering: ``render_faces`` int32 [T, 3] indices into the vertex buffer (body vertices first, in
     body order, then particles); ``body_vertex_start`` [B + 1] numpy offsets; ``body_names``.
     """
@@ -62,6 +71,18 @@ class Model:
     render_faces: np.ndarray | None = None
     body_vertex_start: np.ndarray | None = None
     particle_faces: np.ndarray | None = None
+    tet_count: int = 0
+    tet_indices: wp.array | None = None
+    tet_rest_inverse: wp.array | None = None
+    tet_rest_volume: wp.array | None = None
+    tri_count: int = 0
+    tri_indices: wp.array | None = None
+    tri_rest_inverse: wp.array | None = None
+    tri_rest_area: wp.array | None = None
+    edge_count: int = 0
+    edge_indices: wp.array | None = None
+    edge_rest_angle: wp.array | None = None
+    edge_rest_weight: wp.array | None = None
     defaults: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
 

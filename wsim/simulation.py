@@ -16,6 +16,11 @@ Accepted parameter names are the registry's (:mod:`wsim.parameters`) plus these 
 given without ``body_inertia`` scales the default inertia by the same factor (a uniform body).
 Scalars and smaller tensors broadcast to the full shape (a scalar ``ke`` is one value for every
 material).
+
+Deformable solids: ``young_modulus`` E (Pa) and ``poisson_ratio`` nu (per tetrahedron, 0 <= nu < 0.5)
+are accepted instead of ``lame_mu``/``lame_lambda`` (``mu = E / (2 (1 + nu))``,
+``lambda = E nu / ((1 + nu)(1 - 2 nu))``); one of the pair alone keeps the other at the value implied by
+the model's Lame parameters. Their defaults derive from the model's Lame parameters.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ ALIASES = {
     "orientation": "body_rotation", "velocity": "body_velocity", "angular_velocity": "body_angular_velocity",
     "impulse": "body_impulse",
 }
-CONVENIENCE = {"density": (0.0, None), "body_impulse": (None, None)}
+CONVENIENCE = {"density": (0.0, None), "body_impulse": (None, None), "young_modulus": (0.0, None),
+               "poisson_ratio": (0.0, 0.5)}
 
 
 @wp.kernel
@@ -131,6 +137,11 @@ class Simulation:
         if name == "body_impulse":
             force = self.default("body_push_force")
             return force * self._push_duration()[:, None]
+        if name in ("young_modulus", "poisson_ratio") and "lame_mu" in self.model.defaults:
+            mu, lam = self.default("lame_mu"), self.default("lame_lambda")
+            if name == "young_modulus":
+                return mu * (3.0 * lam + 2.0 * mu) / (lam + mu)
+            return lam / (2.0 * (lam + mu))
         if name not in self.model.defaults:
             raise ParameterError(f"parameter '{name}' has no default in this model")
         return torch.tensor(np.asarray(self.model.defaults[name], dtype=np.float32), device=self.torch_device)
@@ -166,6 +177,8 @@ class Simulation:
             default_mass = self.default("body_mass")
             resolved["body_mass"] = mass
             resolved["body_inertia"] = self.default("body_inertia") * (mass / default_mass)[:, None, None]
+        if "young_modulus" in resolved or "poisson_ratio" in resolved:
+            self._resolve_young_poisson(resolved)
         if "body_impulse" in resolved:
             impulse = self._broadcast("body_impulse", resolved.pop("body_impulse"), (model.body_count, 3))
             resolved["body_push_force"] = impulse / self._push_duration()[:, None]
@@ -179,6 +192,24 @@ class Simulation:
             if self.check_inputs:
                 spec.validate(resolved[key])
         return resolved
+
+    def _resolve_young_poisson(self, resolved: dict) -> None:
+        """Replace ``young_modulus``/``poisson_ratio`` by ``lame_mu``/``lame_lambda`` (torch ops)."""
+        if "lame_mu" in resolved or "lame_lambda" in resolved:
+            raise ParameterError("give either 'young_modulus'/'poisson_ratio' or 'lame_mu'/'lame_lambda', not both")
+        shape = (self.model.tet_count,)
+        if not shape[0]:
+            raise ParameterError("young_modulus/poisson_ratio need tetrahedra in the model")
+        young = resolved.pop("young_modulus", None)
+        poisson = resolved.pop("poisson_ratio", None)
+        young = self.default("young_modulus") if young is None else self._broadcast("young_modulus", young, shape)
+        poisson = self.default("poisson_ratio") if poisson is None else self._broadcast("poisson_ratio", poisson,
+                                                                                          shape)
+        if self.check_inputs:
+            check_range("young_modulus", young, 0.0, None)
+            check_range("poisson_ratio", poisson, 0.0, 0.5, low_inclusive=True, high_inclusive=False)
+        resolved["lame_mu"] = young / (2.0 * (1.0 + poisson))
+        resolved["lame_lambda"] = young * poisson / ((1.0 + poisson) * (1.0 - 2.0 * poisson))
 
     def _push_duration(self) -> torch.Tensor:
         steps = self.model.body_push_end_step.numpy() - self.model.body_push_start_step.numpy()

@@ -1,0 +1,104 @@
+"""Cloth membrane: constant-strain triangles embedded in 3D with the stable Neo-Hookean model in-plane.
+
+Paper Appendix A.1 ("Deformable thin-shells"), C.1: the constitutive model of Eq. (1) applied to the
+in-plane deformation of each triangle. With the rest triangle mapped to a 2D frame (edge matrix
+``Dm`` 2x2, rest area ``A0 = det(Dm) / 2``) and the current edges ``Ds = [x1 - x0, x2 - x0]`` (3x2),
+``F = Ds Dm^-1`` (3x2), ``Ic = ||F||_F^2`` and ``J = area / A0``::
+
+    Psi = mu/2 (Ic - 2) + lambda/2 (J - a)^2 - mu/2 log(Ic + 1),   a = 1 + 2 mu / (3 lambda)
+
+(the 2D rest-stable shift: ``dPsi/dF = 0`` at rest). Forces ``f_i = -A0 dPsi/dx_i`` plus damping ``k_d``:
+
+* deviatoric: ``P = mu F (1 - 1 / (Ic + 1)) + k_d dF/dt``; vertices 1, 2 receive ``-A0`` times the
+  columns of ``P Dm^-T``;
+* area: ``s = lambda (J - 1) - 2 mu / 3 + k_d dJ/dt`` along ``dJ/dx_1 = (x2 - x0) x n / (2 A0)`` and
+  ``dJ/dx_2 = n x (x1 - x0) / (2 A0)`` (n the unit normal); vertex 0 receives minus the sum.
+
+Parameters per triangle (shape [tri_count], scalars broadcast): ``cloth_lame_mu`` (N/m: a membrane
+is a 2D continuum, so its Lame parameters are per unit length), ``cloth_lame_lambda`` (N/m),
+``cloth_damping`` (N s/m). Bending is in :mod:`wsim.models.bending`, air in :mod:`wsim.models.aerodynamics`.
+"""
+
+from __future__ import annotations
+
+import warp as wp
+
+from ..parameters import ParameterSpec, register
+
+register(
+    ParameterSpec("cloth_lame_mu", wp.float32, "tri", "membrane Lame parameter mu (shear) of each triangle",
+                  "N/m", 0.0, None, True),
+    ParameterSpec("cloth_lame_lambda", wp.float32, "tri", "membrane Lame parameter lambda (area) of each triangle",
+                  "N/m", 0.0, None, True),
+    ParameterSpec("cloth_damping", wp.float32, "tri", "membrane damping k_d of each triangle", "N s/m",
+                  0.0, None, True),
+)
+
+
+@wp.kernel
+def triangle_forces_kernel(
+    particle_q: wp.array(dtype=wp.vec3),
+    particle_qd: wp.array(dtype=wp.vec3),
+    tri_indices: wp.array2d(dtype=wp.int32),
+    rest_inverse: wp.array(dtype=wp.mat22),
+    rest_area: wp.array(dtype=float),
+    lame_mu: wp.array(dtype=float),
+    lame_lambda: wp.array(dtype=float),
+    damping: wp.array(dtype=float),
+    particle_f: wp.array(dtype=wp.vec3),
+):
+    """In-plane stable Neo-Hookean forces of each triangle (paper Eq. 1 in 2D) into ``particle_f`` [P] (N)."""
+    t = wp.tid()
+    i = tri_indices[t, 0]
+    j = tri_indices[t, 1]
+    k = tri_indices[t, 2]
+    x0 = particle_q[i]
+    e1 = particle_q[j] - x0
+    e2 = particle_q[k] - x0
+    v0 = particle_qd[i]
+    w1 = particle_qd[j] - v0
+    w2 = particle_qd[k] - v0
+
+    d = rest_inverse[t]
+    area0 = rest_area[t]
+    mu = lame_mu[t]
+    lam = lame_lambda[t]
+    kd = damping[t]
+
+    f1 = e1 * d[0, 0] + e2 * d[1, 0]
+    f2 = e1 * d[0, 1] + e2 * d[1, 1]
+    r1 = w1 * d[0, 0] + w2 * d[1, 0]
+    r2 = w1 * d[0, 1] + w2 * d[1, 1]
+    ic = wp.dot(f1, f1) + wp.dot(f2, f2)
+    scale = mu * (1.0 - 1.0 / (ic + 1.0))
+    p1 = f1 * scale + r1 * kd
+    p2 = f2 * scale + r2 * kd
+    g1 = (p1 * d[0, 0] + p2 * d[0, 1]) * area0
+    g2 = (p1 * d[1, 0] + p2 * d[1, 1]) * area0
+
+    normal = wp.cross(e1, e2)
+    twice_area = wp.length(normal)
+    n = normal / wp.max(twice_area, 1.0e-20)
+    J = 0.5 * twice_area / area0
+    dj1 = wp.cross(e2, n) * (0.5 / area0)
+    dj2 = wp.cross(n, e1) * (0.5 / area0)
+    djdt = wp.dot(dj1, w1) + wp.dot(dj2, w2)
+    s = (lam * (J - 1.0) - (2.0 / 3.0) * mu + kd * djdt) * area0
+    g1 = g1 + dj1 * s
+    g2 = g2 + dj2 * s
+
+    wp.atomic_add(particle_f, i, g1 + g2)
+    wp.atomic_sub(particle_f, j, g1)
+    wp.atomic_sub(particle_f, k, g2)
+
+
+def apply_forces(model, state, params, step: int, interval: int) -> None:
+    """Accumulate the membrane forces of every cloth triangle into ``state.particle_f``."""
+    if not model.tri_count:
+        return
+    wp.launch(
+        triangle_forces_kernel, dim=model.tri_count, device=model.device,
+        inputs=[state.particle_q, state.particle_qd, model.tri_indices, model.tri_rest_inverse,
+                model.tri_rest_area, params["cloth_lame_mu"], params["cloth_lame_lambda"], params["cloth_damping"]],
+        outputs=[state.particle_f],
+    )

@@ -1,0 +1,143 @@
+"""Tetrahedral finite elements with the stable Neo-Hookean model (paper Eq. 1 / Eq. 6, Smith et al. 2018).
+
+Energy density of one constant-strain tetrahedron (rest volume ``V0``, deformation gradient
+``F = Ds Dm^-1``, ``Ds = [x1 - x0, x2 - x0, x3 - x0]`` the current and ``Dm`` the rest edge matrix)::
+
+    Psi = mu/2 (Ic - 3) + lambda/2 (J - a + act)^2 - mu/2 log(Ic + 1),   Ic = ||F||_F^2,  J = det F
+
+with the rest-stable shift ``a = 1 + 3 mu / (4 lambda)`` (``dPsi/dF = 0`` at ``F = I`` when ``act = 0``)
+and the per-element activation ``act`` (the paper's alpha): the element's preferred volume ratio is
+``J = 1 - act`` (``act > 0`` contracts, ``act < 0`` expands). ``lambda (J - a + act)`` is evaluated as
+``lambda (J - 1 + act) - 3 mu / 4`` so that ``lambda = 0`` (no volume stiffness) is allowed.
+
+Forces ``f_i = -V0 dPsi/dx_i`` plus Rayleigh-like element damping ``k_d`` (same as the public
+Warp/Newton kernel, see REFERENCE.md section 2):
+
+* deviatoric: ``P = mu F (1 - 1 / (Ic + 1)) + k_d dF/dt``; vertices 1..3 receive ``-V0`` times the
+  columns of ``P Dm^-T``;
+* volumetric: ``s = lambda (J - 1 + act) - 3 mu / 4 + k_d dJ/dt`` along ``dJ/dx_1 = (x2 - x0) x (x3 - x0)
+  / det Dm`` (cyclic), vertex i receives ``-V0 s dJ/dx_i``;
+* vertex 0 receives minus the sum of the others (the forces are translation invariant).
+
+Inverted elements (``J <= 0``) stay finite: ``Ic + 1 >= 1`` and nothing divides by ``J``.
+
+Parameters (per tetrahedron, shape [T]; a scalar broadcasts): ``lame_mu`` (Pa), ``lame_lambda`` (Pa),
+``tet_damping`` (Pa s), ``tet_activation`` (dimensionless), and the optional per-frame-interval
+``control_tet_activation`` [frames - 1, T] which is added to ``tet_activation``. ``young_modulus`` and
+``poisson_ratio`` are accepted by :meth:`wsim.simulation.Simulation.resolve` instead of the Lame pair.
+"""
+
+from __future__ import annotations
+
+import warp as wp
+
+from ..parameters import ParameterSpec, register
+
+register(
+    ParameterSpec("lame_mu", wp.float32, "tet", "first Lame parameter mu (shear) of each tetrahedron", "Pa",
+                  0.0, None, True),
+    ParameterSpec("lame_lambda", wp.float32, "tet", "second Lame parameter lambda (volume) of each tetrahedron",
+                  "Pa", 0.0, None, True),
+    ParameterSpec("tet_damping", wp.float32, "tet", "element damping k_d of each tetrahedron", "Pa s",
+                  0.0, None, True),
+    ParameterSpec("tet_activation", wp.float32, "tet",
+                  "activation alpha: preferred volume ratio 1 - alpha (alpha > 0 contracts)"),
+    ParameterSpec("control_tet_activation", wp.float32, "interval_tet",
+                  "activation added to tet_activation on the physics steps of each frame interval"),
+)
+
+
+@wp.kernel
+def tetrahedron_forces_kernel(
+    particle_q: wp.array(dtype=wp.vec3),
+    particle_qd: wp.array(dtype=wp.vec3),
+    tet_indices: wp.array2d(dtype=wp.int32),
+    rest_inverse: wp.array(dtype=wp.mat33),
+    rest_volume: wp.array(dtype=float),
+    lame_mu: wp.array(dtype=float),
+    lame_lambda: wp.array(dtype=float),
+    damping: wp.array(dtype=float),
+    activation: wp.array(dtype=float),
+    particle_f: wp.array(dtype=wp.vec3),
+):
+    """Stable Neo-Hookean element forces (paper Eq. 6), accumulated into ``particle_f`` [P] (N)."""
+    t = wp.tid()
+    i = tet_indices[t, 0]
+    j = tet_indices[t, 1]
+    k = tet_indices[t, 2]
+    l = tet_indices[t, 3]
+    x0 = particle_q[i]
+    e1 = particle_q[j] - x0
+    e2 = particle_q[k] - x0
+    e3 = particle_q[l] - x0
+    v0 = particle_qd[i]
+    w1 = particle_qd[j] - v0
+    w2 = particle_qd[k] - v0
+    w3 = particle_qd[l] - v0
+
+    dm_inv = rest_inverse[t]
+    volume = rest_volume[t]
+    mu = lame_mu[t]
+    lam = lame_lambda[t]
+    kd = damping[t]
+
+    F = wp.matrix_from_cols(e1, e2, e3) * dm_inv
+    dFdt = wp.matrix_from_cols(w1, w2, w3) * dm_inv
+    ic = wp.ddot(F, F)
+
+    # deviatoric part + damping: H = V0 P Dm^-T
+    P = F * (mu * (1.0 - 1.0 / (ic + 1.0))) + dFdt * kd
+    H = (P * wp.transpose(dm_inv)) * volume
+    g1 = wp.vec3(H[0, 0], H[1, 0], H[2, 0])
+    g2 = wp.vec3(H[0, 1], H[1, 1], H[2, 1])
+    g3 = wp.vec3(H[0, 2], H[1, 2], H[2, 2])
+
+    # volumetric part with the rest-stable shift: dJ/dx_i = cofactor columns / det(Dm)
+    J = wp.determinant(F)
+    inv_det_dm = wp.determinant(dm_inv)
+    dj1 = wp.cross(e2, e3) * inv_det_dm
+    dj2 = wp.cross(e3, e1) * inv_det_dm
+    dj3 = wp.cross(e1, e2) * inv_det_dm
+    djdt = wp.dot(dj1, w1) + wp.dot(dj2, w2) + wp.dot(dj3, w3)
+    s = (lam * (J - 1.0 + activation[t]) - 0.75 * mu + kd * djdt) * volume
+    g1 = g1 + dj1 * s
+    g2 = g2 + dj2 * s
+    g3 = g3 + dj3 * s
+
+    wp.atomic_add(particle_f, i, g1 + g2 + g3)
+    wp.atomic_sub(particle_f, j, g1)
+    wp.atomic_sub(particle_f, k, g2)
+    wp.atomic_sub(particle_f, l, g3)
+
+
+@wp.kernel
+def add_interval_activation_kernel(
+    base: wp.array(dtype=float), control: wp.array2d(dtype=float), interval: int, out: wp.array(dtype=float)
+):
+    """``out[t] = base[t] + control[interval, t]`` (static plus per-interval activation)."""
+    t = wp.tid()
+    out[t] = base[t] + control[interval, t]
+
+
+def combined_activation(model, params, static_name: str, control_name: str, count: int, interval: int):
+    """The static activation array, plus the control row of ``interval`` when the control is given."""
+    if control_name not in params:
+        return params[static_name]
+    out = wp.empty(count, dtype=float, device=model.device, requires_grad=True)
+    wp.launch(add_interval_activation_kernel, dim=count, device=model.device,
+              inputs=[params[static_name], params[control_name], interval], outputs=[out])
+    return out
+
+
+def apply_forces(model, state, params, step: int, interval: int) -> None:
+    """Accumulate the forces of every tetrahedron of ``model`` into ``state.particle_f``."""
+    if not model.tet_count:
+        return
+    activation = combined_activation(model, params, "tet_activation", "control_tet_activation",
+                                     model.tet_count, interval)
+    wp.launch(
+        tetrahedron_forces_kernel, dim=model.tet_count, device=model.device,
+        inputs=[state.particle_q, state.particle_qd, model.tet_indices, model.tet_rest_inverse,
+                model.tet_rest_volume, params["lame_mu"], params["lame_lambda"], params["tet_damping"], activation],
+        outputs=[state.particle_f],
+    )
