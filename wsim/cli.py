@@ -1,4 +1,4 @@
-"""The ``wsim`` command line: ``simulate``, ``gradcheck`` (and later ``run``).
+"""The ``wsim`` command line: ``simulate``, ``gradcheck`` and ``run`` (system identification from video).
 
 Every command takes a config file (a path, or the name of a config shipped in ``configs/``),
 ``--set key=value`` overrides (repeatable) and ``--device auto|cpu|cuda[:N]``.
@@ -39,7 +39,72 @@ def build_parser() -> argparse.ArgumentParser:
                            help="comma-separated parameter names (default: the config's gradcheck.params)")
     gradcheck.add_argument("--eps", type=float, default=None, help="relative finite-difference step")
     gradcheck.add_argument("--tolerance", type=float, default=None, help="largest relative error that passes")
+    run = commands.add_parser("run", help="estimate physical parameters from video (configs/experiments)")
+    _common(run)
+    run.add_argument("--out", default=None, help="output folder (default: runs/<experiment>[-<method>])")
+    run.add_argument("--instances", type=int, default=None,
+                     help="run N instances (seeds seed..seed+N-1) and write a summary table")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the checkpoint in the output folder (and reuse finished instances)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def cmd_run(args) -> int:
+    from .sysid import load_experiment, resolve_experiment_path, run_experiment
+    from .sysid.outputs import format_summary
+
+    config = load_experiment(args.config, args.overrides)
+    if args.instances is not None and args.instances < 1:
+        print("wsim: error: --instances must be >= 1", file=sys.stderr)
+        return 2
+    suffix = "" if config.method == "gradsim" else f"-{config.method}"
+    out = Path(args.out or Path("runs") / f"{config.name}{suffix}")
+    count = args.instances or config.instances
+    print(f"{config.name}: method {config.method}, {count} instance(s) from seed {config.seed}, "
+          f"output in {out}", flush=True)
+    try:
+        report = run_experiment(config, out, args.device, args.instances, args.resume, not args.quiet,
+                                base=resolve_experiment_path(args.config).parent)
+    except KeyboardInterrupt:
+        print(f"wsim: interrupted; the results so far are in {out} (continue with --resume)", file=sys.stderr)
+        return 130
+    for result in report["results"]:
+        _print_result(result)
+    if len(report["results"]) > 1:
+        print(format_summary(report["summary"], config.name, config.method, config.paper.table))
+        print(f"wrote {out}/summary.json, {out}/summary.md and instance_*/")
+    else:
+        names = ["results.json", "loss.png", f"compare.{config.video_format}", "estimate.usda"]
+        print("wrote " + ", ".join(str(out / name) for name in names))
+    return 0
+
+
+def _print_result(result: dict) -> None:
+    head = (f"seed {result['seed']} ({result.get('shape') or '-'}): {result['iterations']} iterations, "
+            f"final loss {result['final_loss'] if result['final_loss'] is not None else float('nan'):.3e}, "
+            f"{result['wall_time_s']:.1f} s on {result['device']}")
+    print(head)
+    for name, estimate in result["estimate"].items():
+        true = (result.get("true") or {}).get(name)
+        err = result.get("errors", {}).get(name)
+        text = f"  {name}: estimate {_value(estimate)}"
+        if true is not None:
+            text += f", true {_value(true)}, initial {_value(result['initial'][name])}"
+        if err:
+            text += f", abs err {err['abs']:.3g}, rel err {err['rel']:.3g}"
+        print(text)
+    mass = result.get("errors", {}).get("mass")
+    if mass:
+        print(f"  mass: estimate {mass['estimate'] if not isinstance(mass['estimate'], list) else mass['estimate']} kg,"
+              f" true {mass['true']} kg, abs err {mass['abs']:.3g} kg, rel err {mass['rel']:.3g}")
+
+
+def _value(value) -> str:
+    if isinstance(value, list):
+        array = np.asarray(value, dtype=float)
+        return f"[{array.size} values, mean {array.mean():.5g}]" if array.size > 3 else str(np.round(array, 5).tolist())
+    return f"{value:.6g}"
 
 
 def _scene(args):
@@ -126,7 +191,7 @@ def cmd_gradcheck(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"simulate": cmd_simulate, "gradcheck": cmd_gradcheck}
+    handlers = {"simulate": cmd_simulate, "gradcheck": cmd_gradcheck, "run": cmd_run}
     try:
         return handlers[args.command](args)
     except WsimError as error:

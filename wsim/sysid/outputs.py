@@ -1,0 +1,132 @@
+"""Figures, videos and tables of ``wsim run``: loss.png, compare.mp4/.gif, target frames, summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..export import atomic_path, write_json
+
+
+def write_loss_plot(path: Path, history: list[dict], instance=None) -> Path:
+    """Loss (log scale) and each scalar estimate's relative error (when the truth is known) per iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = [h["loss"] for h in history]
+    truth = None if instance is None or instance.truth is None else {
+        k: v.detach().cpu().numpy() for k, v in instance.truth.items()}
+    panels = 2 if truth else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
+    ax = axes[0, 0]
+    if losses:
+        ax.semilogy(range(len(losses)), np.maximum(np.asarray(losses, dtype=float), 1e-30), lw=1.5)
+    else:
+        ax.text(0.5, 0.5, "no optimisation (baseline)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{instance.config.name} ({instance.config.method})" if instance is not None else "loss")
+    ax.grid(True, which="both", alpha=0.3)
+    if truth:
+        ax = axes[0, 1]
+        for name, true in truth.items():
+            series = []
+            for h in history:
+                value = np.asarray(h["values"][name], dtype=float)
+                t = np.broadcast_to(true, np.broadcast_shapes(true.shape, value.shape))
+                series.append(float(np.mean(np.abs(np.broadcast_to(value, t.shape) - t)) /
+                                    max(float(np.mean(np.abs(t))), 1e-12)))
+            if series:
+                ax.semilogy(range(len(series)), np.maximum(series, 1e-12), label=name)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("relative error")
+        ax.grid(True, which="both", alpha=0.3)
+        if history:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as temporary:
+        fig.savefig(temporary, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def compare_frames(target: torch.Tensor, estimate: torch.Tensor, scale: int = 1) -> np.ndarray:
+    """``[F, H, 3W, 3]`` uint8 frames: target | estimate | absolute difference (amplified x4)."""
+    t = target.detach().cpu().float().numpy()[..., :3]
+    e = estimate.detach().cpu().float().numpy()[..., :3]
+    diff = np.clip(np.abs(t - e) * 4.0, 0.0, 1.0)
+    frames = np.concatenate([t, e, 1.0 - diff], axis=2)
+    if scale > 1:
+        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_compare_video(path: Path, target: torch.Tensor, estimate: torch.Tensor, fps: float, scale: int = 1) -> Path:
+    from ..render import write_video
+
+    return write_video(compare_frames(target, estimate, scale), path, fps=fps)
+
+
+def write_target_frames(folder: Path, target: torch.Tensor) -> None:
+    from ..render import write_frames
+
+    write_frames(target.detach().cpu(), folder)
+
+
+# -- summaries ------------------------------------------------------------------------------------
+def summarize(results: list[dict], paper=None) -> dict:
+    """Mean absolute and mean relative error per parameter over instances (with the paper's numbers)."""
+    names = []
+    for r in results:
+        for name in r.get("errors", {}):
+            if name not in names:
+                names.append(name)
+    rows = {}
+    for name in names:
+        values = [r["errors"][name] for r in results if name in r.get("errors", {})]
+        rows[name] = {
+            "mean_abs": float(np.mean([v["abs"] for v in values])),
+            "mean_rel": float(np.mean([v["rel"] for v in values])),
+            "median_rel": float(np.median([v["rel"] for v in values])),
+            "instances": len(values),
+            "paper_abs": None if paper is None else paper.abs.get(name),
+            "paper_rel": None if paper is None else paper.rel.get(name),
+        }
+    return {"rows": rows, "instances": len(results),
+            "wall_time_s": float(sum(r.get("wall_time_s", 0.0) for r in results)),
+            "statuses": sorted({r.get("status", "?") for r in results})}
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def format_summary(summary: dict, title: str = "", method: str = "gradsim", table: str = "") -> str:
+    lines = []
+    if title:
+        lines.append(f"{title} - method {method}, {summary['instances']} instance(s), "
+                     f"wall time {summary['wall_time_s']:.1f} s")
+    lines.append(f"| parameter | mean abs err | mean rel err | median rel err | paper abs ({table or 'paper'}) "
+                 f"| paper rel |")
+    lines.append("|---|---|---|---|---|---|")
+    for name, row in summary["rows"].items():
+        lines.append(f"| {name} | {_fmt(row['mean_abs'])} | {_fmt(row['mean_rel'])} | {_fmt(row['median_rel'])} "
+                     f"| {_fmt(row['paper_abs'])} | {_fmt(row['paper_rel'])} |")
+    return "\n".join(lines)
+
+
+def write_summary(out: Path, results: list[dict], config) -> dict:
+    summary = summarize(results, config.paper)
+    summary.update({"experiment": config.name, "method": config.method, "paper_table": config.paper.table,
+                    "device": results[0].get("device") if results else None,
+                    "seeds": [r.get("seed") for r in results]})
+    write_json(Path(out) / "summary.json", summary)
+    text = format_summary(summary, config.name, config.method, config.paper.table)
+    with atomic_path(Path(out) / "summary.md") as temporary:
+        Path(temporary).write_text(text + "\n")
+    summary["text"] = text
+    return summary
