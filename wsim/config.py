@@ -119,6 +119,94 @@ class ChainConfig:
 
 
 @dataclass
+class PinConfig:
+    """Which particles of a soft body or cloth stay fixed: explicit mesh vertex ``indices``, and/or every
+    vertex whose (placed, world) coordinate along ``axis`` (x, y or z) is ``below`` / ``above`` a value (m)."""
+
+    indices: list[int] = field(default_factory=list)
+    axis: typing.Optional[str] = None
+    below: typing.Optional[float] = None
+    above: typing.Optional[float] = None
+
+
+@dataclass
+class TetMeshConfig:
+    """A tetrahedral mesh: ``type`` box (``size`` [3] m, ``cells`` [3]), beam (``size`` = [length, height,
+    width] along x, y, z, ``cells``), sphere (``size`` = radius, ``resolution``), gear (``size`` = radius,
+    1080 elements by default), or ``file`` (a tetrahedral mesh meshio reads, or a closed triangle
+    surface (OBJ/PLY/STL/OFF/glTF) tetrahedralised with tetgen, elements up to ``max_volume`` m^3)."""
+
+    type: str = "box"
+    size: typing.Union[float, Vector] = 0.2
+    cells: list[int] = field(default_factory=lambda: [2, 2, 2])
+    resolution: int = 3
+    file: typing.Optional[str] = None
+    max_volume: typing.Optional[float] = None
+
+
+@dataclass
+class SoftBodyConfig:
+    """A deformable solid (tetrahedral stable Neo-Hookean FEM). Material: Lame ``mu``/``lam`` (Pa) or
+    ``young``/``poisson`` (E in Pa, 0 <= nu < 0.5; overrides mu/lam when given); ``damping`` (Pa s);
+    ``activation`` (alpha, preferred volume ratio 1 - alpha). Mass: ``density`` (kg/m^3, lumped) or
+    ``particle_mass`` (kg each). ``radius`` (m) is the particles' contact thickness."""
+
+    name: typing.Optional[str] = None
+    mesh: TetMeshConfig = field(default_factory=TetMeshConfig)
+    position: Vector = field(default_factory=lambda: [0.0, 0.5, 0.0])
+    rotation: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0, 1.0])
+    scale: typing.Union[float, Vector] = 1.0
+    velocity: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    density: typing.Optional[float] = 1000.0
+    particle_mass: typing.Optional[float] = None
+    mu: float = 1.0e4
+    lam: float = 1.0e4
+    young: typing.Optional[float] = None
+    poisson: typing.Optional[float] = None
+    damping: float = 0.0
+    activation: float = 0.0
+    radius: float = 0.0
+    pin: PinConfig = field(default_factory=PinConfig)
+    contact: ContactOverride = field(default_factory=ContactOverride)
+    color: Vector = field(default_factory=lambda: [0.3, 0.7, 0.4])
+
+
+@dataclass
+class ClothConfig:
+    """A cloth: a grid of ``size`` [2] m in the XZ plane with ``cells`` [2] quads (2 triangles each) or a
+    triangle mesh ``file``; placed by ``position``/``rotation`` (quaternion x, y, z, w)/``scale``. Mass:
+    ``density`` (kg/m^2) or ``particle_mass`` (kg each). Membrane Lame ``mu``/``lam`` (N/m) and
+    ``damping`` (N s/m); ``bending_stiffness`` (N m) and ``bending_damping`` (N m s); air ``drag``/``lift``
+    coefficients (kg/m^3). ``pin`` fixes vertices; ``anchors`` ties listed vertices to their initial
+    positions with springs of ``anchor_stiffness`` (N/m) and ``anchor_damping`` (N s/m)."""
+
+    name: typing.Optional[str] = None
+    size: Vector = field(default_factory=lambda: [1.0, 1.0])
+    cells: list[int] = field(default_factory=lambda: [16, 16])
+    file: typing.Optional[str] = None
+    position: Vector = field(default_factory=lambda: [0.0, 1.0, 0.0])
+    rotation: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0, 1.0])
+    scale: typing.Union[float, Vector] = 1.0
+    velocity: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    density: typing.Optional[float] = 0.2
+    particle_mass: typing.Optional[float] = None
+    mu: float = 20.0
+    lam: float = 40.0
+    damping: float = 0.02
+    bending_stiffness: float = 1.0e-4
+    bending_damping: float = 1.0e-6
+    drag: float = 0.0
+    lift: float = 0.0
+    radius: float = 0.005
+    pin: PinConfig = field(default_factory=PinConfig)
+    anchors: list[int] = field(default_factory=list)
+    anchor_stiffness: float = 100.0
+    anchor_damping: float = 0.1
+    contact: ContactOverride = field(default_factory=ContactOverride)
+    color: Vector = field(default_factory=lambda: [0.8, 0.7, 0.2])
+
+
+@dataclass
 class GradcheckConfig:
     """``wsim gradcheck``: parameters to check, relative finite-difference step ``eps``, the relative
     error ``tolerance`` and the ``seed`` of the random loss weights and probe directions."""
@@ -141,6 +229,8 @@ class SceneConfig:
     contact: ContactConfig = field(default_factory=ContactConfig)
     bodies: list[BodyConfig] = field(default_factory=list)
     chains: list[ChainConfig] = field(default_factory=list)
+    soft_bodies: list[SoftBodyConfig] = field(default_factory=list)
+    cloths: list[ClothConfig] = field(default_factory=list)
     gradcheck: GradcheckConfig = field(default_factory=GradcheckConfig)
 
 

@@ -83,7 +83,133 @@ def build_scene(config: SceneConfig, device: str | None = None, base: Path | Non
             if k:
                 builder.add_spring(first + k - 1, first + k, chain.stiffness, chain.damping)
         colors.append(np.tile(np.array([0.2, 0.4, 0.9], dtype=np.float32), (chain.count, 1)))
+    for index, soft in enumerate(config.soft_bodies):
+        colors.append(_add_soft_body(builder, soft, index, base, _material(builder, c, soft.contact)))
+    for index, cloth in enumerate(config.cloths):
+        colors.append(_add_cloth(builder, cloth, index, base, _material(builder, c, cloth.contact)))
     model = builder.finalize(device, dt=sim.dt)
     simulation = Simulation(model, sim.dt, sim.substeps, sim.frames)
     colors = np.concatenate(colors) if colors else np.zeros((0, 3), dtype=np.float32)
     return Scene(config, model, simulation, colors)
+
+
+def _material(builder: ModelBuilder, contact, override) -> int:
+    """Material 0 (the global contact section) or a new one with the override's values."""
+    values = (override.ke, override.kd, override.kf, override.mu)
+    if all(v is None for v in values):
+        return 0
+    defaults = (contact.ke, contact.kd, contact.kf, contact.mu)
+    return builder.add_material(*(d if v is None else v for v, d in zip(values, defaults)))
+
+
+def _pinned(pin, vertices: np.ndarray, where: str) -> np.ndarray:
+    """Mesh vertex indices selected by a :class:`~wsim.config.PinConfig` (on world positions)."""
+    mask = np.zeros(len(vertices), dtype=bool)
+    for i in pin.indices:
+        if not 0 <= i < len(vertices):
+            raise ConfigError(f"{where}.pin.indices: {i} is not a vertex index in [0, {len(vertices) - 1}]")
+        mask[i] = True
+    if pin.below is not None or pin.above is not None:
+        axes = {"x": 0, "y": 1, "z": 2}
+        if pin.axis not in axes:
+            raise ConfigError(f"{where}.pin.axis must be x, y or z when below/above is given, got {pin.axis!r}")
+        coordinate = vertices[:, axes[pin.axis]]
+        selected = np.ones(len(vertices), dtype=bool)
+        if pin.below is not None:
+            selected &= coordinate <= pin.below
+        if pin.above is not None:
+            selected &= coordinate >= pin.above
+        mask |= selected
+    return np.flatnonzero(mask)
+
+
+def soft_body_mesh(mesh_config, base: Path | None = None, where: str = "mesh"):
+    """The :class:`~wsim.tetmesh.TetMesh` described by a :class:`~wsim.config.TetMeshConfig`."""
+    from . import tetmesh
+
+    m = mesh_config
+    try:
+        if m.file:
+            path = Path(m.file)
+            if not path.is_absolute() and base is not None and not path.exists():
+                path = base / path
+            from .meshes import MESH_FILE_SUFFIXES
+
+            if path.suffix.lower() in MESH_FILE_SUFFIXES:
+                return tetmesh.tetrahedralize(load_mesh(path), max_volume=m.max_volume)
+            return tetmesh.load_tet_mesh(path)
+        size = np.asarray(m.size, dtype=np.float64).reshape(-1)
+        if m.type == "box":
+            return tetmesh.box(size if size.size == 3 else float(size[0]), m.cells)
+        if m.type == "beam":
+            if size.size != 3:
+                raise ConfigError(f"{where}.size: a beam needs [length, height, width], got {m.size}")
+            return tetmesh.beam(size[0], size[2], size[1], m.cells)
+        if m.type == "sphere":
+            return tetmesh.sphere(float(size[0]), m.resolution)
+        if m.type == "gear":
+            return tetmesh.gear(float(size[0]))
+    except MeshError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    raise ConfigError(f"{where}.type must be box, beam, sphere or gear (or give a file), got {m.type!r}")
+
+
+def _add_soft_body(builder: ModelBuilder, soft, index: int, base, material: int) -> np.ndarray:
+    from .errors import ParameterError
+
+    where = f"soft_bodies.{index}"
+    mesh = soft_body_mesh(soft.mesh, base, f"{where}.mesh")
+    mu, lam = soft.mu, soft.lam
+    if soft.young is not None or soft.poisson is not None:
+        if soft.young is None or soft.poisson is None:
+            raise ConfigError(f"{where}: give both young and poisson (or mu and lam)")
+        if not soft.young > 0 or not 0 <= soft.poisson < 0.5:
+            raise ConfigError(f"{where}: young must be > 0 and poisson in [0, 0.5), got {soft.young}, {soft.poisson}")
+        mu = soft.young / (2 * (1 + soft.poisson))
+        lam = soft.young * soft.poisson / ((1 + soft.poisson) * (1 - 2 * soft.poisson))
+    try:
+        placed = mesh.transformed(soft.scale, soft.rotation, soft.position)
+    except MeshError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    pinned = _pinned(soft.pin, placed.vertices, where)
+    mass = {"particle_mass": soft.particle_mass} if soft.particle_mass is not None else {"density": soft.density}
+    try:
+        builder.add_soft_mesh(placed, velocity=soft.velocity, mu=mu, lam=lam, damping=soft.damping,
+                              activation=soft.activation, radius=soft.radius, pinned=pinned, material=material,
+                              name=soft.name or where, **mass)
+    except (MeshError, ParameterError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+    return np.tile(np.asarray(soft.color, dtype=np.float32)[:3], (len(placed.vertices), 1))
+
+
+def _add_cloth(builder: ModelBuilder, cloth, index: int, base, material: int) -> np.ndarray:
+    from . import cloth_mesh
+    from .errors import ParameterError
+    from .tetmesh import rotation_matrix
+
+    where = f"cloths.{index}"
+    try:
+        if cloth.file:
+            path = Path(cloth.file)
+            if not path.is_absolute() and base is not None and not path.exists():
+                path = base / path
+            mesh = cloth_mesh.load_cloth(path)
+        else:
+            mesh = cloth_mesh.grid(cloth.size, cloth.cells)
+        world = (mesh.vertices * np.broadcast_to(np.asarray(cloth.scale, float), (3,))) @ \
+            rotation_matrix(cloth.rotation).T + np.asarray(cloth.position, float)
+    except MeshError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    pinned = _pinned(cloth.pin, world, where)
+    mass = {"particle_mass": cloth.particle_mass} if cloth.particle_mass is not None else {"density": cloth.density}
+    try:
+        result = builder.add_cloth(
+            mesh, position=cloth.position, rotation=cloth.rotation, scale=cloth.scale, velocity=cloth.velocity,
+            mu=cloth.mu, lam=cloth.lam, damping=cloth.damping, bending_stiffness=cloth.bending_stiffness,
+            bending_damping=cloth.bending_damping, drag=cloth.drag, lift=cloth.lift, radius=cloth.radius,
+            pinned=pinned, anchors=cloth.anchors or None, anchor_stiffness=cloth.anchor_stiffness,
+            anchor_damping=cloth.anchor_damping, material=material, name=cloth.name or where, **mass)
+    except (MeshError, ParameterError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+    color = np.asarray(cloth.color, dtype=np.float32)[:3]
+    return np.tile(color, (len(mesh.vertices) + len(result["anchors"]), 1))
