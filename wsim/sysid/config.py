@@ -95,8 +95,8 @@ class OptimConfig:
     """``optimizer`` adam | lbfgs | sgd with learning rate ``lr`` (in the optimisation space), at most
     ``iterations`` steps; ``lr_decay`` multiplies the rate each step; stop early once the loss falls
     below ``tolerance``; ``checkpoint_every`` steps a checkpoint is written (for ``--resume``). Then
-    ``polish_iterations`` L-BFGS steps (strong-Wolfe line search, rate ``polish_lr``) on the full video
-    refine the estimate to high precision."""
+    ``polish_iterations`` BFGS steps (backtracking line search, first step at most ``polish_lr`` in the
+    optimisation space) on the full video refine the estimate to high precision."""
 
     optimizer: str = "adam"
     lr: float = 0.1
@@ -105,7 +105,7 @@ class OptimConfig:
     tolerance: float = 0.0
     checkpoint_every: int = 5
     polish_iterations: int = 0
-    polish_lr: float = 1.0
+    polish_lr: float = 0.05
 
 
 @dataclass

@@ -328,6 +328,7 @@ class Optimisation:
         self.status = "running"
         self.blowups = 0
         self.elapsed = 0.0
+        self.loss_scale = None
 
     def polishing(self) -> bool:
         o = self.instance.config.optim
@@ -337,8 +338,9 @@ class Optimisation:
         o = self.instance.config.optim
         variables = list(self.variables.values())
         if self.polishing():
-            return torch.optim.LBFGS(variables, lr=o.polish_lr, max_iter=1, history_size=20,
-                                     line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=1e-16)
+            from .bfgs import BFGS
+
+            return BFGS(variables, max_step=o.polish_lr)
         if o.optimizer == "adam":
             return torch.optim.Adam(variables, lr=self.lr)
         if o.optimizer == "sgd":
@@ -365,7 +367,7 @@ class Optimisation:
 
     # -- checkpoint -----------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"fingerprint": self.instance.fingerprint(), "iteration": self.iteration, "polish": self.phase_polish,
+        return {"fingerprint": self.instance.fingerprint(), "iteration": self.iteration, "polish": self.phase_polish, "loss_scale": self.loss_scale,
                 "evaluations": self.evaluations, "lr": self.lr, "history": self.history,
                 "variables": {k: v.detach().cpu() for k, v in self.variables.items()},
                 "optimizer": self.optimizer.state_dict(), "elapsed": self.elapsed, "blowups": self.blowups,
@@ -386,6 +388,7 @@ class Optimisation:
         self.iteration, self.evaluations = state["iteration"], state["evaluations"]
         self.lr = state["lr"]
         self.phase_polish = state.get("polish", False)
+        self.loss_scale = state.get("loss_scale")
         self.optimizer = self._optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration, self.evaluations = state["iteration"], state["evaluations"]
@@ -405,10 +408,24 @@ class Optimisation:
         if self.polishing() != getattr(self, "phase_polish", False):
             self.phase_polish = self.polishing()
             self.optimizer = self._optimizer()
+            self.loss_scale = None
         polish = self.polishing()
         previous = {k: v.detach().clone() for k, v in self.variables.items()}
         try:
-            if polish or o.optimizer == "lbfgs":
+            if polish:
+                def closure():
+                    self.optimizer.zero_grad()
+                    loss = self.evaluate()
+                    loss.backward()
+                    last.setdefault("loss", float(loss.detach()))
+                    return loss.detach()
+
+                last = {}
+                self.optimizer.step(closure)
+                loss = last.get("loss", self.optimizer.state["f"])
+            elif o.optimizer == "lbfgs":
+                # L-BFGS has absolute thresholds (curvature pairs, line search): keep its loss O(1)
+                # by dividing by the loss where the quasi-Newton phase started
                 def closure():
                     self.optimizer.zero_grad()
                     try:
@@ -416,10 +433,16 @@ class Optimisation:
                     except SimulationError:
                         self.blowups += 1
                         return torch.tensor(1e6)
-                    loss.backward()
-                    return loss.detach()
+                    if self.loss_scale is None:
+                        self.loss_scale = 1.0 / max(float(loss.detach()), 1e-30)
+                    last["loss"] = float(loss.detach())
+                    scaled = loss * self.loss_scale
+                    scaled.backward()
+                    return scaled.detach()
 
-                loss = float(self.optimizer.step(closure))
+                last = {}
+                self.optimizer.step(closure)
+                loss = last.get("loss", float("nan"))
             else:
                 self.optimizer.zero_grad()
                 loss_t = self.evaluate()
@@ -467,6 +490,8 @@ class Optimisation:
                     self.save(checkpoint)
                 if config.optim.tolerance > 0 and math.isfinite(loss) and loss < config.optim.tolerance:
                     break
+                if self.phase_polish and getattr(self.optimizer, "state", {}).get("converged"):
+                    break  # no step along the quasi-Newton direction lowers the loss any more
             self.status = "done"
         except KeyboardInterrupt:
             self.status = "interrupted"

@@ -1,0 +1,182 @@
+"""System identification from video (wsim run): recovery, outputs, baselines, errors and resume.
+
+Small resolutions and few frames so that the whole file runs in well under a minute or two on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsim.cli import main
+from wsim.errors import ConfigError
+from wsim.meshes import check_closed, mass_properties
+from wsim.sysid import SHAPES, load_experiment, run_experiment, run_instance, shape_mesh
+from wsim.sysid.experiment import Optimisation
+
+# a small, fast version of the shipped rigid-mass experiment
+SMALL = [
+    "scene.sim.frames=8", "scene.sim.substeps=5", "scene.sim.dt=0.004", "render.resolution=32",
+    "randomize.shapes=[box, cone, l_prism]", "loss.horizon_start=2", "loss.horizon_iterations=6",
+    "optim.iterations=14", "optim.polish_iterations=8", "render.video_scale=1", "render.sigma=4e-3",
+]
+LOOK_AT = ["render.camera.mode=look_at", "render.camera.eye=[0.0, 1.3, 6.0]", "render.camera.target=[0.0, 1.3, 0.0]",
+           "render.camera.fov_y=40.0"]
+
+
+def small(*extra):
+    return load_experiment("rigid-mass", SMALL + list(extra))
+
+
+def test_shape_set_has_closed_nonconvex_shapes():
+    assert len(SHAPES) >= 10
+    for name in SHAPES:
+        mesh = shape_mesh(name)
+        check_closed(mesh)
+        volume = mass_properties(mesh).volume
+        assert volume > 0.01
+        assert len(mesh.vertices) <= 250
+    for name in ("l_prism", "star_prism", "torus", "bunny_blob"):  # non-convex: volume below its hull's
+        import trimesh
+
+        mesh = shape_mesh(name)
+        hull = trimesh.Trimesh(mesh.vertices, mesh.faces).convex_hull
+        assert mass_properties(mesh).volume < 0.97 * hull.volume
+
+
+def test_rigid_mass_recovered_from_video_with_outputs(tmp_path):
+    config = small("seed=3")
+    result = run_instance(config, 3, tmp_path, "cpu", progress=False)
+    true, initial, estimate = result["true"]["density"], result["initial"]["density"], result["estimate"]["density"]
+    assert 2.0 <= true <= 12.0 and 2.0 <= initial <= 12.0
+    assert abs(initial - true) / true > 0.05  # a real initial error
+    assert result["errors"]["density"]["rel"] < 1e-2, result["errors"]
+    assert result["errors"]["mass"]["rel"] < 1e-2
+    assert abs(estimate - true) / true == pytest.approx(result["errors"]["density"]["rel"], rel=1e-4, abs=1e-7)
+    # results.json
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for key in ("true", "initial", "estimate", "errors", "loss_history", "wall_time_s", "device", "versions"):
+        assert key in saved
+    assert saved["status"] == "done" and saved["device"] == "cpu"
+    assert {"torch", "warp", "numpy"} <= set(saved["versions"])
+    assert saved["loss_history"][-1] <= saved["loss_history"][0]
+    # loss.png
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # compare video: target | estimate | difference side by side
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(tmp_path / "compare.mp4")
+    frames = [frame for frame in reader]
+    reader.close()
+    assert len(frames) == 8 and frames[0].shape[:2] == (32, 96)
+    # estimate.usda: one time sample per frame
+    from pxr import Usd, UsdGeom
+
+    stage = Usd.Stage.Open(str(tmp_path / "estimate.usda"))
+    meshes = [p for p in stage.Traverse() if p.IsA(UsdGeom.Mesh) and p.GetName() != "ground"]
+    assert len(meshes) == 1
+    samples = UsdGeom.Mesh(meshes[0]).GetPointsAttr().GetTimeSamples()
+    assert len(samples) == 8 and samples[0] == 0 and samples[-1] == 7
+
+
+def test_baselines_average_random_and_diffphysics(tmp_path):
+    average = run_instance(small("method=average"), 1, tmp_path / "avg", "cpu", progress=False, write_outputs=False)
+    assert average["estimate"]["density"] == pytest.approx(7.0)
+    assert average["iterations"] == 0
+    rand = run_instance(small("method=random"), 1, tmp_path / "rand", "cpu", progress=False, write_outputs=False)
+    assert 2.0 <= rand["estimate"]["density"] <= 12.0
+    assert rand["true"]["density"] == average["true"]["density"]
+    diff = run_instance(small("method=diffphysics", "optim.iterations=10", "optim.polish_iterations=6"), 1,
+                        tmp_path / "dp", "cpu", progress=False, write_outputs=False)
+    assert diff["loss_type"] == "vertices"
+    assert diff["errors"]["density"]["rel"] < 1e-3
+
+
+def test_instances_write_summary_with_paper_numbers(tmp_path):
+    config = small("method=average")
+    report = run_experiment(config, tmp_path, "cpu", instances=3, progress=False, write_outputs=False)
+    assert len(report["results"]) == 3
+    assert len({r["true"]["density"] for r in report["results"]}) == 3  # different seeds
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    row = summary["rows"]["mass"]
+    assert row["instances"] == 3 and row["paper_rel"] == pytest.approx(9.01e-5)
+    text = (tmp_path / "summary.md").read_text()
+    assert "mass" in text and "9.01e-05" in text
+
+
+def test_target_video_from_frames_folder(tmp_path):
+    first = run_instance(small(*LOOK_AT, "optim.iterations=0", "optim.polish_iterations=0"), 5, tmp_path / "gen",
+                         "cpu", progress=False)
+    frames = tmp_path / "gen" / "target_frames"
+    assert len(list(frames.glob("*.png"))) == 8
+    true = first["true"]["density"]
+    # estimate from the PNG frames alone (the truth is unknown to the run)
+    config = small(*LOOK_AT, f"target.video={frames}")
+    result = run_instance(config, 5, tmp_path / "est", "cpu", progress=False, write_outputs=False)
+    assert result["true"] is None and result["errors"] == {}
+    assert abs(result["estimate"]["density"] - true) / true < 2e-2  # 8-bit frames quantise the target
+
+
+def test_config_and_target_errors(tmp_path, capsys):
+    assert main(["run", "rigid-mass", "--set", "optim.bogus=1", "--out", str(tmp_path)]) == 2
+    assert "unknown config key 'optim.bogus'" in capsys.readouterr().err
+    assert main(["run", "rigid-mass", "--set", "method=magic", "--out", str(tmp_path)]) == 2
+    assert "method" in capsys.readouterr().err
+    assert main(["run", "no-such-experiment"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="needs its camera"):
+        small("target.video=missing.mp4")
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_instance(small(*LOOK_AT, f"target.video={tmp_path / 'missing.mp4'}"), 0, tmp_path / "m", "cpu",
+                     progress=False)
+    # a target whose frame size does not match the camera
+    from wsim.render import write_frames
+
+    folder = tmp_path / "frames"
+    write_frames(np.ones((8, 24, 40, 3), dtype=np.float32), folder)
+    args = ["run", "rigid-mass", "--out", str(tmp_path / "x")] + sum((["--set", s] for s in SMALL + LOOK_AT), [])
+    assert main(args + ["--set", f"target.video={folder}"]) == 2
+    err = capsys.readouterr().err
+    assert "frames are 40x24 pixels but the camera renders 32x32" in err
+
+
+def test_interrupt_keeps_results_and_resume_continues(tmp_path, monkeypatch):
+    config = small("seed=2", "optim.checkpoint_every=1")
+    original = Optimisation.step
+    calls = {"n": 0}
+
+    def interrupted_step(self):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Optimisation, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_instance(config, 2, tmp_path, "cpu", progress=False)
+    partial = json.loads((tmp_path / "results.json").read_text())
+    assert partial["status"] == "interrupted" and partial["iterations"] == 4
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "compare.mp4").exists()
+    monkeypatch.setattr(Optimisation, "step", original)
+    resumed = run_instance(config, 2, tmp_path, "cpu", resume=True, progress=False)
+    assert resumed["status"] == "done"
+    assert resumed["loss_history"][:4] == partial["loss_history"]
+    assert resumed["iterations"] > 4
+    assert resumed["errors"]["density"]["rel"] < 1e-2
+    # a checkpoint of another config is refused
+    with pytest.raises(ConfigError, match="different config"):
+        run_instance(small("seed=2", "optim.lr=0.2"), 2, tmp_path, "cpu", resume=True, progress=False)
+
+
+def test_cli_run_prints_estimate_and_outputs(tmp_path, capsys):
+    args = ["run", "rigid-mass", "--device", "cpu", "--quiet", "--out", str(tmp_path)]
+    args += sum((["--set", s] for s in SMALL + ["optim.iterations=3", "optim.polish_iterations=0"]), [])
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "density: estimate" in out and "mass: estimate" in out
+    assert str(tmp_path / "results.json") in out
+    for name in ("results.json", "loss.png", "compare.mp4", "estimate.usda"):
+        assert (tmp_path / name).is_file()
