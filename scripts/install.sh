@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv (reusing a system-wide PyTorch if there is one) and install wsim into it.
+# Usage: scripts/install.sh [extras]     e.g. scripts/install.sh test
+# WSIM_TORCH picks the PyTorch to install when none is importable (default: the tested torch==2.13.0;
+# wsim itself accepts any torch >= 2.1, e.g. WSIM_TORCH=torch for the newest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv --system-site-packages .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  .venv/bin/python -m pip install --quiet "${WSIM_TORCH:-torch==2.13.0}"
+fi
+extras=${1:-}
+target="."
+[ -n "$extras" ] && target=".[$extras]"
+.venv/bin/python -m pip install --quiet -e "$target"
