@@ -36,3 +36,10 @@ def test_fem_lame_parameters_recovered(tmp_path):
     assert initial["lame_mu"]["rel"] > 0.5
     assert errors["lame_mu"]["rel"] < 5e-2, errors
     assert result["final_loss"] < 1e-5
+
+
+def test_cloth_velocity_recovered(tmp_path):
+    config = load_experiment("cloth-velocity", ["render.resolution=32", "render.sigma=4e-3", "scene.sim.frames=8"])
+    result = run_instance(config, 0, tmp_path, "cpu", progress=False, write_outputs=False)
+    assert result["initial_errors"]["particle_velocity"]["rel"] > 0.5
+    assert result["errors"]["particle_velocity"]["rel"] < 1e-2, result["errors"]

@@ -142,7 +142,9 @@ class Instance:
             elif p.init is not None and method != "random":
                 values[p.name] = self._value(p, p.init, p.estimate_per, rng, f"params.{i}.init")
             else:
-                values[p.name] = self._value(p, None, p.estimate_per, rng, f"params.{i}")
+                # drawn like the truth (one shared value, or one per element), then given the estimate's shape
+                draw = self._value(p, None, p.true_per if p.estimate_per == "all" else "one", rng, f"params.{i}")
+                values[p.name] = torch.broadcast_to(draw, self._shape(p, p.estimate_per)).clone()
         return values
 
     # -- forward ----------------------------------------------------------------------------------
