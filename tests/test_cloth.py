@@ -36,7 +36,7 @@ def membrane_forces(model, x, v=None):
     arr = lambda n: wp.array(d[n].astype(np.float32))  # noqa: E731
     return launch(cloth.triangle_forces_kernel, model.tri_count, model, x, v, model.tri_indices,
                   model.tri_rest_inverse, model.tri_rest_area, arr("cloth_lame_mu"), arr("cloth_lame_lambda"),
-                  arr("cloth_damping"))
+                  arr("cloth_damping"), arr("tri_activation"))
 
 
 def bending_forces(model, x, v=None, activation=None):

@@ -429,6 +429,7 @@ class ModelBuilder:
             for column, name in enumerate(("cloth_lame_mu", "cloth_lame_lambda", "cloth_damping", "drag_coefficient",
                                            "lift_coefficient")):
                 defaults[name] = tris[:, 3 + column]
+            defaults["tri_activation"] = np.zeros(len(tris))
         if self.edges:
             edges = np.asarray(self.edges, dtype=np.float64)
             indices = edges[:, :4].astype(np.int64)

@@ -16,7 +16,10 @@ in-plane deformation of each triangle. With the rest triangle mapped to a 2D fra
 
 Parameters per triangle (shape [tri_count], scalars broadcast): ``cloth_lame_mu`` (N/m: a membrane
 is a 2D continuum, so its Lame parameters are per unit length), ``cloth_lame_lambda`` (N/m),
-``cloth_damping`` (N s/m). Bending is in :mod:`wsim.models.bending`, air in :mod:`wsim.models.aerodynamics`.
+``cloth_damping`` (N s/m), ``tri_activation`` (dimensionless) and the optional per-frame-interval
+``control_tri_activation`` [frames - 1, tri_count] added to it: like the FEM activation, the area term
+becomes ``lambda (J - 1 + act)`` so that a triangle prefers the area ratio ``J = 1 - act`` (``act > 0``
+contracts it; the 2D walker of the visuomotor control task is actuated this way). Bending is in :mod:`wsim.models.bending`, air in :mod:`wsim.models.aerodynamics`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ register(
                   "N/m", 0.0, None, True),
     ParameterSpec("cloth_damping", wp.float32, "tri", "membrane damping k_d of each triangle", "N s/m",
                   0.0, None, True),
+    ParameterSpec("tri_activation", wp.float32, "tri",
+                  "membrane activation alpha: preferred area ratio 1 - alpha (alpha > 0 contracts)"),
+    ParameterSpec("control_tri_activation", wp.float32, "interval_tri",
+                  "activation added to tri_activation on the physics steps of each frame interval"),
 )
 
 
@@ -45,6 +52,7 @@ def triangle_forces_kernel(
     lame_mu: wp.array(dtype=float),
     lame_lambda: wp.array(dtype=float),
     damping: wp.array(dtype=float),
+    activation: wp.array(dtype=float),
     particle_f: wp.array(dtype=wp.vec3),
 ):
     """In-plane stable Neo-Hookean forces of each triangle (paper Eq. 1 in 2D) into ``particle_f`` [P] (N)."""
@@ -83,7 +91,7 @@ def triangle_forces_kernel(
     dj1 = wp.cross(e2, n) * (0.5 / area0)
     dj2 = wp.cross(n, e1) * (0.5 / area0)
     djdt = wp.dot(dj1, w1) + wp.dot(dj2, w2)
-    s = (lam * (J - 1.0) - (2.0 / 3.0) * mu + kd * djdt) * area0
+    s = (lam * (J - 1.0 + activation[t]) - (2.0 / 3.0) * mu + kd * djdt) * area0
     g1 = g1 + dj1 * s
     g2 = g2 + dj2 * s
 
@@ -96,9 +104,14 @@ def apply_forces(model, state, params, step: int, interval: int) -> None:
     """Accumulate the membrane forces of every cloth triangle into ``state.particle_f``."""
     if not model.tri_count:
         return
+    from .fem import combined_activation
+
+    activation = combined_activation(model, params, "tri_activation", "control_tri_activation",
+                                     model.tri_count, interval)
     wp.launch(
         triangle_forces_kernel, dim=model.tri_count, device=model.device,
         inputs=[state.particle_q, state.particle_qd, model.tri_indices, model.tri_rest_inverse,
-                model.tri_rest_area, params["cloth_lame_mu"], params["cloth_lame_lambda"], params["cloth_damping"]],
+                model.tri_rest_area, params["cloth_lame_mu"], params["cloth_lame_lambda"], params["cloth_damping"],
+                activation],
         outputs=[state.particle_f],
     )

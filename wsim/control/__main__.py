@@ -1,0 +1,49 @@
+"""``python -m wsim.control CONFIG [--set k=v] [--device D] [--out DIR] [--instances N] [--quiet]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import WsimError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wsim.control", description="visuomotor control experiments")
+    parser.add_argument("config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--instances", type=int, default=None)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        return run_cli(args.config, args.overrides, args.device, args.out, args.instances, not args.quiet)
+    except WsimError as error:
+        print(f"wsim: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_cli(config_name, overrides, device, out, instances, progress) -> int:
+    """Shared by ``wsim run`` (for ``task: control`` configs) and ``python -m wsim.control``."""
+    from .config import load_control, resolve_control_path
+    from .experiment import run_control
+
+    config = load_control(config_name, overrides)
+    if instances is not None and instances < 1:
+        print("wsim: error: --instances must be >= 1", file=sys.stderr)
+        return 2
+    out = Path(out or Path("runs") / config.name)
+    count = instances or config.instances
+    print(f"{config.name}: control ({config.scene}), methods {', '.join(config.methods)}, {count} instance(s) "
+          f"from seed {config.seed}, output in {out}", flush=True)
+    report = run_control(config, out, device, count, progress, base=resolve_control_path(config_name).parent)
+    print(report["text"])
+    print(f"wrote {out}/results.json, {out}/convergence.png, {out}/summary.md and instance_*/ "
+          "(target.png, <method>.mp4, <method>.usda, results.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Visuomotor control experiments: optimise a controller towards a goal given as one image.
+
+For every instance (seed; each seed draws a different goal) and every method:
+
+* ``gradsim``: loss = pixel MSE between the last rendered frame and the target image; gradients flow
+  through the soft renderer and the simulation into the controller (Adam);
+* ``diffphysics``: loss = mean over frames of the squared distance of the centre of mass (COM) to the
+  goal's (dense 3D supervision of the full state), same controller and optimiser;
+* ``random``: random actions every iteration (no learning).
+
+Each iteration records the optimised loss, the image loss, the COM loss and the distance of the last
+frame's COM to the goal's. Outputs (``out/``): ``results.json`` (every instance and method, and a
+summary per method), ``convergence.png`` (COM distance to goal vs iteration, mean and spread over
+seeds per method, like the paper's Fig. 6), ``summary.md``, and per instance ``instance_<seed>/``:
+``results.json``, ``target.png``, ``<method>.mp4`` (target | rollout | difference) and
+``<method>.usda`` (the final rollout).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import to_dict
+from ..export import atomic_path, write_json, write_rollout_usd
+from .config import ControlConfig
+from .tasks import ControlTask
+
+
+def _optimizer(config: ControlConfig, parameters):
+    o = config.optim
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=o.lr, momentum=0.9)
+    return torch.optim.Adam(parameters, lr=o.lr)
+
+
+def run_method(task: ControlTask, method: str, progress: bool = True) -> dict:
+    """Optimise (or sample, for ``random``) on ``task``; returns the history and final rollout."""
+    from tqdm import tqdm
+
+    config = task.config
+    iterations = config.optim.iterations
+    history = []
+    started = time.perf_counter()
+    controller = optimizer = rng = None
+    if method == "random":
+        rng = np.random.default_rng([task.seed, 7])
+    else:
+        generator = torch.Generator().manual_seed(task.seed)
+        controller = task.controller(generator)
+        optimizer = _optimizer(config, controller.parameters())
+    best = (float("inf"), None, None)
+    bar = tqdm(total=iterations + 1, desc=f"{config.name} seed {task.seed} {method}", disable=not progress,
+               leave=False, dynamic_ncols=True)
+    reached_at = None
+    for iteration in range(iterations + 1):
+        last = iteration == iterations
+        if method == "random":
+            inputs = task.random_inputs(rng)
+            with torch.no_grad():
+                vertices = task.rollout(inputs)
+                image_loss, com_loss = task.image_loss(vertices), task.com_loss(vertices)
+            loss = image_loss
+        else:
+            inputs = controller()
+            vertices = task.rollout(inputs)
+            if method == "gradsim":
+                loss = image_loss = task.image_loss(vertices)
+                with torch.no_grad():
+                    com_loss = task.com_loss(vertices)
+            else:
+                loss = com_loss = task.com_loss(vertices)
+                with torch.no_grad():
+                    image_loss = task.image_loss(vertices.detach())
+            if not last:
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        distance = task.distance(vertices)
+        elapsed = time.perf_counter() - started
+        history.append({"iteration": iteration, "loss": float(loss.detach()), "image_loss": float(image_loss.detach()),
+                        "com_loss": float(com_loss.detach()), "distance": distance, "time_s": elapsed})
+        if reached_at is None and distance <= config.optim.reached:
+            reached_at = (iteration, elapsed)
+        if distance < best[0]:
+            best = (distance, vertices.detach(), {k: v.detach() for k, v in inputs.items()})
+        final = (vertices.detach(), {k: v.detach() for k, v in inputs.items()})
+        bar.set_postfix(loss=f"{float(loss.detach()):.3e}", dist=f"{distance:.3f}")
+        bar.update(1)
+        if reached_at is not None and config.optim.stop_when_reached:
+            break
+    bar.close()
+    # the random baseline's "result" is its last draw (no learning); the learners' is their last iterate
+    vertices, inputs = final
+    return {
+        "method": method,
+        "history": history,
+        "initial_distance": history[0]["distance"],
+        "final_distance": history[-1]["distance"],
+        "best_distance": best[0],
+        "final_image_loss": history[-1]["image_loss"],
+        "initial_image_loss": history[0]["image_loss"],
+        "iterations": len(history) - 1,
+        "reached": reached_at is not None,
+        "iterations_to_reach": None if reached_at is None else reached_at[0],
+        "time_to_reach_s": None if reached_at is None else reached_at[1],
+        "wall_time_s": time.perf_counter() - started,
+        "vertices": vertices,
+        "inputs": inputs,
+    }
+
+
+def write_method_outputs(task: ControlTask, result: dict, folder: Path) -> list[Path]:
+    """``<method>.mp4`` (target | rollout | difference) and ``<method>.usda`` of the final rollout."""
+    written = []
+    config = task.config
+    vertices = result["vertices"]
+    if config.video:
+        from ..render import SoftRenderer
+        from ..sysid.outputs import write_compare_video
+
+        size = config.render.video_size
+        renderer = SoftRenderer(task.camera, image_size=(size, size), sigma=config.render.sigma, shading="flat")
+        with torch.no_grad():
+            frames = torch.cat([renderer(vertices[i:i + 16], task.faces, colors=task.colors)
+                                for i in range(0, len(vertices), 16)])
+            if config.target_image:
+                from .tasks import load_target_image
+
+                target = load_target_image(config.target_image, size, task.torch_device)
+            else:
+                target = renderer(task.goal_vertices[None], task.faces, colors=task.colors)[0]
+        path = folder / f"{result['method']}.mp4"
+        write_compare_video(path, target.expand_as(frames), frames, fps=task.fps)
+        written.append(path)
+    if config.usd:
+        path = folder / f"{result['method']}.usda"
+        colors = task.colors.cpu().numpy()
+        write_rollout_usd(path, vertices.cpu().numpy(), task.model.render_faces, task.fps,
+                          task.model.body_vertex_start, task.model.body_names, colors,
+                          task.model.ground_height if task.model.ground else None)
+        written.append(path)
+    return written
+
+
+def _public(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("vertices", "inputs")}
+
+
+def run_instance(config: ControlConfig, seed: int, out: Path, device: str | None = None, progress: bool = True,
+                 base=None) -> dict:
+    """Every method of ``config`` on the instance ``seed``; writes ``out/instance_<seed>/``."""
+    from ..render import write_png
+
+    started = time.perf_counter()
+    task = ControlTask(config, seed, device, base=base)
+    setup = time.perf_counter() - started
+    folder = Path(out) / f"instance_{seed}"
+    write_png(task.target, folder / "target.png")
+    methods = {}
+    for method in config.methods:
+        result = run_method(task, method, progress)
+        write_method_outputs(task, result, folder)
+        methods[method] = _public(result)
+    record = {"seed": int(seed), "scene": config.scene, "device": str(task.device), "setup_s": setup,
+              "instance": task.info, "goal_com": task.goal_com.tolist(), "methods": methods}
+    write_json(folder / "results.json", record)
+    return record
+
+
+def summarize(results: list[dict], config: ControlConfig) -> dict:
+    """Per method over instances: final distance (mean, std), share reached, iterations and time to reach."""
+    rows = {}
+    for method in config.methods:
+        runs = [r["methods"][method] for r in results if method in r["methods"]]
+        final = np.array([m["final_distance"] for m in runs])
+        initial = np.array([m["initial_distance"] for m in runs])
+        reached = [m for m in runs if m["reached"]]
+        rows[method] = {
+            "instances": len(runs),
+            "initial_distance_mean": float(initial.mean()),
+            "final_distance_mean": float(final.mean()), "final_distance_std": float(final.std()),
+            "final_image_loss_mean": float(np.mean([m["final_image_loss"] for m in runs])),
+            "reached": len(reached),
+            "iterations_to_reach_mean": float(np.mean([m["iterations_to_reach"] for m in reached])) if reached else None,
+            "time_to_reach_s_mean": float(np.mean([m["time_to_reach_s"] for m in reached])) if reached else None,
+            "wall_time_s_mean": float(np.mean([m["wall_time_s"] for m in runs])),
+        }
+    return {"experiment": config.name, "scene": config.scene, "instances": len(results),
+            "seeds": [r["seed"] for r in results], "reached_threshold_m": config.optim.reached,
+            "iterations": config.optim.iterations, "device": results[0]["device"] if results else None,
+            "methods": rows}
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{summary['experiment']} ({summary['scene']}): {summary['instances']} instance(s) on "
+             f"{summary['device']}, {summary['iterations']} iterations, goal reached when the COM is within "
+             f"{summary['reached_threshold_m']:g} m",
+             "| method | initial dist (m) | final dist (m), mean ± std | reached | iters to reach | time to reach (s) "
+             "| wall time/run (s) |", "|---|---|---|---|---|---|---|"]
+    for method, row in summary["methods"].items():
+        iters = "-" if row["iterations_to_reach_mean"] is None else f"{row['iterations_to_reach_mean']:.1f}"
+        reach_t = "-" if row["time_to_reach_s_mean"] is None else f"{row['time_to_reach_s_mean']:.1f}"
+        lines.append(f"| {method} | {row['initial_distance_mean']:.3f} | {row['final_distance_mean']:.3f} ± "
+                     f"{row['final_distance_std']:.3f} | {row['reached']}/{row['instances']} | {iters} | {reach_t} "
+                     f"| {row['wall_time_s_mean']:.1f} |")
+    return "\n".join(lines)
+
+
+def write_convergence_plot(path: Path, results: list[dict], config: ControlConfig) -> Path:
+    """COM distance to the goal vs iteration per method: mean line and min..max band over seeds (Fig. 6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"gradsim": "tab:blue", "diffphysics": "tab:orange", "random": "tab:green"}
+    labels = {"gradsim": "∇Sim (image only)", "diffphysics": "DiffPhysics (dense 3D COM)", "random": "random actions"}
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for method in config.methods:
+        curves = [[h["distance"] for h in r["methods"][method]["history"]] for r in results if method in r["methods"]]
+        if not curves:
+            continue
+        length = max(len(c) for c in curves)
+        data = np.array([c + [c[-1]] * (length - len(c)) for c in curves])
+        x = np.arange(length)
+        mean, std = data.mean(0), data.std(0)
+        ax.plot(x, mean, color=colors.get(method), label=labels.get(method, method), lw=2)
+        ax.fill_between(x, np.maximum(mean - std, 0.0), mean + std, color=colors.get(method), alpha=0.2)
+    ax.axhline(config.optim.reached, color="k", ls=":", lw=1, label="goal reached")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("COM distance to goal (m)")
+    ax.set_title(f"{config.name}: {len(results)} seed(s), mean ± std")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as temporary:
+        fig.savefig(temporary, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def run_control(config: ControlConfig, out, device: str | None = None, instances: int | None = None,
+                progress: bool = True, base=None) -> dict:
+    """Run ``instances`` seeds (``config.seed`` ...) of every method; writes results, plot and summary."""
+    out = Path(out)
+    count = int(instances or config.instances)
+    results = [run_instance(config, config.seed + i, out, device, progress, base) for i in range(count)]
+    summary = summarize(results, config)
+    text = format_summary(summary)
+    write_json(out / "results.json", {"config": to_dict(config), "summary": summary, "instances": results})
+    write_convergence_plot(out / "convergence.png", results, config)
+    with atomic_path(out / "summary.md") as temporary:
+        Path(temporary).write_text(text + "\n")
+    return {"results": results, "summary": summary, "text": text}
