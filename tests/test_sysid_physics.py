@@ -24,7 +24,6 @@ def test_rigid_contact_parameters_recovered(tmp_path):
     assert errors["mu"]["rel"] < 2e-2, errors
     assert errors["kd"]["rel"] < 0.2, errors
     assert result["final_loss"] < 1e-6
-    assert result["final_loss"] < 1e-3 * (result["loss_history"][0])
 
 
 def test_fem_lame_parameters_recovered(tmp_path):
