@@ -51,14 +51,18 @@ class BFGS:
             s["x"] = x
         f, g = s["f"], s["g"]
         n = x.numel()
+        gmax = float(g.abs().max())
+        if not gmax > 0 or not torch.isfinite(g).all():  # a stationary point (or no usable gradient)
+            s["converged"] = True
+            return f
         if s["H"] is None:
-            gmax = float(g.abs().max())
-            s["H"] = torch.eye(n, dtype=torch.float64) * (self.max_step / max(gmax, 1e-300))
+            s["H"] = torch.eye(n, dtype=torch.float64) * (self.max_step / gmax)
         d = -(s["H"] @ g)
         slope = float(g @ d)
         if not slope < 0:  # not a descent direction: restart from a scaled gradient step
-            s["H"] = None
-            return self.step(closure)
+            s["H"] = torch.eye(n, dtype=torch.float64) * (self.max_step / gmax)
+            d = -(s["H"] @ g)
+            slope = float(g @ d)
         t = 1.0
         for _ in range(self.tries):
             x_new = x + t * d
