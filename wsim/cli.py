@@ -107,11 +107,13 @@ def _value(value) -> str:
     return f"{value:.6g}"
 
 
-def _scene(args):
+def _scene(args, gradcheck_horizon: bool = False):
     from .config import load_config, resolve_config_path
     from .scene import build_scene
 
     config = load_config(args.config, args.overrides)
+    if gradcheck_horizon and config.gradcheck.frames:
+        config.sim.frames = min(config.sim.frames, config.gradcheck.frames)
     return build_scene(config, args.device, base=resolve_config_path(args.config).parent)
 
 
@@ -170,7 +172,7 @@ def display_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, pa
 def cmd_gradcheck(args) -> int:
     from .gradcheck import format_table, gradcheck
 
-    scene = _scene(args)
+    scene = _scene(args, gradcheck_horizon=True)
     settings = scene.config.gradcheck
     names = [n.strip() for n in args.params.split(",")] if args.params else list(settings.params)
     if not names:
@@ -179,7 +181,8 @@ def cmd_gradcheck(args) -> int:
     eps = args.eps if args.eps is not None else settings.eps
     tolerance = args.tolerance if args.tolerance is not None else settings.tolerance
     rows = gradcheck(scene.simulation, names, eps=eps, seed=settings.seed)
-    print(f"{scene.config.name}: gradient check on {scene.simulation.device} (eps {eps:g}, tolerance {tolerance:g})")
+    print(f"{scene.config.name}: gradient check over {scene.simulation.frames} frames on {scene.simulation.device} "
+          f"(eps {eps:g}, tolerance {tolerance:g})")
     print(format_table(rows, tolerance))
     failed = [row.name for row in rows if not row.passed(tolerance)]
     if failed:

@@ -209,12 +209,16 @@ class ClothConfig:
 @dataclass
 class GradcheckConfig:
     """``wsim gradcheck``: parameters to check, relative finite-difference step ``eps``, the relative
-    error ``tolerance`` and the ``seed`` of the random loss weights and probe directions."""
+    error ``tolerance``, the ``seed`` of the random loss weights and probe directions, and ``frames``,
+    the horizon the check differentiates through (default: the whole rollout). A shorter horizon is for
+    rollouts that turn chaotic (a cloth buckling as it drapes), where no finite difference can agree
+    with any gradient over the full length."""
 
     params: list[str] = field(default_factory=list)
     eps: float = 1.0e-2
     tolerance: float = 1.0e-2
     seed: int = 0
+    frames: typing.Optional[int] = None
 
 
 @dataclass
