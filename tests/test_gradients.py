@@ -12,7 +12,8 @@ from wsim.scene import build_scene
 TOLERANCE = 1e-2
 
 
-@pytest.mark.parametrize("config", ["box-drop", "body-impulse", "spring-chain"])
+@pytest.mark.parametrize("config", ["box-drop", "body-impulse", "spring-chain", "beam-hang", "cloth-drop",
+                                    "cloth-throw", "soft-ball"])
 def test_wsim_gradcheck_passes_on_every_shipped_config(config, capsys):
     """`wsim gradcheck` exits 0 only if every parameter listed in the config agrees within 1e-2."""
     assert main(["gradcheck", config, "--device", "cpu"]) == 0
