@@ -117,6 +117,7 @@ class Simulation:
             self._defaults[name] = wp.array(np.asarray(value, dtype=np.float32), dtype=spec.dtype, device=self.device)
         self.last_buffers = None
         self._bad_step = None
+        self._push_seconds = None
 
     # -- parameters -------------------------------------------------------------------------------
     def _applies(self, spec: ParameterSpec) -> bool:
@@ -212,8 +213,12 @@ class Simulation:
         resolved["lame_lambda"] = young * poisson / ((1.0 + poisson) * (1.0 - 2.0 * poisson))
 
     def _push_duration(self) -> torch.Tensor:
-        steps = self.model.body_push_end_step.numpy() - self.model.body_push_start_step.numpy()
-        return torch.tensor(np.maximum(steps, 1) * self.dt, dtype=torch.float32, device=self.torch_device)
+        """Duration (s) of every body's push window, read from the device once (no per-rollout copy)."""
+        if self._push_seconds is None:
+            steps = self.model.body_push_end_step.numpy() - self.model.body_push_start_step.numpy()
+            self._push_seconds = torch.tensor(np.maximum(steps, 1) * self.dt, dtype=torch.float32,
+                                              device=self.torch_device)
+        return self._push_seconds
 
     @staticmethod
     def _broadcast(name: str, value: torch.Tensor, shape: tuple) -> torch.Tensor:
