@@ -41,6 +41,7 @@ class OptimConfig:
     optimizer: str = "adam"      # adam | sgd
     reached: float = 0.05        # goal reached when the COM distance to the goal is below this (m)
     stop_when_reached: bool = False
+    decay: float = 1.0           # learning rate multiplied by this after every iteration
 
 
 @dataclass
@@ -49,18 +50,19 @@ class RenderConfig:
     sigma: float = 1.0e-4
     gamma: float = 1.0e-4
     video_size: int = 128
+    blur: list[float] = field(default_factory=list)   # extra MSE terms on Gaussian-blurred images (sigma, px)
 
 
 @dataclass
 class WalkerConfig:
     cell: float = 0.08
-    density: float = 5.0          # kg/m^2
+    density: float = 10.0         # kg/m^2
     mu: float = 200.0             # N/m
     lam: float = 400.0            # N/m
     damping: float = 0.5
     ke: float = 2.0e3
-    kd: float = 5.0
-    kf: float = 20.0
+    kd: float = 2.0
+    kf: float = 3.0
     friction: float = 1.0
     smoothing: float = 0.005
     goal_distance: list[float] = field(default_factory=lambda: [0.15, 0.3])   # m to the right
@@ -80,8 +82,8 @@ class FemConfig:
     poisson: float = 0.3
     damping: float = 10.0
     ke: float = 2.0e3
-    kd: float = 20.0
-    kf: float = 50.0
+    kd: float = 5.0
+    kf: float = 5.0
     friction: float = 1.0
     smoothing: float = 0.005
     goal_distance: list[float] = field(default_factory=lambda: [0.15, 0.3])   # m, random direction in XZ
@@ -92,17 +94,18 @@ class FemConfig:
 class ClothConfig:
     triangles: list[int] = field(default_factory=lambda: [64, 2048])   # drawn per seed (log-uniform)
     size: list[float] = field(default_factory=lambda: [0.3, 0.8])      # edge length range (m)
-    height: list[float] = field(default_factory=lambda: [0.8, 1.2])    # start height (m)
-    speed: list[float] = field(default_factory=lambda: [1.0, 3.0])     # goal throw speed (m/s)
+    height: list[float] = field(default_factory=lambda: [0.3, 0.6])    # start height (m)
+    speed: list[float] = field(default_factory=lambda: [1.0, 2.5])     # goal throw speed (m/s)
     initial_speed: float = 0.5    # the optimisation starts from this speed, straight up
-    density: float = 0.2
-    mu: float = 20.0
-    lam: float = 40.0
-    damping: float = 0.02
-    bending_stiffness: float = 1.0e-4
+    density: float = 0.2          # kg/m^2
+    mu: float = 5.0               # N/m (soft enough for dt = 1 ms at 2048 triangles on a 0.3 m sheet)
+    lam: float = 10.0
+    damping: float = 0.002
+    bending_stiffness: float = 1.0e-5
     drag: float = 0.5
     lift: float = 0.5
     gravity: float = -9.80665
+    camera_elevation: float = 60.0   # degrees
 
 
 @dataclass

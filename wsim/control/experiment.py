@@ -79,6 +79,8 @@ def run_method(task: ControlTask, method: str, progress: bool = True) -> dict:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                for group in optimizer.param_groups:
+                    group["lr"] *= config.optim.decay
         distance = task.distance(vertices)
         elapsed = time.perf_counter() - started
         history.append({"iteration": iteration, "loss": float(loss.detach()), "image_loss": float(image_loss.detach()),

@@ -102,15 +102,21 @@ class ControlTask:
                          "goal_offset": self.goal_offset.tolist()}
 
     def _build_cloth(self):
-        from ..cloth_mesh import grid_for_triangles
+        from ..cloth_mesh import grid
 
         c = self.config.cloth
         rng = self.rng
         lo, hi = c.triangles
-        triangles = int(round(math.exp(rng.uniform(math.log(lo), math.log(hi))) / 2.0)) * 2
-        triangles = min(max(triangles, lo + lo % 2), hi - hi % 2)
+        target = math.exp(rng.uniform(math.log(lo), math.log(hi)))
         size = rng.uniform(*c.size, size=2)
-        mesh = grid_for_triangles(triangles, size=(float(size[0]), float(size[1])))
+        # cells as square as the size allows: nx / ny ~ size_x / size_y, 2 nx ny triangles in [lo, hi]
+        nx = max(1, int(round(math.sqrt(0.5 * target * size[0] / size[1]))))
+        ny = max(1, int(round(0.5 * target / nx)))
+        while 2 * nx * ny > hi:
+            ny -= 1
+        while 2 * nx * ny < lo:
+            ny += 1
+        mesh = grid(size=(float(size[0]), float(size[1])), cells=(nx, ny))
         height = rng.uniform(*c.height)
         start = np.array([rng.uniform(-0.3, 0.3), height, rng.uniform(-0.3, 0.3)])
         yaw = rng.uniform(0.0, math.pi)
@@ -122,7 +128,7 @@ class ControlTask:
                           damping=c.damping, bending_stiffness=c.bending_stiffness, drag=c.drag, lift=c.lift)
         speed = rng.uniform(*c.speed)
         azimuth = rng.uniform(0.0, 2.0 * math.pi)
-        elevation = rng.uniform(math.radians(20.0), math.radians(60.0))
+        elevation = rng.uniform(math.radians(15.0), math.radians(45.0))
         self.goal_velocity = speed * np.array([math.cos(elevation) * math.cos(azimuth), math.sin(elevation),
                                                math.cos(elevation) * math.sin(azimuth)])
         return builder, {"particles": len(mesh.vertices), "triangles": len(mesh.faces),
@@ -171,7 +177,7 @@ class ControlTask:
             points = torch.cat([start] + [start + s for s in shifts])
             return Camera.framing(points, elevation=55.0, azimuth=20.0, margin=1.0)
         points = torch.cat([start, self.goal_vertices])
-        return Camera.framing(points, elevation=30.0, azimuth=0.0, margin=1.05)
+        return Camera.framing(points, elevation=self.config.cloth.camera_elevation, azimuth=0.0, margin=1.05)
 
     def _target(self, base) -> torch.Tensor:
         """The target image ``[H, W, 4]``: a user image file or the rendered goal configuration."""
@@ -195,7 +201,10 @@ class ControlTask:
     def image_loss(self, vertices: torch.Tensor) -> torch.Tensor:
         """Pixel MSE (RGB) between the last rendered frame and the target image."""
         image = self.render(vertices[-1:])[0]
-        return torch.mean((image[..., :3] - self.target[..., :3]) ** 2)
+        loss = torch.mean((image[..., :3] - self.target[..., :3]) ** 2)
+        for sigma in self.config.render.blur:
+            loss = loss + torch.mean((_blur(image[..., :3], sigma) - _blur(self.target[..., :3], sigma)) ** 2)
+        return loss
 
     def com_loss(self, vertices: torch.Tensor) -> torch.Tensor:
         """DiffPhysics: mean over frames 1.. of the squared distance of the centre of mass to the goal's."""
@@ -288,3 +297,17 @@ def _quat_mul(a, b):
     bx, by, bz, bw = b
     return np.array([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
                      aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz])
+
+
+def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (``sigma`` in pixels, replicate border) of an ``[H, W, C]`` image."""
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = image.shape[-1]
+    data = image.permute(2, 0, 1)[None]
+    data = torch.nn.functional.pad(data, (radius, radius, radius, radius), mode="replicate")
+    data = torch.nn.functional.conv2d(data, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    data = torch.nn.functional.conv2d(data, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    return data[0].permute(1, 2, 0)
