@@ -110,3 +110,30 @@ def test_control_config_errors():
         load_control("control-walker", ["methods=[magic]"])
     with pytest.raises(ConfigError, match="unknown config key"):
         load_control("control-walker", ["walker.legs=3"])
+
+
+def test_fem_image_only_moves_towards_goal(tmp_path):
+    config = load_control("control-fem", [
+        "fem.teeth=6", "fem.rings=2", "fem.layers=1", "sim.frames=21", "render.size=40", "optim.iterations=5",
+        "methods=[gradsim, random]", "video=false", "usd=false", "fem.goal_distance=[0.15, 0.2]"])
+    report = run_control(config, tmp_path, "cpu", instances=1, progress=False)
+    methods = report["results"][0]["methods"]
+    history = methods["gradsim"]["history"]
+    assert report["results"][0]["instance"]["tetrahedra"] == 144
+    assert history[-1]["image_loss"] < 0.8 * history[0]["image_loss"]
+    assert history[-1]["distance"] < 0.8 * history[0]["distance"]
+    assert not methods["random"]["reached"]
+
+
+def test_cloth_image_only_reaches_goal(tmp_path):
+    config = load_control("control-cloth", [
+        "cloth.triangles=[64, 128]", "sim.frames=31", "render.size=48", "optim.iterations=10",
+        "methods=[gradsim, random]", "video=false", "usd=false", "optim.reached=0.1"])
+    report = run_control(config, tmp_path, "cpu", instances=1, progress=False)
+    methods = report["results"][0]["methods"]
+    gradsim = methods["gradsim"]
+    info = report["results"][0]["instance"]
+    assert 64 <= info["triangles"] <= 128
+    assert gradsim["final_image_loss"] < 0.5 * gradsim["initial_image_loss"]
+    assert gradsim["final_distance"] < 0.5 * gradsim["initial_distance"]
+    assert not methods["random"]["reached"]

@@ -41,6 +41,7 @@ class OptimConfig:
     optimizer: str = "adam"      # adam | sgd
     reached: float = 0.05        # goal reached when the COM distance to the goal is below this (m)
     stop_when_reached: bool = False
+    keep_best: bool = False      # return the iterate of lowest own loss (not the last one)
     decay: float = 1.0           # learning rate multiplied by this after every iteration
 
 

@@ -87,23 +87,31 @@ def run_method(task: ControlTask, method: str, progress: bool = True) -> dict:
                         "com_loss": float(com_loss.detach()), "distance": distance, "time_s": elapsed})
         if reached_at is None and distance <= config.optim.reached:
             reached_at = (iteration, elapsed)
-        if distance < best[0]:
-            best = (distance, vertices.detach(), {k: v.detach() for k, v in inputs.items()})
+        if method != "random" and float(loss.detach()) < best[0]:  # select by the method's own loss
+            best = (float(loss.detach()), iteration, vertices.detach(), {k: v.detach() for k, v in inputs.items()},
+                    distance)
         final = (vertices.detach(), {k: v.detach() for k, v in inputs.items()})
         bar.set_postfix(loss=f"{float(loss.detach()):.3e}", dist=f"{distance:.3f}")
         bar.update(1)
         if reached_at is not None and config.optim.stop_when_reached:
             break
     bar.close()
-    # the random baseline's "result" is its last draw (no learning); the learners' is their last iterate
+    # the random baseline's result is its last draw (no learning); a learner returns its last iterate, or
+    # with optim.keep_best the iterate of lowest *own* loss (image loss for gradsim: no privileged data)
     vertices, inputs = final
+    final_distance = history[-1]["distance"]
+    selected = len(history) - 1
+    if method != "random" and config.optim.keep_best:
+        _, selected, vertices, inputs, final_distance = best
     return {
         "method": method,
         "history": history,
         "initial_distance": history[0]["distance"],
-        "final_distance": history[-1]["distance"],
-        "best_distance": best[0],
-        "final_image_loss": history[-1]["image_loss"],
+        "final_distance": final_distance,
+        "last_distance": history[-1]["distance"],
+        "selected_iteration": selected,
+        "best_distance": min(h["distance"] for h in history),
+        "final_image_loss": history[selected]["image_loss"],
         "initial_image_loss": history[0]["image_loss"],
         "iterations": len(history) - 1,
         "reached": reached_at is not None,
