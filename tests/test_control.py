@@ -137,3 +137,14 @@ def test_cloth_image_only_reaches_goal(tmp_path):
     assert gradsim["final_image_loss"] < 0.5 * gradsim["initial_image_loss"]
     assert gradsim["final_distance"] < 0.5 * gradsim["initial_distance"]
     assert not methods["random"]["reached"]
+
+
+def test_wsim_run_dispatches_control_configs(tmp_path):
+    from wsim.cli import main
+    from wsim.control.config import control_config_path
+
+    assert control_config_path("control-walker") is not None
+    assert control_config_path("rigid-mass") is None  # system identification stays with wsim run's sysid
+    code = main(["run", "control-walker", "--set", "sim.frames=6", "--set", "optim.iterations=1", "--set",
+                 "methods=[gradsim]", "--set", "video=false", "--set", "usd=false", "--out", str(tmp_path), "--quiet"])
+    assert code == 0 and (tmp_path / "results.json").is_file()

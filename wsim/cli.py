@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
+    from .control.config import control_config_path
+
+    if control_config_path(args.config) is not None:  # task: control (visuomotor control, configs/control)
+        from .control.__main__ import run_cli
+
+        return run_cli(args.config, args.overrides, args.device, args.out, args.instances, not args.quiet)
     from .sysid import load_experiment, resolve_experiment_path, run_experiment
     from .sysid.outputs import format_summary
 

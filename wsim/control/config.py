@@ -160,6 +160,15 @@ def is_control_config(path) -> bool:
         return False
 
 
+def control_config_path(name) -> Path | None:
+    """The path of ``name`` when it is a control config (``task: control``), else None."""
+    try:
+        path = resolve_control_path(name)
+    except ConfigError:
+        return None
+    return path if is_control_config(path) else None
+
+
 def resolve_control_path(name) -> Path:
     """A control config by path, or by name from ``configs/control/`` (``control-walker``)."""
     path = Path(name)
