@@ -162,3 +162,27 @@ def test_spring_oscillates_at_its_natural_frequency(device):
     vertices = sim.rollout().numpy()
     t = np.arange(11) * 100 * dt
     np.testing.assert_allclose(vertices[:, 1, 0] - 1.0, amplitude * np.cos(np.sqrt(k / m) * t), atol=2e-4)
+
+
+def test_control_forces_act_on_their_frame_interval(device):
+    """A force on the second frame interval only: v jumps by F/m * interval duration, then stays."""
+    import torch
+
+    from wsim import Control
+
+    dt, substeps, mass = 1e-3, 10, 0.5
+    builder = ModelBuilder(ground=False, gravity=(0, 0, 0))
+    builder.add_particle((0, 1, 0), mass=mass)
+    builder.add_body(primitive("box", 0.2), mass=2.0, position=(1, 1, 0))
+    sim = Simulation(builder.finalize(device, dt=dt), dt, substeps, 4)
+    particle_force = torch.zeros(3, 1, 3)
+    particle_force[1, 0] = torch.tensor([2.0, 0.0, -1.0])
+    body_force = torch.zeros(3, 1, 3)
+    body_force[2, 0, 1] = 4.0
+    vertices = sim.rollout(control=Control(particle_force=particle_force, body_force=body_force))
+    states = sim.frame_states()
+    np.testing.assert_allclose(states["particle_qd"][1, 0], 0.0, atol=1e-7)
+    np.testing.assert_allclose(states["particle_qd"][2, 0], [2.0 / mass * 0.01, 0.0, -1.0 / mass * 0.01], rtol=1e-5)
+    np.testing.assert_allclose(states["particle_qd"][3, 0], states["particle_qd"][2, 0], rtol=1e-6)
+    np.testing.assert_allclose(states["body_v"][3, 0], [0.0, 4.0 / 2.0 * 0.01, 0.0], rtol=1e-5)
+    assert vertices.shape == (4, 9, 3)

@@ -115,13 +115,23 @@ class State:
 
 @dataclass
 class Control:
-    """Actuation for one frame interval (the physics steps between two rendered frames).
+    """Actuation over a rollout, one row per frame interval (the physics steps between rendered frames
+    k and k + 1), as torch tensors; ``None`` leaves an actuator off.
 
-    ``particle_force`` [P] vec3 and ``body_force``/``body_torque`` [B] vec3 external forces (N, N m,
-    world frame), or ``None``. Later models add activations here (per element, per edge).
+    ``particle_force`` [frames-1, P, 3] and ``body_force``/``body_torque`` [frames-1, B, 3] are external
+    forces (N, N m, world frame, torque about the centre of mass); ``tet_activation`` [frames-1, T],
+    ``tri_activation`` [frames-1, triangles] and ``bending_activation`` [frames-1, edges] are added to the
+    elements' static activations (dimensionless). Pass it as ``Simulation.rollout(params, control)``;
+    it maps onto the ``control_*`` parameters of the registry, so every field receives gradients.
     """
 
-    particle_force: wp.array | None = None
-    body_force: wp.array | None = None
-    body_torque: wp.array | None = None
-    extras: dict = field(default_factory=dict)
+    particle_force: object = None
+    body_force: object = None
+    body_torque: object = None
+    tet_activation: object = None
+    tri_activation: object = None
+    bending_activation: object = None
+
+    def as_parameters(self) -> dict:
+        """``{"control_<field>": tensor}`` for every actuator that is set."""
+        return {f"control_{name}": value for name, value in self.__dict__.items() if value is not None}

@@ -34,7 +34,7 @@ from .bridge import run_tape_program, to_torch
 from .device import torch_device
 from .errors import ParameterError, SimulationError, check_range
 from .integrators import semi_implicit
-from .model import Model, State
+from .model import Control, Model, State
 from .parameters import PARAMETERS, ParameterSpec, register
 
 register(
@@ -229,9 +229,16 @@ class Simulation:
                                  "(or a shape that broadcasts to it)") from None
 
     # -- the tape program -------------------------------------------------------------------------
-    def rollout(self, params: dict | None = None) -> torch.Tensor:
-        """World-space vertices of every frame, ``[frames, vertices, 3]`` float32, differentiable."""
-        (vertices,) = run_tape_program(self, self.resolve(params or {}))
+    def rollout(self, params: dict | None = None, control: Control | None = None) -> torch.Tensor:
+        """World-space vertices of every frame, ``[frames, vertices, 3]`` float32, differentiable with
+        respect to every tensor in ``params`` and ``control`` (:class:`~wsim.model.Control`)."""
+        params = dict(params or {})
+        if control is not None:
+            for name, value in control.as_parameters().items():
+                if name in params:
+                    raise ParameterError(f"'{name}' given both as a parameter and in the Control")
+                params[name] = value
+        (vertices,) = run_tape_program(self, self.resolve(params))
         return vertices
 
     def record(self, inputs: dict) -> tuple:
