@@ -25,20 +25,20 @@ class SimulationError(WsimError, RuntimeError):
     """A rollout produced NaN or infinite state; the message names the first bad physics step."""
 
 
+def _as_numpy(value):
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().astype(np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
 def check_finite(name: str, value) -> None:
     """Raise :class:`ParameterError` when ``value`` (scalar, array or tensor) holds NaN or inf."""
     import numpy as np
 
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            if not bool(torch.isfinite(value.detach()).all()):
-                raise ParameterError(f"{name} must be finite, got NaN or infinite values")
-            return
-    except ImportError:  # torch is a hard dependency; this only keeps the helper importable alone
-        pass
-    if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+    if not np.all(np.isfinite(_as_numpy(value))):
         raise ParameterError(f"{name} must be finite, got NaN or infinite values")
 
 
@@ -49,15 +49,9 @@ def check_range(name: str, value, low=None, high=None, low_inclusive=False, high
     """
     import numpy as np
 
-    check_finite(name, value)
-    try:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-    except ImportError:
-        pass
-    array = np.asarray(value, dtype=np.float64)
+    array = _as_numpy(value)
+    if not np.all(np.isfinite(array)):
+        raise ParameterError(f"{name} must be finite, got NaN or infinite values")
     bad = np.zeros(array.shape, dtype=bool)
     if low is not None:
         bad |= array < low if low_inclusive else array <= low
