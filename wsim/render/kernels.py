@@ -296,6 +296,16 @@ def _soft_x(
     return x, counts, bc
 
 
+@wp.func
+def _blend_attributes(num: wp.array(dtype=float), idx: int, C: int, weight: float, attrs: wp.array(dtype=float),
+                      k0: int, k1: int, k2: int, q0: float, q1: float, q2: float, qsum: float):
+    """Add ``weight`` times the perspective-correct interpolation of the C attributes of a face's three
+    vertices (offsets k0, k1, k2 into ``attrs``) to pixel ``idx`` of the numerator buffer ``num``."""
+    for c in range(C):
+        value = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
+        wp.atomic_add(num, idx * C + c, weight * value)
+
+
 def _make_soft_kernel(MODE: int):
     def soft_kernel(
         clip: wp.array(dtype=wp.vec4),
@@ -439,23 +449,17 @@ def _make_soft_kernel(MODE: int):
                                         den_sv[idx] += wgt
                                     else:
                                         den_s[idx] += wgt
-                                        for c in range(C):
-                                            val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
-                                            num_s[idx * C + c] += wgt * val
+                                        _blend_attributes(num_s, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
                                 if f_near > 0.0:
                                     s_near[idx] += f_near * sp
                                     wgt = f_near * sg * wp.exp((zn - zmax_n[idx]) * inv_gamma)
                                     den_n[idx] += wgt
-                                    for c in range(C):
-                                        val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
-                                        num_n[idx * C + c] += wgt * val
+                                    _blend_attributes(num_n, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
                                 if f_behind > 0.0:
                                     s_behind[idx] += f_behind * sp
                                     wgt = f_behind * sg * wp.exp((zn - zmax_b[idx]) * inv_gamma)
                                     den_b[idx] += wgt
-                                    for c in range(C):
-                                        val = (q0 * attrs[k0 + c] + q1 * attrs[k1 + c] + q2 * attrs[k2 + c]) / qsum
-                                        num_b[idx * C + c] += wgt * val
+                                    _blend_attributes(num_b, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
 
     return wp.kernel(soft_kernel, name=f"wsim_soft_mode{MODE}", enable_backward=(MODE == 1))
 
