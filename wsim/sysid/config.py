@@ -31,7 +31,10 @@ class ParamConfig:
     ``sigmoid``: inside ``bounds``; ``linear``: as is, clamped to ``bounds``). ``bounds`` default to
     ``[low, high]`` widened by half the width on each side (and kept positive in log space).
     ``true_per``/``estimate_per``: ``one`` value (of the parameter's element shape) shared by every
-    element, or ``all`` (a value per body/particle/element)."""
+    element, or ``all`` (a value per body/particle/element). ``per_vertex_of_body``: the value is a total
+    over the surface vertices of the scene's (single) body, and each vertex gets value / vertex count
+    (for the per-vertex contact parameters ke, kd, kf: a body's contact stiffness then does not grow
+    with its mesh resolution)."""
 
     name: str = "density"
     low: float = 2.0
@@ -42,6 +45,7 @@ class ParamConfig:
     bounds: typing.Optional[Vector] = None
     true_per: str = "one"
     estimate_per: str = "one"
+    per_vertex_of_body: bool = False
 
 
 @dataclass
@@ -115,7 +119,9 @@ class RandomizeConfig:
     ``scale``, ``position``, a random orientation (``rotation``), ``velocity``, ``angular_velocity`` and the
     known ``impulse`` (N s, applied over ``scene.bodies.0.push.duration`` at ``push_point``; with
     ``impulse_per_volume`` the draw is per m^3 of the body, so that the velocity it causes, impulse /
-    (density x volume), has the same range for every shape and scale)."""
+    (density x volume), has the same range for every shape and scale). With ``position_from_ground`` the
+    drawn height (position y) is the gap between the body's lowest vertex and the ground plane instead of
+    the height of its centre of mass, so that every shape and scale starts the same distance above it."""
 
     enabled: bool = False
     shapes: list[str] = field(default_factory=list)
@@ -131,6 +137,7 @@ class RandomizeConfig:
     impulse_low: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
     impulse_high: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
     impulse_per_volume: bool = False
+    position_from_ground: bool = False
     push_point_low: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
     push_point_high: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
 
@@ -200,6 +207,8 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
             raise ConfigError(f"{where}: high ({p.high}) must be >= low ({p.low})")
         if p.space == "log" and p.low <= 0:
             raise ConfigError(f"{where}: a log-space parameter needs low > 0, got {p.low}")
+        if p.per_vertex_of_body and len(config.scene.bodies) != 1:
+            raise ConfigError(f"{where}.per_vertex_of_body needs a scene with exactly one body")
         if p.bounds is not None and (len(p.bounds) != 2 or not p.bounds[1] > p.bounds[0]):
             raise ConfigError(f"{where}.bounds must be [lower, upper] with upper > lower, got {p.bounds}")
     if config.loss.every < 1:

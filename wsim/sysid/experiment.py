@@ -149,7 +149,11 @@ class Instance:
 
     # -- forward ----------------------------------------------------------------------------------
     def rollout(self, values: dict) -> torch.Tensor:
-        return self.sim.rollout(dict(values))
+        values = dict(values)
+        for p in self.params:
+            if p.per_vertex_of_body:
+                values[p.name] = values[p.name] / float(max(self.scene.model.shape_vertex_count, 1))
+        return self.sim.rollout(values)
 
     def _camera(self):
         from ..render import Camera
@@ -242,6 +246,8 @@ def randomized_scene(config: ExperimentConfig, rng, out: Path):
     body.position = _uniform(rng, r.position_low, r.position_high)
     if r.rotation:
         body.rotation = random_quaternion(rng)
+    if r.position_from_ground:
+        body.position[1] += scene.ground.height - lowest_point(body)
     body.velocity = _uniform(rng, r.velocity_low, r.velocity_high)
     body.angular_velocity = _uniform(rng, r.angular_velocity_low, r.angular_velocity_high)
     body.push.impulse = _uniform(rng, r.impulse_low, r.impulse_high)
@@ -253,6 +259,22 @@ def randomized_scene(config: ExperimentConfig, rng, out: Path):
         body.push.impulse = [volume * j for j in body.push.impulse]
     body.push.point = _uniform(rng, r.push_point_low, r.push_point_high)
     return scene
+
+
+def lowest_point(body) -> float:
+    """The lowest height of ``body``'s vertices relative to its centre of mass (in its initial orientation)."""
+    from ..meshes import mass_properties
+    from ..scene import body_mesh
+
+    mesh = body_mesh(body.shape)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64) - mass_properties(mesh).center_of_mass
+    if body.rotation is not None and any(body.rotation[:3]):
+        x, y, z, w = body.rotation
+        rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                             [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        vertices = vertices @ rotation.T
+    return float(vertices[:, 1].min())
 
 
 # -- optimisation -----------------------------------------------------------------------------------
