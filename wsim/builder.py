@@ -67,6 +67,7 @@ class ModelBuilder:
         self.contact_smoothing = float(contact_smoothing)
         self.materials: list[tuple[float, float, float, float]] = []
         self.particles: list[dict] = []
+        self.particle_pushes: dict[int, tuple] = {}  # particle -> (impulse N s, start s, duration s)
         self.springs: list[tuple[int, int, float, float, float]] = []
         self.bodies: list[dict] = []
         self.particle_faces: list[tuple[int, int, int]] = []
@@ -103,6 +104,23 @@ class ModelBuilder:
                                    velocity=_vector("particle.velocity", velocity), mass=float(mass),
                                    radius=float(radius), pinned=bool(pinned), material=self._material(material)))
         return len(self.particles) - 1
+
+    def add_particle_push(self, particles, impulse, start: float = 0.0, duration: float = 0.0) -> None:
+        """A known push on a set of particles: the total linear ``impulse`` (N s, world frame) is split
+        equally over ``particles`` (global indices) and delivered as a constant force over
+        ``[start, start + duration)`` seconds (at least one physics step). A particle takes one push."""
+        indices = [int(i) for i in np.asarray(particles, dtype=np.int64).reshape(-1)]
+        if not indices:
+            raise ParameterError("particle push: select at least one particle")
+        self._check_particles("particle push", indices)
+        taken = sorted(set(indices) & set(self.particle_pushes))
+        if taken or len(set(indices)) != len(indices):
+            raise ParameterError(f"particle push: particle {taken[0] if taken else indices[0]} is pushed twice")
+        check_range("particle push start", start, 0.0, None, low_inclusive=True)
+        check_range("particle push duration", duration, 0.0, None, low_inclusive=True)
+        share = _vector("particle push impulse", impulse) / len(indices)
+        for i in indices:
+            self.particle_pushes[i] = (share, float(start), float(duration))
 
     def add_spring(self, i: int, j: int, stiffness: float, damping: float = 0.0, rest_length: float | None = None):
         """Add a damped spring between particles i and j; the rest length defaults to their distance."""
@@ -334,6 +352,15 @@ class ModelBuilder:
             defaults["particle_mass"] = np.array([p["mass"] for p in self.particles])
             defaults["particle_position"] = np.array([p["position"] for p in self.particles])
             defaults["particle_velocity"] = np.array([p["velocity"] for p in self.particles])
+            if self.particle_pushes:
+                if dt is None:
+                    raise ParameterError("finalize(dt=...) is required to place push windows on physics steps")
+                start, steps, impulse = np.zeros(P, np.int32), np.zeros(P, np.int32), np.zeros((P, 3))
+                for i, (share, begin, duration) in self.particle_pushes.items():
+                    start[i], steps[i], impulse[i] = round(begin / dt), max(round(duration / dt), 1), share
+                model.particle_push_start_step = wp.array(start, dtype=wp.int32, device=device)
+                model.particle_push_end_step = wp.array(start + steps, dtype=wp.int32, device=device)
+                defaults["particle_push_force"] = impulse / (np.maximum(steps, 1) * dt)[:, None]
         S = model.spring_count = len(self.springs)
         if S:
             springs = np.asarray(self.springs, dtype=np.float64)

@@ -130,6 +130,21 @@ class PinConfig:
 
 
 @dataclass
+class ParticlePushConfig:
+    """A known push on a soft body: the total ``impulse`` (N s, world frame) split equally over the
+    selected particles (mesh vertex ``indices`` and/or every vertex whose world coordinate along ``axis``
+    is ``below`` / ``above`` a value, as for ``pin``), delivered over ``[start, start + duration)`` s."""
+
+    impulse: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    start: float = 0.0
+    duration: float = 0.0
+    indices: list[int] = field(default_factory=list)
+    axis: typing.Optional[str] = None
+    below: typing.Optional[float] = None
+    above: typing.Optional[float] = None
+
+
+@dataclass
 class TetMeshConfig:
     """A tetrahedral mesh: ``type`` box (``size`` [3] m, ``cells`` [3]), beam (``size`` = [length, height,
     width] along x, y, z, ``cells``), sphere (``size`` = radius, ``resolution``), gear (``size`` = radius,
@@ -149,7 +164,8 @@ class SoftBodyConfig:
     """A deformable solid (tetrahedral stable Neo-Hookean FEM). Material: Lame ``mu``/``lam`` (Pa) or
     ``young``/``poisson`` (E in Pa, 0 <= nu < 0.5; overrides mu/lam when given); ``damping`` (Pa s);
     ``activation`` (alpha, preferred volume ratio 1 - alpha). Mass: ``density`` (kg/m^3, lumped) or
-    ``particle_mass`` (kg each). ``radius`` (m) is the particles' contact thickness."""
+    ``particle_mass`` (kg each). ``radius`` (m) is the particles' contact thickness. ``push``: a known
+    impulse on some of its particles."""
 
     name: typing.Optional[str] = None
     mesh: TetMeshConfig = field(default_factory=TetMeshConfig)
@@ -167,6 +183,7 @@ class SoftBodyConfig:
     activation: float = 0.0
     radius: float = 0.0
     pin: PinConfig = field(default_factory=PinConfig)
+    push: ParticlePushConfig = field(default_factory=ParticlePushConfig)
     contact: ContactOverride = field(default_factory=ContactOverride)
     color: Vector = field(default_factory=lambda: [0.3, 0.7, 0.4])
 

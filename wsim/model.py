@@ -29,7 +29,8 @@ class Model:
     Body surface: ``shape_vertex_count``; ``shape_vertices`` [Vb] vec3, body frame, relative to the
     centre of mass; ``shape_vertex_body`` [Vb] int32.
     External pushes: ``body_push_start_step`` / ``body_push_end_step`` [B] int32 (force applied on the
-    physics steps in [start, end)); ``body_push_point`` [B] vec3 body frame.
+    physics steps in [start, end)); ``body_push_point`` [B] vec3 body frame; ``particle_push_start_step`` /
+    ``particle_push_end_step`` [P] int32 (None when no particle is pushed).
     Contact: ``material_count``; ``ground`` (bool), ``ground_height`` m, ``contact_margin`` m,
     ``contact_smoothing`` m (see :mod:`wsim.models.contact`).
     Tetrahedra (FEM, :mod:`wsim.models.fem`): ``tet_count``; ``tet_indices`` [T, 4] int32 particle indices
@@ -64,6 +65,8 @@ class Model:
     body_push_start_step: wp.array | None = None
     body_push_end_step: wp.array | None = None
     body_push_point: wp.array | None = None
+    particle_push_start_step: wp.array | None = None
+    particle_push_end_step: wp.array | None = None
     ground: bool = True
     ground_height: float = 0.0
     contact_margin: float = 0.0

@@ -102,17 +102,18 @@ def _material(builder: ModelBuilder, contact, override) -> int:
     return builder.add_material(*(d if v is None else v for v, d in zip(values, defaults)))
 
 
-def _pinned(pin, vertices: np.ndarray, where: str) -> np.ndarray:
-    """Mesh vertex indices selected by a :class:`~wsim.config.PinConfig` (on world positions)."""
+def _selected(pin, vertices: np.ndarray, where: str) -> np.ndarray:
+    """Mesh vertex indices selected by a :class:`~wsim.config.PinConfig` or
+    :class:`~wsim.config.ParticlePushConfig` (``where`` names it) on world positions."""
     mask = np.zeros(len(vertices), dtype=bool)
     for i in pin.indices:
         if not 0 <= i < len(vertices):
-            raise ConfigError(f"{where}.pin.indices: {i} is not a vertex index in [0, {len(vertices) - 1}]")
+            raise ConfigError(f"{where}.indices: {i} is not a vertex index in [0, {len(vertices) - 1}]")
         mask[i] = True
     if pin.below is not None or pin.above is not None:
         axes = {"x": 0, "y": 1, "z": 2}
         if pin.axis not in axes:
-            raise ConfigError(f"{where}.pin.axis must be x, y or z when below/above is given, got {pin.axis!r}")
+            raise ConfigError(f"{where}.axis must be x, y or z when below/above is given, got {pin.axis!r}")
         coordinate = vertices[:, axes[pin.axis]]
         selected = np.ones(len(vertices), dtype=bool)
         if pin.below is not None:
@@ -171,12 +172,19 @@ def _add_soft_body(builder: ModelBuilder, soft, index: int, base, material: int)
         placed = mesh.transformed(soft.scale, soft.rotation, soft.position)
     except MeshError as error:
         raise ConfigError(f"{where}: {error}") from None
-    pinned = _pinned(soft.pin, placed.vertices, where)
+    pinned = _selected(soft.pin, placed.vertices, f"{where}.pin")
     mass = {"particle_mass": soft.particle_mass} if soft.particle_mass is not None else {"density": soft.density}
+    push = soft.push
+    pushed = _selected(push, placed.vertices, f"{where}.push")
+    if any(push.impulse) and not len(pushed):
+        raise ConfigError(f"{where}.push: the impulse {push.impulse} selects no particle (give indices or "
+                          "axis with below/above)")
     try:
-        builder.add_soft_mesh(placed, velocity=soft.velocity, mu=mu, lam=lam, damping=soft.damping,
-                              activation=soft.activation, radius=soft.radius, pinned=pinned, material=material,
-                              name=soft.name or where, **mass)
+        added = builder.add_soft_mesh(placed, velocity=soft.velocity, mu=mu, lam=lam, damping=soft.damping,
+                                      activation=soft.activation, radius=soft.radius, pinned=pinned,
+                                      material=material, name=soft.name or where, **mass)
+        if any(push.impulse):
+            builder.add_particle_push(added["particles"][0] + pushed, push.impulse, push.start, push.duration)
     except (MeshError, ParameterError) as error:
         raise ConfigError(f"{where}: {error}") from None
     return np.tile(np.asarray(soft.color, dtype=np.float32)[:3], (len(placed.vertices), 1))
@@ -200,7 +208,7 @@ def _add_cloth(builder: ModelBuilder, cloth, index: int, base, material: int) ->
             rotation_matrix(cloth.rotation).T + np.asarray(cloth.position, float)
     except MeshError as error:
         raise ConfigError(f"{where}: {error}") from None
-    pinned = _pinned(cloth.pin, world, where)
+    pinned = _selected(cloth.pin, world, f"{where}.pin")
     mass = {"particle_mass": cloth.particle_mass} if cloth.particle_mass is not None else {"density": cloth.density}
     try:
         result = builder.add_cloth(

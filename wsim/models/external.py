@@ -1,9 +1,14 @@
-"""Known external forces: a push (impulse) on a body over a time window, and per-interval control forces.
+"""Known external forces: a push (impulse) on a body or on particles over a time window, and
+per-interval control forces.
 
 A push delivers the linear impulse ``J`` (N s, world frame) to body b over the physics steps
 ``[body_push_start_step, body_push_end_step)`` as the constant force ``J / (steps * dt)`` applied at
 ``body_push_point`` (body frame, relative to the centre of mass), so it also delivers the angular
-impulse ``r x J``. The paper's rigid experiments push the object with such a known impulse.
+impulse ``r x J``. The paper's rigid experiments push the object with such a known impulse. A particle
+push delivers its share of an impulse to each selected particle the same way (``particle_push_force``
+over ``[particle_push_start_step, particle_push_end_step)``); for a deformable it is the known force
+that tells mass apart from stiffness (without one, scaling every mass and Lame parameter together
+leaves the motion under gravity unchanged).
 Control forces (``control_particle_force``, ``control_body_force``, ``control_body_torque``: world
 frame, one row per frame interval) are applied on every physics step of their interval.
 """
@@ -16,6 +21,7 @@ from ..parameters import ParameterSpec, register
 
 register(
     ParameterSpec("body_push_force", wp.vec3, "body", "force of the push over its window", "N"),
+    ParameterSpec("particle_push_force", wp.vec3, "particle", "force of the push over its window", "N"),
     ParameterSpec("control_particle_force", wp.vec3, "interval_particle", "external force per interval", "N"),
     ParameterSpec("control_body_force", wp.vec3, "interval_body", "external force per interval", "N"),
     ParameterSpec("control_body_torque", wp.vec3, "interval_body", "external torque per interval", "N m"),
@@ -42,6 +48,19 @@ def body_push_kernel(
 
 
 @wp.kernel
+def particle_push_kernel(
+    push_force: wp.array(dtype=wp.vec3),
+    push_start: wp.array(dtype=wp.int32),
+    push_end: wp.array(dtype=wp.int32),
+    step: int,
+    particle_f: wp.array(dtype=wp.vec3),
+):
+    i = wp.tid()
+    if step >= push_start[i] and step < push_end[i]:
+        wp.atomic_add(particle_f, i, push_force[i])
+
+
+@wp.kernel
 def interval_force_kernel(
     forces: wp.array2d(dtype=wp.vec3), interval: int, accumulator: wp.array(dtype=wp.vec3)
 ):
@@ -56,6 +75,13 @@ def apply_forces(model, state, params, step: int, interval: int) -> None:
             inputs=[state.body_r, params["body_push_force"], model.body_push_point, model.body_push_start_step,
                     model.body_push_end_step, step],
             outputs=[state.body_f, state.body_t],
+        )
+    if model.particle_push_start_step is not None:
+        wp.launch(
+            particle_push_kernel, dim=model.particle_count, device=model.device,
+            inputs=[params["particle_push_force"], model.particle_push_start_step, model.particle_push_end_step,
+                    step],
+            outputs=[state.particle_f],
         )
     for name, target, count in (
         ("control_particle_force", state.particle_f, model.particle_count),

@@ -4,7 +4,7 @@ torch's L-BFGS with its strong-Wolfe search stalls on the pixel losses here (tin
 gradients, and a first trial step of unit length in the parameter space that lands far outside the
 basin). This one caps the first step (``max_step`` in the optimisation space), reuses the gradient of
 the accepted trial point (one evaluation per step when the step is accepted) and stops once no step
-along the quasi-Newton direction decreases the loss.
+along the quasi-Newton direction, nor then along the scaled steepest descent, decreases the loss.
 """
 
 from __future__ import annotations
@@ -55,29 +55,37 @@ class BFGS:
         if not gmax > 0 or not torch.isfinite(g).all():  # a stationary point (or no usable gradient)
             s["converged"] = True
             return f
-        if s["H"] is None:
-            s["H"] = torch.eye(n, dtype=torch.float64) * (self.max_step / gmax)
-        d = -(s["H"] @ g)
-        slope = float(g @ d)
-        if not slope < 0:  # not a descent direction: restart from a scaled gradient step
-            s["H"] = torch.eye(n, dtype=torch.float64) * (self.max_step / gmax)
+        def restart():
+            return torch.eye(n, dtype=torch.float64) * (self.max_step / gmax)
+
+        fresh = s["H"] is None
+        if fresh:
+            s["H"] = restart()
+        while True:
             d = -(s["H"] @ g)
             slope = float(g @ d)
-        t = 1.0
-        for _ in range(self.tries):
-            x_new = x + t * d
-            f_new, g_new = self._eval(closure, x_new)
-            if f_new <= f + self.armijo * t * slope:
-                step, change = x_new - x, g_new - g
-                sy = float(step @ change)
-                if sy > 1e-300 * max(float(step @ step), 1e-300):
-                    rho = 1.0 / sy
-                    eye = torch.eye(n, dtype=torch.float64)
-                    v = eye - rho * torch.outer(step, change)
-                    s["H"] = v @ s["H"] @ v.T + rho * torch.outer(step, step)
-                s["x"], s["f"], s["g"] = x_new, f_new, g_new
-                return f_new
-            t *= self.shrink
+            if not slope < 0 and not fresh:  # not a descent direction: restart from a scaled gradient step
+                s["H"], fresh = restart(), True
+                continue
+            t = 1.0
+            for _ in range(self.tries):
+                x_new = x + t * d
+                f_new, g_new = self._eval(closure, x_new)
+                if f_new <= f + self.armijo * t * slope:
+                    step, change = x_new - x, g_new - g
+                    sy = float(step @ change)
+                    if sy > 1e-300 * max(float(step @ step), 1e-300):
+                        rho = 1.0 / sy
+                        eye = torch.eye(n, dtype=torch.float64)
+                        v = eye - rho * torch.outer(step, change)
+                        s["H"] = v @ s["H"] @ v.T + rho * torch.outer(step, step)
+                    s["x"], s["f"], s["g"] = x_new, f_new, g_new
+                    return f_new
+                t *= self.shrink
+            if fresh:
+                break
+            # the curvature model went stale (the search failed along it): forget it once and retry
+            s["H"], fresh = restart(), True
         self._set(x)
         s["converged"] = True
         return f

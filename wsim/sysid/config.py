@@ -100,7 +100,10 @@ class OptimConfig:
     ``iterations`` steps; ``lr_decay`` multiplies the rate each step; stop early once the loss falls
     below ``tolerance``; ``checkpoint_every`` steps a checkpoint is written (for ``--resume``). Then
     ``polish_iterations`` BFGS steps (backtracking line search, first step at most ``polish_lr`` in the
-    optimisation space) on the full video refine the estimate to high precision."""
+    optimisation space) on the full video refine the estimate to high precision. For the first
+    ``tied_iterations`` steps (Adam and BFGS steps counted together) a parameter estimated per element
+    (``estimate_per: all``) keeps one shared value (the mean), then every element goes its own way: a
+    coarse-to-fine schedule that finds the common value before the many per-element unknowns."""
 
     optimizer: str = "adam"
     lr: float = 0.1
@@ -110,6 +113,7 @@ class OptimConfig:
     checkpoint_every: int = 5
     polish_iterations: int = 0
     polish_lr: float = 0.05
+    tied_iterations: int = 0
 
 
 @dataclass
@@ -217,8 +221,10 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"config key 'optim.iterations' must be >= 0, got {config.optim.iterations}")
     if not config.optim.lr > 0:
         raise ConfigError(f"config key 'optim.lr' must be > 0, got {config.optim.lr}")
-    if config.optim.polish_iterations < 0 or config.loss.horizon_start < 0 or config.loss.horizon_iterations < 0:
-        raise ConfigError("optim.polish_iterations, loss.horizon_start and loss.horizon_iterations must be >= 0")
+    if min(config.optim.polish_iterations, config.optim.tied_iterations, config.loss.horizon_start,
+           config.loss.horizon_iterations) < 0:
+        raise ConfigError("optim.polish_iterations, optim.tied_iterations, loss.horizon_start and "
+                          "loss.horizon_iterations must be >= 0")
     if config.instances < 1:
         raise ConfigError(f"config key 'instances' must be >= 1, got {config.instances}")
     resolution = config.render.resolution

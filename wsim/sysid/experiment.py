@@ -304,17 +304,31 @@ def _short(value: torch.Tensor) -> str:
     return f"{float(array):.5g}" if array.ndim == 0 else f"mean {float(array.mean()):.4g}"
 
 
+def _free_particles(instance: Instance) -> np.ndarray | None:
+    """Indices of the particles that move (a pinned particle's mass or velocity leaves no trace)."""
+    pinned = instance.scene.model.particle_pinned
+    return None if pinned is None else np.flatnonzero(pinned.numpy() == 0)
+
+
 def errors(instance: Instance, estimate: dict) -> dict:
     """Absolute and relative errors per parameter (vectors: norm of the difference per element, mean over
-    elements; relative: divided by the norm of the true value) plus the derived body mass for density."""
+    elements; relative: divided by the norm of the true value) plus the derived body mass for density.
+    Per-particle values are compared on the free (not pinned) particles."""
     if instance.truth is None:
         return {}
+    from ..parameters import PARAMETERS
+
     result = {}
     for p in instance.params:
         true = instance.truth[p.name].detach().cpu().numpy().astype(np.float64)
         est = estimate[p.name].detach().cpu().numpy().astype(np.float64)
         full = np.broadcast_shapes(true.shape, est.shape)
         true_b, est_b = np.broadcast_to(true, full), np.broadcast_to(est, full)
+        spec = PARAMETERS.get(p.name)
+        free = _free_particles(instance)
+        if (spec is not None and spec.per == "particle" and free is not None and true_b.ndim
+                and true_b.shape[0] == instance.scene.model.particle_count):
+            true_b, est_b = true_b[free], est_b[free]
         elem = len(instance.sim.default(p.name).shape[1:]) if true_b.ndim else 0
         diff = np.abs(est_b - true_b)
         if elem:
@@ -343,9 +357,8 @@ class Optimisation:
                           for p in instance.params}
         self.lr = config.optim.lr
         self.iteration = 0
-        self.phase_polish = self.polishing()
+        self.phase = self.current_phase()
         self.optimizer = self._optimizer()
-        self.iteration = 0
         self.evaluations = 0
         self.history: list[dict] = []
         self.best = None  # (loss, values)
@@ -357,6 +370,13 @@ class Optimisation:
     def polishing(self) -> bool:
         o = self.instance.config.optim
         return o.polish_iterations > 0 and self.iteration >= o.iterations
+
+    def tied(self) -> bool:
+        """Per-element estimates share their mean value for the first ``optim.tied_iterations`` steps."""
+        return self.iteration < self.instance.config.optim.tied_iterations
+
+    def current_phase(self) -> tuple[bool, bool]:
+        return self.polishing(), self.tied()
 
     def _optimizer(self):
         o = self.instance.config.optim
@@ -374,8 +394,13 @@ class Optimisation:
 
     def values(self, detach: bool = False) -> dict:
         out = {}
+        tied = self.tied()
         for p in self.instance.params:
-            v = from_space(p, self.variables[p.name])
+            u = self.variables[p.name]
+            if tied and p.estimate_per == "all":
+                # the mean over elements (keeping the element's own shape), so every element moves together
+                u = u.mean(dim=0, keepdim=True).expand_as(u)
+            v = from_space(p, u)
             out[p.name] = v.detach() if detach else v
         return out
 
@@ -391,7 +416,8 @@ class Optimisation:
 
     # -- checkpoint -----------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"fingerprint": self.instance.fingerprint(), "iteration": self.iteration, "polish": self.phase_polish, "loss_scale": self.loss_scale,
+        return {"fingerprint": self.instance.fingerprint(), "iteration": self.iteration,
+                "phase": list(self.phase), "loss_scale": self.loss_scale,
                 "evaluations": self.evaluations, "lr": self.lr, "history": self.history,
                 "variables": {k: v.detach().cpu() for k, v in self.variables.items()},
                 "optimizer": self.optimizer.state_dict(), "elapsed": self.elapsed, "blowups": self.blowups,
@@ -411,7 +437,7 @@ class Optimisation:
                 self.variables[name].copy_(value.to(self.variables[name].device))
         self.iteration, self.evaluations = state["iteration"], state["evaluations"]
         self.lr = state["lr"]
-        self.phase_polish = state.get("polish", False)
+        self.phase = tuple(state.get("phase", (False, False)))
         self.loss_scale = state.get("loss_scale")
         self.optimizer = self._optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
@@ -429,8 +455,14 @@ class Optimisation:
 
     def step(self) -> float:
         o = self.instance.config.optim
-        if self.polishing() != getattr(self, "phase_polish", False):
-            self.phase_polish = self.polishing()
+        if self.current_phase() != self.phase:
+            if self.phase[1] and not self.tied():  # untie: every element starts from the shared value
+                with torch.no_grad():
+                    for p in self.instance.params:
+                        if p.estimate_per == "all":
+                            u = self.variables[p.name]
+                            u.copy_(u.mean(dim=0, keepdim=True).expand_as(u))
+            self.phase = self.current_phase()
             self.optimizer = self._optimizer()
             self.loss_scale = None
         polish = self.polishing()
@@ -514,7 +546,11 @@ class Optimisation:
                     self.save(checkpoint)
                 if config.optim.tolerance > 0 and math.isfinite(loss) and loss < config.optim.tolerance:
                     break
-                if self.phase_polish and getattr(self.optimizer, "state", {}).get("converged"):
+                if self.phase[0] and getattr(self.optimizer, "state", {}).get("converged"):
+                    if self.tied() and self.iteration < total:
+                        self.iteration = config.optim.tied_iterations  # go on untied
+                        bar.update(min(self.iteration, total) - bar.n)
+                        continue
                     break  # no step along the quasi-Newton direction lowers the loss any more
             self.status = "done"
         except KeyboardInterrupt:
