@@ -56,7 +56,8 @@ def cmd_run(args) -> int:
     if control_config_path(args.config) is not None:  # task: control (visuomotor control, configs/control)
         from .control.__main__ import run_cli
 
-        return run_cli(args.config, args.overrides, args.device, args.out, args.instances, not args.quiet)
+        return run_cli(args.config, args.overrides, args.device, args.out, args.instances, not args.quiet,
+                       args.resume)
     from .sysid import load_experiment, resolve_experiment_path, run_experiment
     from .sysid.outputs import format_summary
 

@@ -1,4 +1,4 @@
-"""``python -m wsim.control CONFIG [--set k=v] [--device D] [--out DIR] [--instances N] [--quiet]``."""
+"""``python -m wsim.control CONFIG [--set k=v] [--device D] [--out DIR] [--instances N] [--resume] [--quiet]``."""
 
 from __future__ import annotations
 
@@ -16,16 +16,19 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=None)
     parser.add_argument("--instances", type=int, default=None)
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse finished instances in the output folder and continue an interrupted one")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
-        return run_cli(args.config, args.overrides, args.device, args.out, args.instances, not args.quiet)
+        return run_cli(args.config, args.overrides, args.device, args.out, args.instances, not args.quiet,
+                       args.resume)
     except WsimError as error:
         print(f"wsim: error: {error}", file=sys.stderr)
         return 2
 
 
-def run_cli(config_name, overrides, device, out, instances, progress) -> int:
+def run_cli(config_name, overrides, device, out, instances, progress, resume=False) -> int:
     """Shared by ``wsim run`` (for ``task: control`` configs) and ``python -m wsim.control``."""
     from .config import load_control, resolve_control_path
     from .experiment import run_control
@@ -38,7 +41,13 @@ def run_cli(config_name, overrides, device, out, instances, progress) -> int:
     count = instances or config.instances
     print(f"{config.name}: control ({config.scene}), methods {', '.join(config.methods)}, {count} instance(s) "
           f"from seed {config.seed}, output in {out}", flush=True)
-    report = run_control(config, out, device, count, progress, base=resolve_control_path(config_name).parent)
+    try:
+        report = run_control(config, out, device, count, progress, base=resolve_control_path(config_name).parent,
+                             resume=resume)
+    except KeyboardInterrupt:
+        print(f"wsim: interrupted; finished instances and a checkpoint are in {out} (continue with --resume)",
+              file=sys.stderr)
+        return 130
     print(report["text"])
     print(f"wrote {out}/results.json, {out}/convergence.png, {out}/summary.md and instance_*/ "
           "(target.png, <method>.mp4, <method>.usda, results.json)")

@@ -52,6 +52,13 @@ class RenderConfig:
     gamma: float = 1.0e-4
     video_size: int = 128
     blur: list[float] = field(default_factory=list)   # extra MSE terms on Gaussian-blurred images (sigma, px)
+    # coarse-to-fine: gradsim's optimised loss at iteration k compares the images blurred with sigma
+    # blur_start * blur_decay^k px (plain pixels once that falls below blur_min); 0 turns it off. A sharp
+    # pixel MSE between a rendering and a target it does not overlap only says "shrink" (it is the two
+    # areas); a blur wider than the gap says where the target is.
+    blur_start: float = 0.0
+    blur_decay: float = 0.85
+    blur_min: float = 1.0
 
 
 @dataclass
@@ -107,6 +114,15 @@ class ClothConfig:
     lift: float = 0.5
     gravity: float = -9.80665
     camera_elevation: float = 60.0   # degrees
+    # ground contact in time-step units of the lightest particle (mass m, step dt), so that the explicit
+    # contact stays contractive for every cloth size and resolution (each seed has other particle masses):
+    # ke = contact_ke m / dt^2, kd = contact_kd m / dt, kf = contact_kf m / dt; Coulomb coefficient friction.
+    # Above 1 for kd or kf the stick/damping update overshoots every step and the adjoint of a landed
+    # cloth grows without bound (its gradient then points anywhere).
+    contact_ke: float = 0.25
+    contact_kd: float = 0.5
+    contact_kf: float = 0.5
+    friction: float = 0.5
 
 
 @dataclass
@@ -144,6 +160,8 @@ def validate(config: ControlConfig) -> ControlConfig:
         raise ConfigError("config sim needs frames >= 2, substeps >= 1 and dt > 0")
     if config.optim.iterations < 0 or config.instances < 1:
         raise ConfigError("config needs optim.iterations >= 0 and instances >= 1")
+    if config.render.blur_start < 0 or not 0 < config.render.blur_decay <= 1 or config.render.blur_min <= 0:
+        raise ConfigError("config render needs blur_start >= 0, 0 < blur_decay <= 1 and blur_min > 0")
     if config.render.size < 8:
         raise ConfigError(f"config key 'render.size' must be >= 8, got {config.render.size}")
     lo, hi = config.cloth.triangles

@@ -18,6 +18,8 @@ seeds per method, like the paper's Fig. 6), ``summary.md``, and per instance ``i
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from ..config import to_dict
+from ..errors import ConfigError
 from ..export import atomic_path, write_json, write_rollout_usd
 from .config import ControlConfig
 from .tasks import ControlTask
@@ -37,90 +40,167 @@ def _optimizer(config: ControlConfig, parameters):
     return torch.optim.Adam(parameters, lr=o.lr)
 
 
-def run_method(task: ControlTask, method: str, progress: bool = True) -> dict:
-    """Optimise (or sample, for ``random``) on ``task``; returns the history and final rollout."""
-    from tqdm import tqdm
+class MethodRun:
+    """One method's optimisation (or random sampling) on a task, resumable from a checkpoint.
 
-    config = task.config
-    iterations = config.optim.iterations
-    history = []
-    started = time.perf_counter()
-    controller = optimizer = rng = None
-    if method == "random":
-        rng = np.random.default_rng([task.seed, 7])
-    else:
-        generator = torch.Generator().manual_seed(task.seed)
-        controller = task.controller(generator)
-        optimizer = _optimizer(config, controller.parameters())
-    best = (float("inf"), None, None)
-    bar = tqdm(total=iterations + 1, desc=f"{config.name} seed {task.seed} {method}", disable=not progress,
-               leave=False, dynamic_ncols=True)
-    reached_at = None
-    for iteration in range(iterations + 1):
-        last = iteration == iterations
+    ``state()`` holds everything the next iteration needs (controller weights, optimiser moments and
+    learning rate, the random generator, the history, the best and last iterates and the time spent), so
+    that a run restored with ``load()`` continues exactly as if it had not stopped."""
+
+    def __init__(self, task: ControlTask, method: str):
+        self.task, self.method = task, method
+        config = task.config
+        self.controller = self.optimizer = self.rng = None
         if method == "random":
-            inputs = task.random_inputs(rng)
+            self.rng = np.random.default_rng([task.seed, 7])
+        else:
+            generator = torch.Generator().manual_seed(task.seed)
+            self.controller = task.controller(generator)
+            self.optimizer = _optimizer(config, self.controller.parameters())
+        self.iteration = 0           # the next iteration to run
+        self.history: list[dict] = []
+        self.best = None             # (own loss, iteration, vertices, inputs, distance)
+        self.final = None            # (vertices, inputs) of the last iteration
+        self.reached_at = None       # (iteration, time s)
+        self.elapsed = 0.0           # seconds spent before this process took over
+
+    # -- checkpoint -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"method": self.method, "iteration": self.iteration, "history": self.history, "best": self.best,
+                "final": self.final, "reached_at": self.reached_at, "elapsed": self.elapsed,
+                "controller": None if self.controller is None else self.controller.state_dict(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "rng": None if self.rng is None else self.rng.bit_generator.state}
+
+    def load(self, state: dict) -> None:
+        device = self.task.torch_device
+
+        def to_device(value):
+            if value is None:
+                return None
+            if isinstance(value, torch.Tensor):
+                return value.to(device)
+            if isinstance(value, dict):
+                return {k: to_device(v) for k, v in value.items()}
+            if isinstance(value, (tuple, list)):
+                return type(value)(to_device(v) for v in value)
+            return value
+
+        self.iteration, self.history = state["iteration"], state["history"]
+        self.best, self.final = to_device(state["best"]), to_device(state["final"])
+        self.reached_at, self.elapsed = state["reached_at"], state["elapsed"]
+        if self.controller is not None:
+            self.controller.load_state_dict(state["controller"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.rng is not None:
+            self.rng.bit_generator.state = state["rng"]
+
+    # -- iterations -----------------------------------------------------------------------------
+    def done(self) -> bool:
+        config = self.task.config
+        return self.iteration > config.optim.iterations or (
+            self.reached_at is not None and config.optim.stop_when_reached)
+
+    def step(self, started: float) -> dict:
+        """One iteration: evaluate (and, but for the last, update) the controller; returns its record."""
+        task, method, config = self.task, self.method, self.task.config
+        last = self.iteration == config.optim.iterations
+        if method == "random":
+            inputs = task.random_inputs(self.rng)
             with torch.no_grad():
                 vertices = task.rollout(inputs)
                 image_loss, com_loss = task.image_loss(vertices), task.com_loss(vertices)
             loss = image_loss
         else:
-            inputs = controller()
+            inputs = self.controller()
             vertices = task.rollout(inputs)
             if method == "gradsim":
-                loss = image_loss = task.image_loss(vertices)
+                loss = image_loss = task.image_loss(vertices, self.iteration)
                 with torch.no_grad():
                     com_loss = task.com_loss(vertices)
+                    if task.blur_sigma(self.iteration) > 0.0:  # record the sharp loss (it also selects keep_best)
+                        image_loss = task.image_loss(vertices.detach())
             else:
                 loss = com_loss = task.com_loss(vertices)
                 with torch.no_grad():
                     image_loss = task.image_loss(vertices.detach())
             if not last:
-                optimizer.zero_grad()
+                self.optimizer.zero_grad()
                 loss.backward()
-                optimizer.step()
-                for group in optimizer.param_groups:
+                self.optimizer.step()
+                for group in self.optimizer.param_groups:
                     group["lr"] *= config.optim.decay
         distance = task.distance(vertices)
-        elapsed = time.perf_counter() - started
-        history.append({"iteration": iteration, "loss": float(loss.detach()), "image_loss": float(image_loss.detach()),
-                        "com_loss": float(com_loss.detach()), "distance": distance, "time_s": elapsed})
-        if reached_at is None and distance <= config.optim.reached:
-            reached_at = (iteration, elapsed)
-        if method != "random" and float(loss.detach()) < best[0]:  # select by the method's own loss
-            best = (float(loss.detach()), iteration, vertices.detach(), {k: v.detach() for k, v in inputs.items()},
-                    distance)
-        final = (vertices.detach(), {k: v.detach() for k, v in inputs.items()})
-        bar.set_postfix(loss=f"{float(loss.detach()):.3e}", dist=f"{distance:.3f}")
-        bar.update(1)
-        if reached_at is not None and config.optim.stop_when_reached:
-            break
-    bar.close()
-    # the random baseline's result is its last draw (no learning); a learner returns its last iterate, or
-    # with optim.keep_best the iterate of lowest *own* loss (image loss for gradsim: no privileged data)
-    vertices, inputs = final
-    final_distance = history[-1]["distance"]
-    selected = len(history) - 1
-    if method != "random" and config.optim.keep_best:
-        _, selected, vertices, inputs, final_distance = best
-    return {
-        "method": method,
-        "history": history,
-        "initial_distance": history[0]["distance"],
-        "final_distance": final_distance,
-        "last_distance": history[-1]["distance"],
-        "selected_iteration": selected,
-        "best_distance": min(h["distance"] for h in history),
-        "final_image_loss": history[selected]["image_loss"],
-        "initial_image_loss": history[0]["image_loss"],
-        "iterations": len(history) - 1,
-        "reached": reached_at is not None,
-        "iterations_to_reach": None if reached_at is None else reached_at[0],
-        "time_to_reach_s": None if reached_at is None else reached_at[1],
-        "wall_time_s": time.perf_counter() - started,
-        "vertices": vertices,
-        "inputs": inputs,
-    }
+        elapsed = self.elapsed + time.perf_counter() - started
+        record = {"iteration": self.iteration, "loss": float(loss.detach()), "image_loss": float(image_loss.detach()),
+                  "com_loss": float(com_loss.detach()), "distance": distance, "time_s": elapsed}
+        self.history.append(record)
+        if self.reached_at is None and distance <= config.optim.reached:
+            self.reached_at = (self.iteration, elapsed)
+        detached = {k: v.detach() for k, v in inputs.items()}
+        # keep_best selects by the method's own measure: the (sharp) image loss for gradsim, COM loss for diffphysics
+        own = record["image_loss"] if method == "gradsim" else record["com_loss"]
+        if method != "random" and (self.best is None or own < self.best[0]):
+            self.best = (own, self.iteration, vertices.detach(), detached, distance)
+        self.final = (vertices.detach(), detached)
+        self.iteration += 1
+        return record
+
+    def run(self, progress: bool = True, save=None) -> dict:
+        """Iterate until done; ``save(state)`` is called after every iteration (and on Ctrl-C, with the
+        state after the last complete iteration, before KeyboardInterrupt propagates)."""
+        from tqdm import tqdm
+
+        config = self.task.config
+        bar = tqdm(total=config.optim.iterations + 1, initial=self.iteration, disable=not progress, leave=False,
+                   desc=f"{config.name} seed {self.task.seed} {self.method}", dynamic_ncols=True)
+        started = time.perf_counter()
+        try:
+            while not self.done():
+                record = self.step(started)
+                now = time.perf_counter()
+                self.elapsed, started = self.elapsed + now - started, now
+                bar.set_postfix(loss=f"{record['loss']:.3e}", dist=f"{record['distance']:.3f}")
+                bar.update(1)
+                if save is not None:
+                    save(self.state())
+        finally:
+            self.elapsed += time.perf_counter() - started
+            bar.close()
+        return self.result()
+
+    def result(self) -> dict:
+        # the random baseline's result is its last draw (no learning); a learner returns its last iterate, or
+        # with optim.keep_best the iterate of lowest *own* loss (image loss for gradsim: no privileged data)
+        history = self.history
+        vertices, inputs = self.final
+        final_distance = history[-1]["distance"]
+        selected = len(history) - 1
+        if self.method != "random" and self.task.config.optim.keep_best:
+            _, selected, vertices, inputs, final_distance = self.best
+        return {
+            "method": self.method,
+            "history": history,
+            "initial_distance": history[0]["distance"],
+            "final_distance": final_distance,
+            "last_distance": history[-1]["distance"],
+            "selected_iteration": selected,
+            "best_distance": min(h["distance"] for h in history),
+            "final_image_loss": history[selected]["image_loss"],
+            "initial_image_loss": history[0]["image_loss"],
+            "iterations": len(history) - 1,
+            "reached": self.reached_at is not None,
+            "iterations_to_reach": None if self.reached_at is None else self.reached_at[0],
+            "time_to_reach_s": None if self.reached_at is None else self.reached_at[1],
+            "wall_time_s": self.elapsed,
+            "vertices": vertices,
+            "inputs": inputs,
+        }
+
+
+def run_method(task: ControlTask, method: str, progress: bool = True) -> dict:
+    """Optimise (or sample, for ``random``) on ``task``; returns the history and final rollout."""
+    return MethodRun(task, method).run(progress)
 
 
 def write_method_outputs(task: ControlTask, result: dict, folder: Path) -> list[Path]:
@@ -160,24 +240,65 @@ def _public(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("vertices", "inputs")}
 
 
+def fingerprint(config: ControlConfig, seed: int) -> str:
+    """What a checkpoint or a finished instance belongs to: the config (but the instance count and the
+    media switches, which change no result) and the seed."""
+    data = to_dict(config)
+    for key in ("instances", "video", "usd"):
+        data.pop(key, None)
+    text = json.dumps({"config": data, "seed": int(seed)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def run_instance(config: ControlConfig, seed: int, out: Path, device: str | None = None, progress: bool = True,
-                 base=None) -> dict:
-    """Every method of ``config`` on the instance ``seed``; writes ``out/instance_<seed>/``."""
+                 base=None, resume: bool = False) -> dict:
+    """Every method of ``config`` on the instance ``seed``; writes ``out/instance_<seed>/``.
+
+    ``instance_<seed>/checkpoint.pt`` is rewritten (atomically) after every iteration: the finished
+    methods and the running method's state. With ``resume`` a finished instance (``results.json`` of
+    the same config and seed) is reused and an unfinished one continues from its checkpoint; the
+    checkpoint is removed once the instance is complete."""
     from ..render import write_png
 
+    folder = Path(out) / f"instance_{seed}"
+    stamp = fingerprint(config, seed)
+    record_path, checkpoint = folder / "results.json", folder / "checkpoint.pt"
+    if resume and record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") == stamp and set(record.get("methods", {})) >= set(config.methods):
+            return record
+    state = {"fingerprint": stamp, "done": {}, "current": None}
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != stamp:
+            raise ConfigError(f"checkpoint '{checkpoint}' belongs to a different config or seed; remove it or run "
+                              "without --resume")
     started = time.perf_counter()
     task = ControlTask(config, seed, device, base=base)
     setup = time.perf_counter() - started
-    folder = Path(out) / f"instance_{seed}"
     write_png(task.target, folder / "target.png")
+
+    def save(current):
+        state["current"] = current
+        with atomic_path(checkpoint) as temporary:
+            torch.save(state, temporary)
+
     methods = {}
     for method in config.methods:
-        result = run_method(task, method, progress)
+        if method in state["done"]:
+            methods[method] = state["done"][method]
+            continue
+        run = MethodRun(task, method)
+        if state["current"] is not None and state["current"]["method"] == method:
+            run.load(state["current"])
+        result = run.run(progress, save)
         write_method_outputs(task, result, folder)
-        methods[method] = _public(result)
+        methods[method] = state["done"][method] = _public(result)
+        save(None)
     record = {"seed": int(seed), "scene": config.scene, "device": str(task.device), "setup_s": setup,
-              "instance": task.info, "goal_com": task.goal_com.tolist(), "methods": methods}
-    write_json(folder / "results.json", record)
+              "fingerprint": stamp, "instance": task.info, "goal_com": task.goal_com.tolist(), "methods": methods}
+    write_json(record_path, record)
+    checkpoint.unlink(missing_ok=True)
     return record
 
 
@@ -254,11 +375,13 @@ def write_convergence_plot(path: Path, results: list[dict], config: ControlConfi
 
 
 def run_control(config: ControlConfig, out, device: str | None = None, instances: int | None = None,
-                progress: bool = True, base=None) -> dict:
-    """Run ``instances`` seeds (``config.seed`` ...) of every method; writes results, plot and summary."""
+                progress: bool = True, base=None, resume: bool = False) -> dict:
+    """Run ``instances`` seeds (``config.seed`` ...) of every method; writes results, plot and summary.
+    ``resume``: reuse finished instances and continue an interrupted one from its checkpoint (Ctrl-C
+    leaves one in ``out/instance_<seed>/checkpoint.pt``)."""
     out = Path(out)
     count = int(instances or config.instances)
-    results = [run_instance(config, config.seed + i, out, device, progress, base) for i in range(count)]
+    results = [run_instance(config, config.seed + i, out, device, progress, base, resume) for i in range(count)]
     summary = summarize(results, config)
     text = format_summary(summary)
     write_json(out / "results.json", {"config": to_dict(config), "summary": summary, "instances": results})

@@ -123,9 +123,13 @@ class ControlTask:
         tilt = rng.uniform(-0.3, 0.3)
         rotation = _quat_mul(_quat_axis((0.0, 1.0, 0.0), yaw), _quat_axis((1.0, 0.0, 0.0), tilt))
         builder = ModelBuilder(gravity=(0.0, c.gravity, 0.0), contact_smoothing=0.005)
-        builder.add_material(200.0, 0.5, 0.5, 0.5)
+        builder.add_material()
         builder.add_cloth(mesh, position=start, rotation=rotation, density=c.density, mu=c.mu, lam=c.lam,
                           damping=c.damping, bending_stiffness=c.bending_stiffness, drag=c.drag, lift=c.lift)
+        # contact scaled to the lightest particle (see ClothConfig): stable forward and adjoint for every seed
+        light, dt = min(p["mass"] for p in builder.particles), self.config.sim.dt
+        builder.materials[0] = (c.contact_ke * light / dt ** 2, c.contact_kd * light / dt, c.contact_kf * light / dt,
+                                c.friction)
         speed = rng.uniform(*c.speed)
         azimuth = rng.uniform(0.0, 2.0 * math.pi)
         elevation = rng.uniform(math.radians(15.0), math.radians(45.0))
@@ -198,12 +202,25 @@ class ControlTask:
         """Centre of mass ``[..., 3]`` of ``vertices`` ``[..., V, 3]``."""
         return (vertices * self.mass[:, None]).sum(-2)
 
-    def image_loss(self, vertices: torch.Tensor) -> torch.Tensor:
-        """Pixel MSE (RGB) between the last rendered frame and the target image."""
-        image = self.render(vertices[-1:])[0]
-        loss = torch.mean((image[..., :3] - self.target[..., :3]) ** 2)
+    def blur_sigma(self, iteration: int | None) -> float:
+        """The coarse-to-fine blur (px) of iteration ``iteration`` (0: none; ``None``: the final, sharp loss)."""
+        r = self.config.render
+        if iteration is None or r.blur_start <= 0.0:
+            return 0.0
+        sigma = r.blur_start * r.blur_decay ** iteration
+        return sigma if sigma >= r.blur_min else 0.0
+
+    def image_loss(self, vertices: torch.Tensor, iteration: int | None = None) -> torch.Tensor:
+        """Pixel MSE (RGB) between the last rendered frame and the target image, both blurred by the
+        coarse-to-fine schedule at ``iteration`` (``None``: unblurred), plus the ``render.blur`` terms."""
+        image, target = self.render(vertices[-1:])[0][..., :3], self.target[..., :3]
+        sigma = self.blur_sigma(iteration)
+        if sigma > 0.0:
+            loss = torch.mean((_blur(image, sigma) - _blur(target, sigma)) ** 2)
+        else:
+            loss = torch.mean((image - target) ** 2)
         for sigma in self.config.render.blur:
-            loss = loss + torch.mean((_blur(image[..., :3], sigma) - _blur(self.target[..., :3], sigma)) ** 2)
+            loss = loss + torch.mean((_blur(image, sigma) - _blur(target, sigma)) ** 2)
         return loss
 
     def com_loss(self, vertices: torch.Tensor) -> torch.Tensor:
