@@ -68,7 +68,7 @@ def test_triangle_activation_gradient_matches_finite_differences():
     assert not failures, failures
 
 
-WALKER_SMALL = ["sim.frames=26", "render.size=40", "render.video_size=48", "optim.iterations=6", "optim.lr=0.1",
+WALKER_SMALL = ["sim.frames=26", "render.size=40", "render.video_size=48", "render.blur_start=5", "optim.iterations=6",
                 "walker.goal_distance=[0.15, 0.2]", "optim.reached=0.05"]
 
 

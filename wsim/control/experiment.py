@@ -13,7 +13,9 @@ frame's COM to the goal's. Outputs (``out/``): ``results.json`` (every instance 
 summary per method), ``convergence.png`` (COM distance to goal vs iteration, mean and spread over
 seeds per method, like the paper's Fig. 6), ``summary.md``, and per instance ``instance_<seed>/``:
 ``results.json``, ``target.png``, ``<method>.mp4`` (target | rollout | difference) and
-``<method>.usda`` (the final rollout).
+``<method>.usda`` (the final rollout). While an instance runs, ``instance_<seed>/checkpoint.pt`` holds
+its finished methods and the running method's state (rewritten atomically after every iteration);
+``resume=True`` (``wsim run ... --resume``) reuses finished instances and continues from it.
 """
 
 from __future__ import annotations
