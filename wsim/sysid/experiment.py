@@ -514,9 +514,22 @@ class Optimisation:
             self._set_lr(self.lr * 0.5)
             self.optimizer = self._optimizer()
             loss = float("nan")
+        self.project()
         if o.lr_decay != 1.0 and not polish:
             self._set_lr(self.lr * o.lr_decay)
         return loss
+
+    def project(self) -> None:
+        """Put every variable back inside its parameter's bounds. The values are clamped there anyway,
+        but a variable left beyond a bound sits where the clamp has no gradient and could never return."""
+        with torch.no_grad():
+            for p in self.instance.params:
+                if p.space == "sigmoid":
+                    continue
+                lo, hi = bounds_of(p)
+                if p.space == "log":
+                    lo, hi = math.log(max(lo, MIN_POSITIVE)), math.log(hi)
+                self.variables[p.name].clamp_(lo, hi)
 
     def record(self, loss: float, values_before: dict) -> None:
         self.history.append({"iteration": self.iteration, "loss": loss,
