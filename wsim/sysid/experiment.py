@@ -265,16 +265,11 @@ def lowest_point(body) -> float:
     """The lowest height of ``body``'s vertices relative to its centre of mass (in its initial orientation)."""
     from ..meshes import mass_properties
     from ..scene import body_mesh
+    from ..tetmesh import rotation_matrix
 
     mesh = body_mesh(body.shape)
     vertices = np.asarray(mesh.vertices, dtype=np.float64) - mass_properties(mesh).center_of_mass
-    if body.rotation is not None and any(body.rotation[:3]):
-        x, y, z, w = body.rotation
-        rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                             [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-        vertices = vertices @ rotation.T
-    return float(vertices[:, 1].min())
+    return float((vertices @ rotation_matrix(body.rotation).T)[:, 1].min())
 
 
 # -- optimisation -----------------------------------------------------------------------------------
