@@ -119,9 +119,9 @@ class ChainConfig:
 
 
 @dataclass
-class PinConfig:
-    """Which particles of a soft body or cloth stay fixed: explicit mesh vertex ``indices``, and/or every
-    vertex whose (placed, world) coordinate along ``axis`` (x, y or z) is ``below`` / ``above`` a value (m)."""
+class ParticleSelection:
+    """Particles of a soft body or cloth: explicit mesh vertex ``indices``, and/or every vertex whose
+    (placed, world) coordinate along ``axis`` (x, y or z) is ``below`` / ``above`` a value (m)."""
 
     indices: list[int] = field(default_factory=list)
     axis: typing.Optional[str] = None
@@ -130,18 +130,18 @@ class PinConfig:
 
 
 @dataclass
-class ParticlePushConfig:
+class PinConfig(ParticleSelection):
+    """Which particles of a soft body or cloth stay fixed (a :class:`ParticleSelection`)."""
+
+
+@dataclass
+class ParticlePushConfig(ParticleSelection):
     """A known push on a soft body: the total ``impulse`` (N s, world frame) split equally over the
-    selected particles (mesh vertex ``indices`` and/or every vertex whose world coordinate along ``axis``
-    is ``below`` / ``above`` a value, as for ``pin``), delivered over ``[start, start + duration)`` s."""
+    selected particles (a :class:`ParticleSelection`), delivered over ``[start, start + duration)`` s."""
 
     impulse: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
     start: float = 0.0
     duration: float = 0.0
-    indices: list[int] = field(default_factory=list)
-    axis: typing.Optional[str] = None
-    below: typing.Optional[float] = None
-    above: typing.Optional[float] = None
 
 
 @dataclass

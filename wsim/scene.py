@@ -102,24 +102,24 @@ def _material(builder: ModelBuilder, contact, override) -> int:
     return builder.add_material(*(d if v is None else v for v, d in zip(values, defaults)))
 
 
-def _selected(pin, vertices: np.ndarray, where: str) -> np.ndarray:
-    """Mesh vertex indices selected by a :class:`~wsim.config.PinConfig` or
-    :class:`~wsim.config.ParticlePushConfig` (``where`` names it) on world positions."""
+def _selected(selection, vertices: np.ndarray, where: str) -> np.ndarray:
+    """Mesh vertex indices chosen by a :class:`~wsim.config.ParticleSelection` (a pin or a push; ``where``
+    names it) on world positions."""
     mask = np.zeros(len(vertices), dtype=bool)
-    for i in pin.indices:
+    for i in selection.indices:
         if not 0 <= i < len(vertices):
             raise ConfigError(f"{where}.indices: {i} is not a vertex index in [0, {len(vertices) - 1}]")
         mask[i] = True
-    if pin.below is not None or pin.above is not None:
+    if selection.below is not None or selection.above is not None:
         axes = {"x": 0, "y": 1, "z": 2}
-        if pin.axis not in axes:
-            raise ConfigError(f"{where}.axis must be x, y or z when below/above is given, got {pin.axis!r}")
-        coordinate = vertices[:, axes[pin.axis]]
+        if selection.axis not in axes:
+            raise ConfigError(f"{where}.axis must be x, y or z when below/above is given, got {selection.axis!r}")
+        coordinate = vertices[:, axes[selection.axis]]
         selected = np.ones(len(vertices), dtype=bool)
-        if pin.below is not None:
-            selected &= coordinate <= pin.below
-        if pin.above is not None:
-            selected &= coordinate >= pin.above
+        if selection.below is not None:
+            selected &= coordinate <= selection.below
+        if selection.above is not None:
+            selected &= coordinate >= selection.above
         mask |= selected
     return np.flatnonzero(mask)
 
