@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from wsim.export import atomic_path, write_json  # noqa: E402
 from wsim.sysid import load_experiment, run_experiment  # noqa: E402
 from wsim.sysid.outputs import format_summary  # noqa: E402
+from wsim.sysid.uncertainty import parameter_bounds  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -62,7 +63,11 @@ def main(argv=None) -> int:
                                          "rows": summary["rows"], "statuses": summary["statuses"],
                                          "per_instance": [{"seed": r["seed"], "shape": r.get("shape"),
                                                            "errors": r["errors"], "iterations": r["iterations"],
-                                                           "final_loss": r["final_loss"]} for r in report["results"]]}
+                                                           "final_loss": r["final_loss"],
+                                                           "video_bound": parameter_bounds(r.get("uncertainty")),
+                                                           "weakest_direction": (r.get("uncertainty") or {}).get(
+                                                               "weakest_direction")}
+                                                          for r in report["results"]]}
             record["device"] = device
         record["wall_time_s"] = time.perf_counter() - started
         overrides = " ".join(f"--set {o}" for o in args.overrides) or "(none)"

@@ -92,10 +92,15 @@ def _print_result(result: dict) -> None:
             f"final loss {result['final_loss'] if result['final_loss'] is not None else float('nan'):.3e}, "
             f"{result['wall_time_s']:.1f} s on {result['device']}")
     print(head)
+    from .sysid.uncertainty import parameter_bounds
+
+    bounds = parameter_bounds(result.get("uncertainty"))
     for name, estimate in result["estimate"].items():
         true = (result.get("true") or {}).get(name)
         err = result.get("errors", {}).get(name)
         text = f"  {name}: estimate {_value(estimate)}"
+        if name in bounds:
+            text += f" (+-{bounds[name]:.2g} relative, the 8-bit video's bound)"
         if true is not None:
             text += f", true {_value(true)}, initial {_value(result['initial'][name])}"
         if err:
@@ -105,6 +110,11 @@ def _print_result(result: dict) -> None:
     if mass:
         print(f"  mass: estimate {mass['estimate'] if not isinstance(mass['estimate'], list) else mass['estimate']} kg,"
               f" true {mass['true']} kg, abs err {mass['abs']:.3g} kg, rel err {mass['rel']:.3g}")
+    weakest = (result.get("uncertainty") or {}).get("weakest_direction")
+    if weakest and len(weakest) > 1:
+        combination = " ".join(f"{c:+.2f} {label}" for label, c in weakest.items() if abs(c) >= 0.1)
+        print(f"  least determined combination (relative changes): {combination}, "
+              f"+-{result['uncertainty']['weakest_rel_std']:.2g}")
 
 
 def _value(value) -> str:

@@ -18,7 +18,7 @@ METHODS = ("gradsim", "diffphysics", "average", "random")
 LOSSES = ("pixel", "first_last", "mask", "vertices")
 SPACES = ("log", "sigmoid", "linear")
 PER = ("one", "all")
-OPTIMIZERS = ("adam", "lbfgs", "sgd")
+OPTIMIZERS = ("adam", "lbfgs", "sgd", "lm")
 CAMERA_MODES = ("auto", "look_at")
 
 
@@ -96,11 +96,13 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """``optimizer`` adam | lbfgs | sgd with learning rate ``lr`` (in the optimisation space), at most
+    """``optimizer`` adam | lbfgs | sgd | lm (Levenberg-Marquardt, see ``polish``) with learning rate ``lr`` (in the optimisation space), at most
     ``iterations`` steps; ``lr_decay`` multiplies the rate each step; stop early once the loss falls
     below ``tolerance``; ``checkpoint_every`` steps a checkpoint is written (for ``--resume``). Then
     ``polish_iterations`` BFGS steps (backtracking line search, first step at most ``polish_lr`` in the
-    optimisation space) on the full video refine the estimate to high precision. For the first
+    optimisation space) on the full video refine the estimate to high precision; ``polish: lm`` uses Levenberg-Marquardt
+with a finite-difference Jacobian instead (2 rollouts per scalar unknown and step: for a few unknowns
+in an ill-conditioned valley, such as the rigid-contact parameters). For the first
     ``tied_iterations`` steps (Adam and BFGS steps counted together) a parameter estimated per element
     (``estimate_per: all``) keeps one shared value (the mean), then every element goes its own way: a
     coarse-to-fine schedule that finds the common value before the many per-element unknowns."""
@@ -112,6 +114,7 @@ class OptimConfig:
     tolerance: float = 0.0
     checkpoint_every: int = 5
     polish_iterations: int = 0
+    polish: str = "bfgs"
     polish_lr: float = 0.05
     tied_iterations: int = 0
 
@@ -144,6 +147,20 @@ class RandomizeConfig:
     position_from_ground: bool = False
     push_point_low: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
     push_point_high: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+
+@dataclass
+class UncertaintyConfig:
+    """After the optimisation, how precisely the video determines each estimated parameter
+    (:mod:`wsim.sysid.uncertainty`): the Gauss-Newton (Cramer-Rao) standard deviation for target pixels
+    with independent noise of standard deviation ``noise`` (default: the quantisation of an 8-bit video),
+    from central differences of relative step ``step``; skipped above ``max_unknowns`` scalar unknowns
+    (2 rollouts and renders each)."""
+
+    enabled: bool = True
+    noise: float = 1.0 / (255.0 * 12.0 ** 0.5)
+    step: float = 1.0e-2
+    max_unknowns: int = 8
 
 
 @dataclass
@@ -180,6 +197,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     randomize: RandomizeConfig = field(default_factory=RandomizeConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     video_format: str = "mp4"
 
@@ -194,6 +212,7 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     _choice("method", config.method, METHODS)
     _choice("loss.type", config.loss.type, LOSSES)
     _choice("optim.optimizer", config.optim.optimizer, OPTIMIZERS)
+    _choice("optim.polish", config.optim.polish, ("bfgs", "lm"))
     _choice("render.camera.mode", config.render.camera.mode, CAMERA_MODES)
     _choice("render.shading", config.render.shading, ("flat", "phong"))
     _choice("video_format", config.video_format, ("mp4", "gif"))
@@ -225,6 +244,10 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
            config.loss.horizon_iterations) < 0:
         raise ConfigError("optim.polish_iterations, optim.tied_iterations, loss.horizon_start and "
                           "loss.horizon_iterations must be >= 0")
+    u = config.uncertainty
+    if not (u.noise > 0 and 0 < u.step < 0.5 and u.max_unknowns >= 0):
+        raise ConfigError(f"uncertainty: noise must be > 0 (got {u.noise}), step in (0, 0.5) (got {u.step}) "
+                          f"and max_unknowns >= 0 (got {u.max_unknowns})")
     if config.instances < 1:
         raise ConfigError(f"config key 'instances' must be >= 1, got {config.instances}")
     resolution = config.render.resolution

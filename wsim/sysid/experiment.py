@@ -185,13 +185,17 @@ class Instance:
             return last
         return int(round(c.horizon_start + (last - c.horizon_start) * iteration / c.horizon_iterations))
 
-    def loss(self, values: dict, iteration: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The configured loss of ``values`` and the rollout's vertices (over the horizon of ``iteration``)."""
+    def residuals(self, values: dict, iteration: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual vector of the configured loss (``loss = mean(residuals^2)``) over the horizon of
+        ``iteration``, and the rollout's vertices: RGB (or alpha, for ``mask``) differences of the loss
+        frames, or the 3D vertex offsets of every frame (scaled by sqrt 3, so that the mean over vertices
+        of the squared distance is the mean of the squared residuals) for the DiffPhysics baseline."""
         vertices = self.rollout(values)
         kind = "vertices" if self.config.method == "diffphysics" else self.config.loss.type
         horizon = self.horizon(iteration)
         if kind == "vertices":
-            return ((vertices[: horizon + 1] - self.target_vertices[: horizon + 1]) ** 2).sum(-1).mean(), vertices
+            offsets = vertices[: horizon + 1] - self.target_vertices[: horizon + 1]
+            return offsets.reshape(-1) * math.sqrt(3.0), vertices
         frames = [k for k in self.loss_frames if k <= horizon]
         if frames[-1] != horizon and kind != "first_last":
             frames.append(horizon)
@@ -200,8 +204,13 @@ class Instance:
         index = torch.as_tensor(frames, device=self.torch_device)
         rgba = self.render(vertices[index])
         if kind == "mask":
-            return ((rgba[..., 3] - self.target_alpha[index]) ** 2).mean(), vertices
-        return ((rgba[..., :3] - self.target_images[index]) ** 2).mean(), vertices
+            return (rgba[..., 3] - self.target_alpha[index]).reshape(-1), vertices
+        return (rgba[..., :3] - self.target_images[index]).reshape(-1), vertices
+
+    def loss(self, values: dict, iteration: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The configured loss of ``values`` and the rollout's vertices (over the horizon of ``iteration``)."""
+        residuals, vertices = self.residuals(values, iteration)
+        return (residuals ** 2).mean(), vertices
 
     def fingerprint(self) -> str:
         data = json.dumps({"config": to_dict(self.config), "seed": self.seed}, sort_keys=True, default=str)
@@ -370,12 +379,20 @@ class Optimisation:
         """Per-element estimates share their mean value for the first ``optim.tied_iterations`` steps."""
         return self.iteration < self.instance.config.optim.tied_iterations
 
+    def levenberg_marquardt(self) -> bool:
+        o = self.instance.config.optim
+        return o.polish == "lm" if self.polishing() else o.optimizer == "lm"
+
     def current_phase(self) -> tuple[bool, bool]:
         return self.polishing(), self.tied()
 
     def _optimizer(self):
         o = self.instance.config.optim
         variables = list(self.variables.values())
+        if self.levenberg_marquardt():
+            from .levenberg_marquardt import LevenbergMarquardt
+
+            return LevenbergMarquardt(variables)
         if self.polishing():
             from .bfgs import BFGS
 
@@ -400,14 +417,18 @@ class Optimisation:
         return out
 
     def evaluate(self) -> torch.Tensor:
+        """The loss of the current variables (recording the best values seen over the whole video)."""
+        return (self.evaluate_residuals() ** 2).mean()
+
+    def evaluate_residuals(self) -> torch.Tensor:
         self.evaluations += 1
         values = self.values()
-        loss, _ = self.instance.loss(values, self.iteration)
-        value = float(loss.detach())
+        residuals, _ = self.instance.residuals(values, self.iteration)
+        value = float((residuals.detach() ** 2).mean())
         full = self.instance.horizon(self.iteration) == self.instance.frames - 1
         if full and (self.best is None or value < self.best[0]):
             self.best = (value, {k: v.detach().clone() for k, v in values.items()})
-        return loss
+        return residuals
 
     # -- checkpoint -----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -463,7 +484,10 @@ class Optimisation:
         polish = self.polishing()
         previous = {k: v.detach().clone() for k, v in self.variables.items()}
         try:
-            if polish:
+            if self.levenberg_marquardt():
+                with torch.no_grad():
+                    loss = self.optimizer.step(self.evaluate_residuals)
+            elif polish:
                 def closure():
                     self.optimizer.zero_grad()
                     loss = self.evaluate()
@@ -607,6 +631,10 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
         interrupted = True
     estimate = optimisation.estimate()
     results = results_dict(instance, optimisation, estimate, setup, time.perf_counter() - started)
+    if not interrupted:
+        from .uncertainty import video_uncertainty
+
+        results["uncertainty"] = video_uncertainty(instance, estimate)
     write_json(out / "results.json", results)
     if write_outputs:
         write_instance_outputs(instance, optimisation, estimate, out)
