@@ -105,6 +105,7 @@ def test_instances_write_summary_with_paper_numbers(tmp_path):
     assert row["instances"] == 3 and row["paper_rel"] == pytest.approx(9.01e-5)
     text = (tmp_path / "summary.md").read_text()
     assert "mass" in text and "9.01e-05" in text
+    assert "median video bound" in text and 0 < row["median_bound"] < 1  # the 8-bit video's Cramer-Rao bound
 
 
 def test_target_video_from_frames_folder(tmp_path):

@@ -74,8 +74,9 @@ def laplace(jacobian: np.ndarray, noise: float) -> dict:
     """Relative standard deviations, correlations and the weakest direction from ``jacobian`` ([N, K])."""
     information = jacobian.T @ jacobian / noise**2
     eigenvalues, eigenvectors = np.linalg.eigh(information)
-    floor = max(float(eigenvalues.max()), 1e-300) * 1e-14
-    inverse = 1.0 / np.maximum(eigenvalues, floor)
+    # a direction with no information (below round-off of the largest) is unbounded: LARGE
+    seen = eigenvalues > max(float(eigenvalues.max()), 1e-300) * 1e-12
+    inverse = np.where(seen, 1.0 / np.where(seen, eigenvalues, 1.0), LARGE**2)
     covariance = (eigenvectors * inverse) @ eigenvectors.T
     std = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     correlation = covariance / np.maximum(np.outer(std, std), 1e-300)
