@@ -1,7 +1,7 @@
 """Parameter estimation from video over many instances: the paper's Tables 1-3 next to our numbers.
 
     .venv/bin/python benchmarks/bench_sysid.py rigid-mass --instances 20 [--methods gradsim,average,random,diffphysics]
-        [--set key=value ...] [--device cpu] [--out benchmarks/results]
+        [--set key=value ...] [--device cpu] [--out benchmarks/results] [--tag 8bit]
 
 Each experiment of configs/experiments runs ``--instances`` seeds per method (gradsim: pixel loss through
 simulator and renderer; diffphysics: 3D vertex loss; average/random: the range mean / a random draw) and
@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the result files (sysid_<experiment>_<tag>.md)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     for name in args.experiments:
@@ -73,10 +74,11 @@ def main(argv=None) -> int:
         overrides = " ".join(f"--set {o}" for o in args.overrides) or "(none)"
         md = (f"# {name}: {args.instances} instances per method, device {record['device']}, "
               f"total wall time {record['wall_time_s']:.0f} s\n\noverrides: {overrides}\n\n" + "\n\n".join(sections) + "\n")
-        write_json(out / f"sysid_{name}.json", record)
-        with atomic_path(out / f"sysid_{name}.md") as temporary:
+        stem = f"sysid_{name}_{args.tag}" if args.tag else f"sysid_{name}"
+        write_json(out / f"{stem}.json", record)
+        with atomic_path(out / f"{stem}.md") as temporary:
             temporary.write_text(md)
-        print(f"wrote {out / f'sysid_{name}.md'}")
+        print(f"wrote {out / f'{stem}.md'}")
     return 0
 
 

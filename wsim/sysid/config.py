@@ -167,9 +167,11 @@ class UncertaintyConfig:
 class TargetConfig:
     """Where the target video comes from: ``video`` (an .mp4/.gif file or a folder of PNG/JPG frames,
     relative paths from the config's folder) rendered with ``render.camera``; null renders it from the
-    ground-truth parameters."""
+    ground-truth parameters. ``bits``: quantise a rendered target to that many bits per channel (8: as
+    if it had been saved as an ordinary video and read back) instead of keeping it in float32."""
 
     video: typing.Optional[str] = None
+    bits: typing.Optional[int] = None
 
 
 @dataclass
@@ -244,6 +246,8 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
            config.loss.horizon_iterations) < 0:
         raise ConfigError("optim.polish_iterations, optim.tied_iterations, loss.horizon_start and "
                           "loss.horizon_iterations must be >= 0")
+    if config.target.bits is not None and not 1 <= config.target.bits <= 16:
+        raise ConfigError(f"config key 'target.bits' must be in [1, 16] (or null: float32), got {config.target.bits}")
     u = config.uncertainty
     if not (u.noise > 0 and 0 < u.step < 0.5 and u.max_unknowns >= 0):
         raise ConfigError(f"uncertainty: noise must be > 0 (got {u.noise}), step in (0, 0.5) (got {u.step}) "

@@ -102,6 +102,9 @@ class Instance:
         else:
             with torch.no_grad():
                 rgba = self.render(self.target_vertices)
+            if config.target.bits:
+                levels = float(2 ** config.target.bits - 1)
+                rgba = torch.round(rgba.clamp(0.0, 1.0) * levels) / levels
             self.target_images, self.target_alpha = rgba[..., :3].contiguous(), rgba[..., 3].contiguous()
         if config.method == "diffphysics" and self.target_vertices is None:
             raise ConfigError("method diffphysics needs 3D ground truth: give params.N.true instead of a target video")
