@@ -12,20 +12,21 @@ from __future__ import annotations
 import torch
 
 
-class BFGS:
-    def __init__(self, params: list[torch.Tensor], max_step: float = 0.05, shrink: float = 0.3, tries: int = 8,
-                 armijo: float = 1e-4):
+class FlatOptimiser:
+    """What the polishing optimisers share: their tensors seen as one float64 vector, and a checkpointable
+    ``state`` dict (with ``converged``) in the shape of a torch optimiser's."""
+
+    def __init__(self, params: list[torch.Tensor], state: dict):
         self.params = list(params)
-        self.max_step, self.shrink, self.tries, self.armijo = max_step, shrink, tries, armijo
-        self.state = {"H": None, "x": None, "f": None, "g": None, "converged": False}
+        self.state = dict(state, converged=False)
         self.param_groups = [{"lr": 1.0}]
 
     def zero_grad(self):
         for p in self.params:
             p.grad = None
 
-    def _flat(self, tensors):
-        return torch.cat([t.detach().reshape(-1).double() for t in tensors])
+    def _flat(self, tensors=None):
+        return torch.cat([t.detach().reshape(-1).double() for t in (self.params if tensors is None else tensors)])
 
     def _set(self, x: torch.Tensor):
         offset = 0
@@ -34,6 +35,19 @@ class BFGS:
                 n = p.numel()
                 p.copy_(x[offset:offset + n].reshape(p.shape).to(p.dtype))
                 offset += n
+
+    def state_dict(self):
+        return {"state": dict(self.state)}
+
+    def load_state_dict(self, state):
+        self.state.update(state["state"])
+
+
+class BFGS(FlatOptimiser):
+    def __init__(self, params: list[torch.Tensor], max_step: float = 0.05, shrink: float = 0.3, tries: int = 8,
+                 armijo: float = 1e-4):
+        super().__init__(params, {"H": None, "x": None, "f": None, "g": None})
+        self.max_step, self.shrink, self.tries, self.armijo = max_step, shrink, tries, armijo
 
     def _eval(self, closure, x):
         self._set(x)
@@ -45,7 +59,7 @@ class BFGS:
         s = self.state
         if s["converged"]:
             return s["f"]
-        x = self._flat(self.params)
+        x = self._flat()
         if s["x"] is None or not torch.equal(x, s["x"]):
             s["f"], s["g"] = self._eval(closure, x)
             s["x"] = x
@@ -89,9 +103,3 @@ class BFGS:
         self._set(x)
         s["converged"] = True
         return f
-
-    def state_dict(self):
-        return {"state": dict(self.state)}
-
-    def load_state_dict(self, state):
-        self.state.update(state["state"])

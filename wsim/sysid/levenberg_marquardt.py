@@ -22,33 +22,17 @@ import math
 import torch
 
 from ..errors import SimulationError
+from .bfgs import FlatOptimiser
 
 
-class LevenbergMarquardt:
+class LevenbergMarquardt(FlatOptimiser):
     """``step(residuals)`` with ``residuals()`` returning the 1-D residual vector of the current values of
     ``params`` (float64, ``loss = mean(r^2)``); ``state["converged"]`` once no damped step lowers the loss."""
 
     def __init__(self, params: list[torch.Tensor], difference_step: float = 1e-2, damping: float = 1e-2,
                  max_step: float = 0.2, tries: int = 10):
-        self.params = list(params)
+        super().__init__(params, {"f": None, "damping": damping})
         self.difference_step, self.max_step, self.tries = difference_step, max_step, tries
-        self.state = {"x": None, "f": None, "damping": damping, "converged": False}
-        self.param_groups = [{"lr": 1.0}]
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def _flat(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1).double() for p in self.params])
-
-    def _set(self, x: torch.Tensor) -> None:
-        offset = 0
-        with torch.no_grad():
-            for p in self.params:
-                n = p.numel()
-                p.copy_(x[offset:offset + n].reshape(p.shape).to(p.dtype))
-                offset += n
 
     def _residuals(self, residuals, x: torch.Tensor) -> torch.Tensor:
         self._set(x)
@@ -101,7 +85,7 @@ class LevenbergMarquardt:
             except SimulationError:
                 f_new = math.inf
             if f_new < f:
-                s["x"], s["f"] = trial, f_new
+                s["f"] = f_new
                 s["damping"] = max(s["damping"] / 3.0, 1e-12)
                 self._set(trial)
                 return f_new
@@ -109,9 +93,3 @@ class LevenbergMarquardt:
         self._set(x)
         s["converged"] = True
         return f
-
-    def state_dict(self):
-        return {"state": dict(self.state)}
-
-    def load_state_dict(self, state):
-        self.state.update(state["state"])
