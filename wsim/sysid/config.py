@@ -96,13 +96,14 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """``optimizer`` adam | lbfgs | sgd | lm (Levenberg-Marquardt, see ``polish``) with learning rate ``lr`` (in the optimisation space), at most
+    """``optimizer`` adam | lbfgs | sgd | lm (Levenberg-Marquardt, see ``polish``) with learning rate ``lr``
+    (in the optimisation space), at most
     ``iterations`` steps; ``lr_decay`` multiplies the rate each step; stop early once the loss falls
     below ``tolerance``; ``checkpoint_every`` steps a checkpoint is written (for ``--resume``). Then
     ``polish_iterations`` BFGS steps (backtracking line search, first step at most ``polish_lr`` in the
-    optimisation space) on the full video refine the estimate to high precision; ``polish: lm`` uses Levenberg-Marquardt
-with a finite-difference Jacobian instead (2 rollouts per scalar unknown and step: for a few unknowns
-in an ill-conditioned valley, such as the rigid-contact parameters). For the first
+    optimisation space) on the full video refine the estimate to high precision; ``polish: lm`` uses
+    Levenberg-Marquardt with a finite-difference Jacobian instead (2 rollouts per scalar unknown and
+    step, so only for a few unknowns; see :mod:`wsim.sysid.levenberg_marquardt`). For the first
     ``tied_iterations`` steps (Adam and BFGS steps counted together) a parameter estimated per element
     (``estimate_per: all``) keeps one shared value (the mean), then every element goes its own way: a
     coarse-to-fine schedule that finds the common value before the many per-element unknowns."""

@@ -382,7 +382,7 @@ class Optimisation:
         """Per-element estimates share their mean value for the first ``optim.tied_iterations`` steps."""
         return self.iteration < self.instance.config.optim.tied_iterations
 
-    def levenberg_marquardt(self) -> bool:
+    def uses_levenberg_marquardt(self) -> bool:
         o = self.instance.config.optim
         return o.polish == "lm" if self.polishing() else o.optimizer == "lm"
 
@@ -392,7 +392,7 @@ class Optimisation:
     def _optimizer(self):
         o = self.instance.config.optim
         variables = list(self.variables.values())
-        if self.levenberg_marquardt():
+        if self.uses_levenberg_marquardt():
             from .levenberg_marquardt import LevenbergMarquardt
 
             return LevenbergMarquardt(variables)
@@ -487,7 +487,7 @@ class Optimisation:
         polish = self.polishing()
         previous = {k: v.detach().clone() for k, v in self.variables.items()}
         try:
-            if self.levenberg_marquardt():
+            if self.uses_levenberg_marquardt():
                 with torch.no_grad():
                     loss = self.optimizer.step(self.evaluate_residuals)
             elif polish:
