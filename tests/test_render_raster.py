@@ -186,3 +186,40 @@ def test_inner_edges_stay_hard_in_silhouette_mode():
     assert diagonal.min() > 0.999
     assert min(float(every[i, 31 - i]) for i in range(8, 24)) < 0.9
     assert torch.allclose(sil[:, :4], every[:, :4], atol=1e-5)  # near the outer boundary: identical
+
+
+@pytest.mark.parametrize("shape", ["cone", "box", "l_prism", pytest.param("gear_prism", marks=pytest.mark.xfail(
+    strict=True, reason="known limit: inside a face the distance to the silhouette is taken over the "
+    "face's vertex one-ring, so two faces sharing an inner edge can disagree on it where a soft edge is "
+    "in one ring only (a colour step of about 0.02 on this non-convex prism)"))])
+def test_image_is_continuous_under_small_motions(shape):
+    """The rendered image moves with the geometry without jumps: along a smooth path of tiny rigid
+    motions (1e-5 m and 1e-5 rad a step) no pixel may change by more than a fixed multiple of the
+    median per-step change of the busiest pixels. A face whose outside footprint switched off at once
+    where an inner edge becomes its nearest feature made one pixel jump by 0.06 for a 5e-5 m motion
+    (the rigid-contact loss then had a step in ke). A continuous but steep hand-over between depth
+    groups stays below the bound. gamma = 1e-2: with a much smaller depth
+    temperature a face entering the behind group takes over its colour blend within a step."""
+    from wsim.sysid.shapes import shape_mesh
+
+    mesh = shape_mesh(shape, 6)
+    v0 = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+    f = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64)
+    cam = Camera.look_at((1.2, 0.8, 2.6), target=(0.0, 0.0, 0.0), fov_y=40.0)
+    r = SoftRenderer(cam, image_size=24, sigma=6e-3, gamma=1e-2, shading="phong")
+    colour = torch.tensor([0.2, 0.55, 0.85]).expand(v0.shape[0], 3)
+    steps = torch.arange(240, dtype=torch.float32)
+    h = 1e-5
+    angle = (0.3 + h * steps)[:, None, None]
+    c, s = torch.cos(angle), torch.sin(angle)
+    zero, one = torch.zeros_like(c), torch.ones_like(c)
+    rot = torch.cat([torch.cat([c, zero, s], -1), torch.cat([zero, one, zero], -1),
+                     torch.cat([-s, zero, c], -1)], 1)  # [N, 3, 3] about y
+    shift = torch.stack([0.05 + h * steps, 0.02 - 0.5 * h * steps, torch.zeros_like(steps)], -1)[:, None]
+    with torch.no_grad():
+        images = r(v0 @ rot.transpose(1, 2) + shift, f, colors=colour).double()
+    change = (images[1:] - images[:-1]).abs().amax(-1)  # [N - 1, H, W]
+    typical = change.amax(dim=(1, 2)).median()
+    assert typical > 0
+    assert change.max() < 20.0 * typical, (f"a pixel jumped by {float(change.max()):.3g} in one step "
+                                         f"(typical largest change {float(typical):.3g})")

@@ -253,18 +253,20 @@ def _soft_x(
     sy: float,
     inv_sigma: float,
 ):
-    """``x = delta d^2 / sigma`` of pixel p for face t, whether p counts for the face, and the screen
-    barycentrics of the point of the face nearest to p (p itself when inside).
+    """``x = delta d^2 / sigma`` of pixel p for face t, the weight in [0, 1] with which p counts for the
+    face, and the screen barycentrics of the point of the face nearest to p (p itself when inside).
 
     Only *soft* edges (boundary and silhouette edges; every edge in SoftRas mode) make coverage fall
     off. Inside, ``d`` is the distance to the nearest soft edge of the face's vertex one-ring (so that
-    the faces of a fan around a silhouette vertex fall off together); outside, the pixel counts only
-    when the face's nearest edge is soft (across an inner edge the neighbour face covers it)."""
+    the faces of a fan around a silhouette vertex fall off together); outside, the pixel counts fully
+    when the face's nearest edge is soft and fades out where an inner edge is nearer (across an inner
+    edge the neighbour face covers it; see the hand-over below). Known limit: two faces sharing an
+    inner edge can disagree on it inside, where a soft edge is in one face's ring only."""
     l0 = _edge_c(a1, a2, f[1], f[2], p) * inv_area
     l1 = _edge_c(a2, a0, f[2], f[0], p) * inv_area
     l2 = _edge_c(a0, a1, f[0], f[1], p) * inv_area
     x = float(BIG)
-    counts = int(1)
+    weight = float(1.0)
     bc = wp.vec3(l0, l1, l2)
     if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
         if ring_soft > 0:
@@ -290,10 +292,23 @@ def _soft_x(
         if soft2 != 0 and d20 < dsoft:
             dsoft = d20
             bc = wp.vec3(s20, 0.0, 1.0 - s20)
-        if dsoft > dmin * 1.0001 + 1.0e-12:
-            counts = 0
+        # Where an inner edge is nearer than every soft edge the neighbour across it covers the pixel,
+        # so the face hands over: its weight falls smoothly (smoothstep) from 1 to 0 as the soft edge's
+        # distance exceeds the nearest one by up to about min(sqrt(sigma), inner edge's distance) (a
+        # smooth minimum, so that the weight stays C1). A hard cut-off
+        # there made the image jump when a pixel centre crossed the perpendicular to an inner edge at
+        # a silhouette vertex; the second bound makes the weight vanish on the inner edge itself,
+        # where the neighbour's inside coverage takes over.
+        if dsoft < 1.0e29:
+            nearest = wp.sqrt(wp.max(dmin, 1.0e-30))
+            width = 1.0 / wp.sqrt(inv_sigma)
+            ramp = width * nearest / (width + nearest)
+            u = wp.clamp((wp.sqrt(dsoft) - nearest) / ramp, 0.0, 1.0)
+            weight = 1.0 - u * u * (3.0 - 2.0 * u)
+        else:
+            weight = 0.0
         x = wp.max(-dsoft * inv_sigma, -BIG)
-    return x, counts, bc
+    return x, weight, bc
 
 
 @wp.func
@@ -403,10 +418,10 @@ def _make_soft_kernel(MODE: int):
                     py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
                     for j in range(j0, j1 + 1):
                         p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
-                        x, counts, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, edge_verts, edge_soft,
+                        x, weight, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, edge_verts, edge_soft,
                                                 ring_start, ring_edges, soft0, soft1, soft2, ring_soft, V, E, sx,
                                                 sy, inv_sigma)
-                        if counts == 1 and x > min_x:
+                        if weight > 0.0 and x > min_x:
                             idx = (b * H + i) * W + j
                             # perspective-correct weights of the nearest point, and its view depth
                             q0 = bc[0] * iw0
@@ -437,8 +452,8 @@ def _make_soft_kernel(MODE: int):
                                 if f_behind > 0.0:
                                     wp.atomic_max(zmax_b, idx, zn)
                             else:
-                                sp = _softplus(x)
-                                sg = _sigmoid(x)
+                                sp = weight * _softplus(x)
+                                sg = weight * _sigmoid(x)
                                 k0 = (b * V + f[0]) * C
                                 k1 = (b * V + f[1]) * C
                                 k2 = (b * V + f[2]) * C
