@@ -208,3 +208,50 @@ def test_rigid_contact_parameters_recovered_from_random_guess(tmp_path):
     assert errors["kf"]["rel"] < 0.3, errors
     assert errors["mu"]["rel"] < 0.45, errors
     assert result["final_loss"] < 1e-6  # mean squared vertex distance, m^2
+
+
+def test_restarts_resume_after_interrupt_and_record_every_run(tmp_path, monkeypatch):
+    """Screened restarts (optim.restarts): the first run, then a round that screens Sobol candidates and
+    optimises again from the best ones; Ctrl-C inside a restart keeps the results, --resume finishes
+    the search with the same outcome as an uninterrupted one, and the estimate is the lowest-loss run."""
+    extra = ("seed=2", "optim.checkpoint_every=1", "optim.tolerance=0", "optim.restarts=1", "optim.restart_candidates=6",
+             "optim.restart_starts=2", "optim.iterations=8", "optim.polish_iterations=4")
+    config = small(*extra)
+    whole = run_instance(config, 2, tmp_path / "whole", "cpu", progress=False, write_outputs=False)
+    search = whole["restarts"]
+    assert [r["label"] for r in search["runs"]] == ["restart 1.1", "restart 1.2"]
+    assert search["screening_evaluations"] == 6 and search["params"] == ["density"]
+    losses = [search["first_run_loss"]] + [r["final_loss"] for r in search["runs"]]
+    assert whole["final_loss"] == pytest.approx(min(losses))
+    for run in search["runs"]:
+        assert 2.0 <= run["start_values"]["density"] <= 12.0  # drawn over the sampling range
+    assert len(whole["loss_history"]) == len(whole["loss_history_runs"]) == whole["iterations"]
+
+    original = Optimisation.step
+    calls = {"n": 0}
+    first_run_steps = whole["iterations"] - sum(r["iterations"] for r in search["runs"])
+
+    def interrupted_step(self):
+        calls["n"] += 1
+        if calls["n"] == first_run_steps + search["runs"][0]["iterations"] + 3:  # inside restart 1.2
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Optimisation, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_instance(config, 2, tmp_path / "cut", "cpu", progress=False)
+    partial = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert partial["status"] == "interrupted" and len(partial["restarts"]["runs"]) == 1
+    assert (tmp_path / "cut" / "restarts.pt").exists() and (tmp_path / "cut" / "restart_0_1.pt").exists()
+    monkeypatch.setattr(Optimisation, "step", original)
+    resumed = run_instance(config, 2, tmp_path / "cut", "cpu", resume=True, progress=False)
+    assert resumed["status"] == "done"
+    assert [r["final_loss"] for r in resumed["restarts"]["runs"]] == pytest.approx(
+        [r["final_loss"] for r in search["runs"]], rel=1e-6, abs=1e-15)
+    assert resumed["estimate"]["density"] == pytest.approx(whole["estimate"]["density"], rel=1e-6)
+    assert (tmp_path / "cut" / "loss.png").is_file()
+
+    with pytest.raises(ConfigError, match="restart_params.0"):
+        small("optim.restarts=1", "optim.restart_params=[mu]")
+    with pytest.raises(ConfigError, match="restart_starts"):
+        small("optim.restarts=1", "optim.restart_starts=8", "optim.restart_candidates=4")

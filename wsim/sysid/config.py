@@ -106,7 +106,12 @@ class OptimConfig:
     step, so only for a few unknowns; see :mod:`wsim.sysid.levenberg_marquardt`). For the first
     ``tied_iterations`` steps (Adam and BFGS steps counted together) a parameter estimated per element
     (``estimate_per: all``) keeps one shared value (the mean), then every element goes its own way: a
-    coarse-to-fine schedule that finds the common value before the many per-element unknowns."""
+    coarse-to-fine schedule that finds the common value before the many per-element unknowns.
+    ``restarts`` rounds of screened restarts follow (see :mod:`wsim.sysid.restarts`): each draws
+    ``restart_candidates`` points (the ``restart_params``, all parameters when empty, from a Sobol
+    sequence over their ranges, the others at the best estimate), scores them by their loss over the
+    whole video (no gradient) and runs the optimisation again from the ``restart_starts`` best; the
+    lowest-loss estimate of all runs wins."""
 
     optimizer: str = "adam"
     lr: float = 0.1
@@ -118,6 +123,10 @@ class OptimConfig:
     polish: str = "bfgs"
     polish_lr: float = 0.05
     tied_iterations: int = 0
+    restarts: int = 0
+    restart_candidates: int = 32
+    restart_starts: int = 2
+    restart_params: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -247,6 +256,15 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
            config.loss.horizon_iterations) < 0:
         raise ConfigError("optim.polish_iterations, optim.tied_iterations, loss.horizon_start and "
                           "loss.horizon_iterations must be >= 0")
+    o = config.optim
+    if o.restarts < 0 or (o.restarts > 0 and not 1 <= o.restart_starts <= o.restart_candidates):
+        raise ConfigError(f"optim.restarts must be >= 0 (got {o.restarts}) and, with restarts, 1 <= "
+                          f"optim.restart_starts ({o.restart_starts}) <= optim.restart_candidates "
+                          f"({o.restart_candidates})")
+    for i, name in enumerate(o.restart_params):
+        if name not in names:
+            raise ConfigError(f"config key 'optim.restart_params.{i}': '{name}' is not an estimated parameter; "
+                              f"allowed: {', '.join(names)}")
     if config.target.bits is not None and not 1 <= config.target.bits <= 16:
         raise ConfigError(f"config key 'target.bits' must be in [1, 16] (or null: float32), got {config.target.bits}")
     u = config.uncertainty

@@ -357,10 +357,14 @@ def errors(instance: Instance, estimate: dict) -> dict:
 class Optimisation:
     """The optimisation state of an instance: variables, optimiser, history, best estimate, checkpoint."""
 
-    def __init__(self, instance: Instance):
+    def __init__(self, instance: Instance, initial: dict | None = None, label: str | None = None):
+        """Start from ``initial`` (default: the instance's drawn initial guess); ``label`` names the run
+        in the progress bar and the loss history (restarts, see :mod:`wsim.sysid.restarts`)."""
         self.instance = instance
+        self.label = label
         config = instance.config
-        self.variables = {p.name: to_space(p, instance.initial[p.name]).clone().requires_grad_(True)
+        start = instance.initial if initial is None else initial
+        self.variables = {p.name: to_space(p, start[p.name]).clone().requires_grad_(True)
                           for p in instance.params}
         self.lr = config.optim.lr
         self.iteration = 0
@@ -563,7 +567,8 @@ class Optimisation:
         config = self.instance.config
         total = config.optim.iterations + config.optim.polish_iterations if config.method in ("gradsim", "diffphysics") else 0
         bar = tqdm(total=total, initial=min(self.iteration, total), disable=not progress or total == 0,
-                   desc=f"{config.name} seed {self.instance.seed}", leave=False, dynamic_ncols=True,
+                   desc=f"{config.name} seed {self.instance.seed}" + (f" {self.label}" if self.label else ""),
+                   leave=False, dynamic_ncols=True,
                    file=sys.stderr)
         try:
             while self.iteration < total:
@@ -627,20 +632,29 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
     checkpoint = out / "checkpoint.pt"
     if resume and checkpoint.exists():
         optimisation.load(checkpoint)
+    search = None
+    if config.optim.restarts > 0 and config.method in ("gradsim", "diffphysics"):
+        from .restarts import Restarts
+
+        search = Restarts(instance, optimisation, out)
     interrupted = False
     try:
         optimisation.run(checkpoint, progress)
+        if search is not None:
+            search.run(resume, progress)
     except KeyboardInterrupt:
         interrupted = True
-    estimate = optimisation.estimate()
-    results = results_dict(instance, optimisation, estimate, setup, time.perf_counter() - started)
+    estimate = optimisation.estimate() if search is None else search.best_so_far()[1]
+    results = results_dict(instance, optimisation, estimate, setup, time.perf_counter() - started, search)
+    if interrupted:
+        results["status"] = "interrupted"  # also when the restarts, not the first run, were interrupted
     if not interrupted:
         from .uncertainty import video_uncertainty
 
         results["uncertainty"] = video_uncertainty(instance, estimate)
     write_json(out / "results.json", results)
     if write_outputs:
-        write_instance_outputs(instance, optimisation, estimate, out)
+        write_instance_outputs(instance, optimisation, estimate, out, search)
         results["wall_time_s"] = time.perf_counter() - started
         write_json(out / "results.json", results)
     if interrupted:
@@ -648,10 +662,14 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
     return results
 
 
-def results_dict(instance: Instance, optimisation: Optimisation, estimate: dict, setup: float, wall: float) -> dict:
+def results_dict(instance: Instance, optimisation: Optimisation, estimate: dict, setup: float, wall: float,
+                 search=None) -> dict:
+    """The ``results.json`` of an instance; with screened restarts (``search``) the loss, iteration and
+    evaluation counts, time and histories cover every run, and ``restarts`` lists them."""
     config = instance.config
     body = instance.scene_config.bodies[0] if instance.scene_config.bodies else None
-    return {
+    history = optimisation.history + ([h for run in search.histories for h in run] if search is not None else [])
+    result = {
         "experiment": config.name, "method": config.method, "seed": instance.seed,
         "status": optimisation.status, "loss_type": "vertices" if config.method == "diffphysics" else config.loss.type,
         "shape": None if body is None else (body.name or body.shape.type),
@@ -663,17 +681,27 @@ def results_dict(instance: Instance, optimisation: Optimisation, estimate: dict,
         "final_loss": None if optimisation.best is None else optimisation.best[0],
         "iterations": optimisation.iteration, "evaluations": optimisation.evaluations,
         "blowups": optimisation.blowups,
-        "loss_history": [h["loss"] for h in optimisation.history],
-        "value_history": [h["values"] for h in optimisation.history],
+        "loss_history": [h["loss"] for h in history],
+        "value_history": [h["values"] for h in history],
         "optimisation_time_s": optimisation.elapsed, "setup_time_s": setup, "wall_time_s": wall,
         "device": str(instance.sim.device), "torch_device": str(instance.torch_device),
         "frames": instance.frames, "loss_frames": instance.loss_frames, "image_size": list(instance.size),
         "versions": _versions(), "scene": to_dict(instance.scene_config),
         "config": to_dict(config),
     }
+    if search is not None:
+        summary = search.summary()
+        result["restarts"] = summary
+        result["final_loss"] = summary["final_loss"] if math.isfinite(summary["final_loss"]) else None
+        result["iterations"] += search.iterations
+        result["evaluations"] += search.evaluations + search.screening_evaluations
+        result["optimisation_time_s"] += search.elapsed
+        result["loss_history_runs"] = [h.get("run", "first run") for h in history]
+    return result
 
 
-def write_instance_outputs(instance: Instance, optimisation: Optimisation, estimate: dict, out: Path) -> None:
+def write_instance_outputs(instance: Instance, optimisation: Optimisation, estimate: dict, out: Path,
+                           search=None) -> None:
     from .outputs import write_compare_video, write_loss_plot, write_target_frames
     from ..export import write_rollout_usd
 
@@ -681,7 +709,8 @@ def write_instance_outputs(instance: Instance, optimisation: Optimisation, estim
     with torch.no_grad():
         vertices = instance.rollout(estimate).detach()
         images = instance.render(vertices)[..., :3]
-    write_loss_plot(out / "loss.png", optimisation.history, instance)
+    history = optimisation.history + ([h for run in search.histories for h in run] if search is not None else [])
+    write_loss_plot(out / "loss.png", history, instance)
     write_compare_video(out / f"compare.{instance.config.video_format}", instance.target_images, images,
                         instance.scene.fps, instance.config.render.video_scale)
     if not instance.external_target:

@@ -10,8 +10,22 @@ import torch
 from ..export import atomic_path, write_json
 
 
+def _run_segments(history: list[dict]) -> list[tuple[str, int, int]]:
+    """``(label, first, end)`` index ranges of the consecutive entries of each run (``run`` key; the
+    entries without one belong to the first run)."""
+    segments: list[tuple[str, int, int]] = []
+    for i, h in enumerate(history):
+        label = h.get("run", "first run")
+        if segments and segments[-1][0] == label:
+            segments[-1] = (label, segments[-1][1], i + 1)
+        else:
+            segments.append((label, i, i + 1))
+    return segments
+
+
 def write_loss_plot(path: Path, history: list[dict], instance=None) -> Path:
-    """Loss (log scale) and each scalar estimate's relative error (when the truth is known) per iteration."""
+    """Loss (log scale) and each scalar estimate's relative error (when the truth is known) per iteration;
+    the runs of a restarted search (see :mod:`wsim.sysid.restarts`) follow each other, one colour each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,8 +37,13 @@ def write_loss_plot(path: Path, history: list[dict], instance=None) -> Path:
     panels = 2 if truth else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
     ax = axes[0, 0]
+    segments = _run_segments(history)
     if losses:
-        ax.semilogy(range(len(losses)), np.maximum(np.asarray(losses, dtype=float), 1e-30), lw=1.5)
+        for label, first, end in segments:
+            ax.semilogy(range(first, end), np.maximum(np.asarray(losses[first:end], dtype=float), 1e-30), lw=1.5,
+                        label=label)
+        if len(segments) > 1:
+            ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no optimisation (baseline)", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("iteration")
@@ -42,6 +61,8 @@ def write_loss_plot(path: Path, history: list[dict], instance=None) -> Path:
                                     max(float(np.mean(np.abs(t))), 1e-12)))
             if series:
                 ax.semilogy(range(len(series)), np.maximum(series, 1e-12), label=name)
+        for _, first, _ in segments[1:]:
+            ax.axvline(first - 0.5, color="0.7", lw=0.8)
         ax.set_xlabel("iteration")
         ax.set_ylabel("relative error")
         ax.grid(True, which="both", alpha=0.3)
