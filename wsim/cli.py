@@ -92,6 +92,12 @@ def _print_result(result: dict) -> None:
             f"final loss {result['final_loss'] if result['final_loss'] is not None else float('nan'):.3e}, "
             f"{result['wall_time_s']:.1f} s on {result['device']}")
     print(head)
+    search = result.get("restarts")
+    if search:
+        first = search["first_run_loss"]
+        print(f"  restarts: {len(search['runs'])} runs over {', '.join(search['params'])} "
+              f"({search['screening_evaluations']} screened candidates); first run loss "
+              f"{first if first is not None else float('nan'):.3e}, estimate from the {search['chosen']}")
     from .sysid.uncertainty import parameter_bounds
 
     bounds = parameter_bounds(result.get("uncertainty"))

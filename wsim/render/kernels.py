@@ -300,10 +300,11 @@ def _soft_x(
         # a silhouette vertex; the second bound makes the weight vanish on the inner edge itself,
         # where the neighbour's inside coverage takes over.
         if dsoft < 1.0e29:
-            nearest = wp.sqrt(wp.max(dmin, 1.0e-30))
+            # floors keep the adjoint finite for a pixel centre on an edge (sqrt' is infinite at 0)
+            nearest = wp.sqrt(wp.max(dmin, 1.0e-20))
             width = 1.0 / wp.sqrt(inv_sigma)
-            ramp = width * nearest / (width + nearest)
-            u = wp.clamp((wp.sqrt(dsoft) - nearest) / ramp, 0.0, 1.0)
+            ramp = wp.max(width * nearest / (width + nearest), 1.0e-4 * width)
+            u = wp.clamp((wp.sqrt(wp.max(dsoft, 1.0e-20)) - nearest) / ramp, 0.0, 1.0)
             weight = 1.0 - u * u * (3.0 - 2.0 * u)
         else:
             weight = 0.0

@@ -14,7 +14,9 @@ Image formation, per frame and pixel ``p`` (row 0 at the top, see :mod:`wsim.ren
    With ``soft_edges="silhouette"`` (default) only boundary and silhouette edges (edges whose two faces
    face opposite ways on screen) make ``D`` fall off, and inside a face ``d`` is the distance to the
    nearest such edge of its vertex one-ring; inner edges of a surface stay hard, so that a surface shows
-   no seams along its triangle edges. ``soft_edges="all"`` is SoftRas exactly (every edge soft).
+   no seams along its triangle edges. Outside a face, its footprint counts where a soft edge is its
+   nearest feature and hands over smoothly (smoothstep) to the neighbour where an inner edge is nearer.
+   ``soft_edges="all"`` is SoftRas exactly (every edge soft).
 3. **Soft layers** (SoftRas-style depth-aware blend). Relative to the visible depth at ``p``, each face of
    the footprint is *near* (in front of it; every face where ``p`` is uncovered), *same* (the visible
    surface and faces at its depth, within ``depth_tol``) or *behind* (a linear hand-over between groups
@@ -32,7 +34,12 @@ As ``sigma -> 0`` the image tends to the hard rasterisation (``A`` -> coverage; 
 groups vanish), and at every sigma the image is continuous across a silhouette (``D = 1/2`` on the edge
 from both sides), so pixels just outside a silhouette pass gradients to the vertices through ``A`` and
 the near group. The image remains only piecewise smooth where attributes are discontinuous (e.g. a
-cube with a separate colour per side, at a pixel centre crossing a crease near a corner).
+cube with a separate colour per side, at a pixel centre crossing a crease near a corner). Known
+steps (``tests/test_render_raster.py::test_image_is_continuous_under_small_motions``): two faces
+sharing an inner edge can disagree on their inside coverage where a soft edge lies in one face's
+one-ring only (non-convex meshes such as a gear prism: colour steps of about 0.02), and with a small
+``gamma`` (1e-4) a face entering a depth group takes over that group's colour blend within a
+micrometre of motion; ``gamma`` of about 1e-2 avoids the latter for optimisation.
 
 Frames render as one batch; several meshes compose with correct occlusion when concatenated into one
 buffer (:func:`wsim.render.scene.concat_meshes`).

@@ -530,6 +530,8 @@ class Optimisation:
                 loss_t = self.evaluate()
                 loss_t.backward()
                 loss = float(loss_t.detach())
+                if not all(bool(torch.isfinite(v.grad).all()) for v in self.variables.values() if v.grad is not None):
+                    raise SimulationError(f"non-finite gradient at optimisation step {self.iteration}")
                 self.optimizer.step()
         except SimulationError:
             # the step left the stable region: go back and halve the learning rate
