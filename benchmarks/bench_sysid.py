@@ -67,7 +67,10 @@ def main(argv=None) -> int:
                                                            "final_loss": r["final_loss"],
                                                            "video_bound": parameter_bounds(r.get("uncertainty")),
                                                            "weakest_direction": (r.get("uncertainty") or {}).get(
-                                                               "weakest_direction")}
+                                                               "weakest_direction"),
+                                                           "restarts": None if "restarts" not in r else {
+                                                               "first_run_loss": r["restarts"]["first_run_loss"],
+                                                               "chosen": r["restarts"]["chosen"]}}
                                                           for r in report["results"]]}
             record["device"] = device
         record["wall_time_s"] = time.perf_counter() - started
