@@ -664,13 +664,18 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
     return results
 
 
+def all_history(optimisation: Optimisation, search=None) -> list[dict]:
+    """The per-iteration history of the first run followed by those of the restarts (if any)."""
+    return optimisation.history + ([h for run in search.histories for h in run] if search is not None else [])
+
+
 def results_dict(instance: Instance, optimisation: Optimisation, estimate: dict, setup: float, wall: float,
                  search=None) -> dict:
     """The ``results.json`` of an instance; with screened restarts (``search``) the loss, iteration and
     evaluation counts, time and histories cover every run, and ``restarts`` lists them."""
     config = instance.config
     body = instance.scene_config.bodies[0] if instance.scene_config.bodies else None
-    history = optimisation.history + ([h for run in search.histories for h in run] if search is not None else [])
+    history = all_history(optimisation, search)
     result = {
         "experiment": config.name, "method": config.method, "seed": instance.seed,
         "status": optimisation.status, "loss_type": "vertices" if config.method == "diffphysics" else config.loss.type,
@@ -711,8 +716,7 @@ def write_instance_outputs(instance: Instance, optimisation: Optimisation, estim
     with torch.no_grad():
         vertices = instance.rollout(estimate).detach()
         images = instance.render(vertices)[..., :3]
-    history = optimisation.history + ([h for run in search.histories for h in run] if search is not None else [])
-    write_loss_plot(out / "loss.png", history, instance)
+    write_loss_plot(out / "loss.png", all_history(optimisation, search), instance)
     write_compare_video(out / f"compare.{instance.config.video_format}", instance.target_images, images,
                         instance.scene.fps, instance.config.render.video_scale)
     if not instance.external_target:

@@ -30,7 +30,7 @@ import torch
 
 from ..errors import SimulationError
 from ..export import atomic_path
-from .experiment import Optimisation, from_space, to_space
+from .experiment import Optimisation, _summary_of, from_space, to_space
 
 
 class Restarts:
@@ -161,7 +161,7 @@ class Restarts:
                 if self.best is None or loss < self.best[0]:
                     self.best = (loss, {name: v.detach().clone() for name, v in estimate.items()})
                 self.runs.append({"round": round_index, "start": k, "label": label, "screened_loss": screened_loss,
-                                  "start_values": {p.name: _plain(start[p.name]) for p in self.params},
+                                  "start_values": {p.name: _summary_of(start[p.name]) for p in self.params},
                                   "final_loss": loss, "iterations": optimisation.iteration})
                 self.histories.append([dict(h, run=label) for h in optimisation.history])
                 self.iterations += optimisation.iteration
@@ -182,7 +182,3 @@ class Restarts:
                 "chosen": chosen, "runs": self.runs, "screening_evaluations": self.screening_evaluations,
                 "time_s": self.elapsed}
 
-
-def _plain(value: torch.Tensor):
-    array = value.detach().cpu().numpy().astype(np.float64)
-    return float(array) if array.ndim == 0 else array.tolist()
