@@ -52,6 +52,7 @@ class Restarts:
         self.evaluations = 0
         self.best: tuple[float, dict] | None = None  # the best restart run's (loss, values)
         self.chosen: dict[int, list[tuple[float, dict]]] = {}  # per round: the screened starting points
+        self._first: tuple[int, dict] | None = None  # (first run's iteration, its estimate)
 
     # -- candidates -------------------------------------------------------------------------
     def _draw(self, round_index: int, base: dict) -> list[dict]:
@@ -124,7 +125,11 @@ class Restarts:
     # -- search -----------------------------------------------------------------------------
     def best_so_far(self) -> tuple[float, dict]:
         """The lowest-loss estimate of the first run and every finished restart."""
-        first = self.first.estimate()
+        # Optimisation.estimate() evaluates the current values once: do it once per state of the first run
+        if self._first is None or self._first[0] != self.first.iteration:
+            estimate = self.first.estimate()
+            self._first = (self.first.iteration, estimate)
+        first = self._first[1]
         first_loss = self.first.best[0] if self.first.best is not None else math.inf
         if self.best is not None and self.best[0] < first_loss:
             return self.best
