@@ -206,7 +206,7 @@ def test_interrupted_control_run_resumes_to_the_same_result(tmp_path, monkeypatc
         monkeypatch.setattr(ControlTask, "rollout", interrupting)
         with pytest.raises(KeyboardInterrupt):
             run_control(config, tmp_path / "split", "cpu", instances=1, progress=False, resume=stop_at != 3)
-        checkpoint = torch.load(tmp_path / "split" / "instance_0" / "checkpoint.pt", weights_only=False)
+        checkpoint = torch.load(tmp_path / "split" / "instance_0" / "checkpoint.pt", weights_only=True)["state"]
         assert checkpoint["current"]["method"] == ("gradsim" if stop_at == 3 else "random")
         assert checkpoint["current"]["iteration"] == (2 if stop_at == 3 else 3)
         assert not (tmp_path / "split" / "instance_0" / "results.json").exists()
@@ -219,9 +219,13 @@ def test_interrupted_control_run_resumes_to_the_same_result(tmp_path, monkeypatc
     assert _trace(again) == reference
     other = load_control("control-cloth", CLOTH_TINY + ["optim.lr=0.1"])
     (tmp_path / "split" / "instance_0" / "results.json").unlink()
-    torch.save({"fingerprint": "0" * 16, "done": {}, "current": None},
+    torch.save({"fingerprint": "0" * 16, "state": {"done": {}, "current": None}},
                tmp_path / "split" / "instance_0" / "checkpoint.pt")
     with pytest.raises(ConfigError, match="different config"):
+        run_control(other, tmp_path / "split", "cpu", instances=1, progress=False, resume=True)
+    # a corrupt checkpoint is a clear error, and one that would run code when unpickled is refused
+    (tmp_path / "split" / "instance_0" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot be read"):
         run_control(other, tmp_path / "split", "cpu", instances=1, progress=False, resume=True)
 
 

@@ -15,7 +15,7 @@ from wsim.cli import main
 from wsim.errors import ConfigError
 from wsim.meshes import check_closed, mass_properties
 from wsim.sysid import SHAPES, load_experiment, run_experiment, run_instance, shape_mesh
-from wsim.sysid.experiment import Optimisation
+from wsim.sysid import Optimisation
 
 # a small, fast version of the shipped rigid-mass experiment
 SMALL = [
@@ -105,7 +105,9 @@ def test_instances_write_summary_with_paper_numbers(tmp_path):
     assert row["instances"] == 3 and row["paper_rel"] == pytest.approx(9.01e-5)
     text = (tmp_path / "summary.md").read_text()
     assert "mass" in text and "9.01e-05" in text
-    assert "median video bound" in text and 0 < row["median_bound"] < 1  # the 8-bit video's Cramer-Rao bound
+    # a baseline's guess is not fitted to the video: no bound applies to it, and the table says so
+    assert "median video bound" in text and row["median_bound"] is None and row["bound_applies"] == 0
+    assert all("baseline" in r["uncertainty"]["verdict"] for r in report["results"])
 
 
 def test_target_video_from_frames_folder(tmp_path):
@@ -172,15 +174,34 @@ def test_interrupt_keeps_results_and_resume_continues(tmp_path, monkeypatch):
         run_instance(small("seed=2", "optim.lr=0.2"), 2, tmp_path, "cpu", resume=True, progress=False)
 
 
-def test_cli_run_prints_estimate_and_outputs(tmp_path, capsys):
+def _strict_json(path):
+    def refuse(constant):
+        raise AssertionError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_cli_run_that_cannot_converge_says_so_and_exits_nonzero(tmp_path, capsys):
+    """Three steps cannot finish the horizon curriculum: the loss never covered the whole video, so the
+    run is not_converged (not done), the CLI says so and exits 1, and every output is still written."""
     args = ["run", "rigid-mass", "--device", "cpu", "--quiet", "--out", str(tmp_path)]
     args += sum((["--set", s] for s in SMALL + ["optim.iterations=3", "optim.polish_iterations=0"]), [])
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    assert "density: estimate" in out and "mass: estimate" in out
-    assert str(tmp_path / "results.json") in out
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "density: estimate" in captured.out and "mass: estimate" in captured.out
+    assert "status: not_converged" in captured.out and "never covered the whole video" in captured.out
+    assert "+-" not in captured.out  # no bound printed for an estimate that is not one
+    assert "NOT CONVERGED" in captured.err
+    assert str(tmp_path / "results.json") in captured.out
     for name in ("results.json", "loss.png", "compare.mp4", "estimate.usda"):
         assert (tmp_path / name).is_file()
+    saved = _strict_json(tmp_path / "results.json")
+    assert saved["status"] == "not_converged" and saved["final_loss"] is None
+    assert not saved["uncertainty"]["consistent"]
+    # --resume reuses that finished result only for the same config; another config's is refused
+    assert main(args + ["--resume"]) == 1
+    assert main(args + ["--resume", "--set", "optim.lr=0.2"]) == 2
+    assert "different config" in capsys.readouterr().err
 
 
 # the shipped rigid-contact experiment at reduced cost, a box with fixed ground truth in the regime where
@@ -225,13 +246,21 @@ def test_restarts_resume_after_interrupt_and_record_every_run(tmp_path, monkeypa
     assert search["screening_evaluations"] == 6 and search["params"] == ["density"]
     losses = [search["first_run_loss"]] + [r["final_loss"] for r in search["runs"]]
     assert whole["final_loss"] == pytest.approx(min(losses))
+    # what is printed as the source of the estimate is where the reported values come from
+    chosen = search["chosen"]
+    assert whole["estimate_from"] == chosen
+    if chosen != "first run":
+        run = next(r for r in search["runs"] if r["label"] == chosen)
+        assert whole["estimate"] == run["estimate"] and whole["final_loss"] == run["final_loss"]
     for run in search["runs"]:
         assert 2.0 <= run["start_values"]["density"] <= 12.0  # drawn over the sampling range
     assert len(whole["loss_history"]) == len(whole["loss_history_runs"]) == whole["iterations"]
     from wsim.cli import _print_result
 
     _print_result(whole)
-    assert "restarts: 2 runs over density (6 screened candidates)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "restarts: 2 runs over density (6 screened candidates)" in printed
+    assert f"estimate from the {chosen}" in printed
 
     original = Optimisation.step
     calls = {"n": 0}

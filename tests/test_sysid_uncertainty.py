@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from wsim.sysid import load_experiment, run_instance
-from wsim.sysid.experiment import Instance
-from wsim.sysid.levenberg_marquardt import LevenbergMarquardt
+from wsim.sysid import Instance
+from wsim.optim.levenberg_marquardt import LevenbergMarquardt
 from wsim.sysid.uncertainty import laplace, video_uncertainty
 
 SMALL = [

@@ -59,7 +59,6 @@ def cmd_run(args) -> int:
         return run_cli(args.config, args.overrides, args.device, args.out, args.instances, not args.quiet,
                        args.resume)
     from .sysid import load_experiment, resolve_experiment_path, run_experiment
-    from .sysid.outputs import format_summary
 
     config = load_experiment(args.config, args.overrides)
     if args.instances is not None and args.instances < 1:
@@ -79,19 +78,27 @@ def cmd_run(args) -> int:
     for result in report["results"]:
         _print_result(result)
     if len(report["results"]) > 1:
-        print(format_summary(report["summary"], config.name, config.method, config.paper.table))
+        print(report["text"])
         print(f"wrote {out}/summary.json, {out}/summary.md and instance_*/")
     else:
         names = ["results.json", "loss.png", f"compare.{config.video_format}", "estimate.usda"]
         print("wrote " + ", ".join(str(out / name) for name in names))
+    if not report["ok"]:
+        seeds = ", ".join(str(s) for s in report["summary"]["not_converged"])
+        print(f"wsim: NOT CONVERGED (seed {seeds}): the estimate above is the best found, not a converged one; "
+              "see 'convergence' in results.json", file=sys.stderr)
+        return 1
     return 0
 
 
 def _print_result(result: dict) -> None:
+    loss = result["final_loss"]
     head = (f"seed {result['seed']} ({result.get('shape') or '-'}): {result['iterations']} iterations, "
-            f"final loss {result['final_loss'] if result['final_loss'] is not None else float('nan'):.3e}, "
+            f"final loss {'none over the whole video' if loss is None else format(loss, '.3e')}, "
             f"{result['wall_time_s']:.1f} s on {result['device']}")
     print(head)
+    convergence = result.get("convergence") or {}
+    print(f"  status: {result.get('status')} ({convergence.get('reason', '-')})")
     search = result.get("restarts")
     if search:
         first = search["first_run_loss"]
@@ -100,13 +107,16 @@ def _print_result(result: dict) -> None:
               f"{first if first is not None else float('nan'):.3e}, estimate from the {search['chosen']}")
     from .sysid.uncertainty import parameter_bounds
 
-    bounds = parameter_bounds(result.get("uncertainty"))
+    uncertainty = result.get("uncertainty") or {}
+    bounds = parameter_bounds(uncertainty)
+    if "verdict" in uncertainty and not uncertainty.get("consistent", True):
+        print(f"  {uncertainty['verdict']}")
     for name, estimate in result["estimate"].items():
         true = (result.get("true") or {}).get(name)
         err = result.get("errors", {}).get(name)
         text = f"  {name}: estimate {_value(estimate)}"
         if name in bounds:
-            text += f" (+-{bounds[name]:.2g} relative, the 8-bit video's bound)"
+            text += f" (+-{bounds[name]:.2g} relative, the target video's bound)"
         if true is not None:
             text += f", true {_value(true)}, initial {_value(result['initial'][name])}"
         if err:
@@ -116,8 +126,8 @@ def _print_result(result: dict) -> None:
     if mass:
         print(f"  mass: estimate {mass['estimate'] if not isinstance(mass['estimate'], list) else mass['estimate']} kg,"
               f" true {mass['true']} kg, abs err {mass['abs']:.3g} kg, rel err {mass['rel']:.3g}")
-    weakest = (result.get("uncertainty") or {}).get("weakest_direction")
-    if weakest and len(weakest) > 1:
+    weakest = uncertainty.get("weakest_direction")
+    if weakest and len(weakest) > 1 and bounds:
         combination = " ".join(f"{c:+.2f} {label}" for label, c in weakest.items() if abs(c) >= 0.1)
         print(f"  least determined combination (relative changes): {combination}, "
               f"+-{result['uncertainty']['weakest_rel_std']:.2g}")

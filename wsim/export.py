@@ -7,6 +7,7 @@ interrupted run never leaves a half-written file behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -32,17 +33,34 @@ def atomic_path(path: str | Path, suffix: str | None = None):
 
 
 def write_json(path: str | Path, data) -> None:
+    """Write ``data`` as strict JSON (RFC 8259: a non-finite number becomes null), atomically."""
+    text = json.dumps(strict_json(data), indent=2, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+        temporary.write_text(text)
 
 
-def _json_default(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
+def strict_json(value):
+    """``value`` as plain JSON data: arrays and tensors as lists, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
     if hasattr(value, "detach"):
-        return value.detach().cpu().numpy().tolist()
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 

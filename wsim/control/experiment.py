@@ -20,8 +20,6 @@ its finished methods and the running method's state (rewritten atomically after 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -29,17 +27,13 @@ import numpy as np
 import torch
 
 from ..config import to_dict
-from ..errors import ConfigError
 from ..export import atomic_path, write_json, write_rollout_usd
+from ..errors import SimulationError
+from ..harness import (Experiment, RunOptions, load_checkpoint, progress_bar, run_experiment, save_checkpoint,
+                       to_device)
+from ..optim import Optimiser
 from .config import ControlConfig
 from .tasks import ControlTask
-
-
-def _optimizer(config: ControlConfig, parameters):
-    o = config.optim
-    if o.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=o.lr, momentum=0.9)
-    return torch.optim.Adam(parameters, lr=o.lr)
 
 
 class MethodRun:
@@ -58,7 +52,8 @@ class MethodRun:
         else:
             generator = torch.Generator().manual_seed(task.seed)
             self.controller = task.controller(generator)
-            self.optimizer = _optimizer(config, self.controller.parameters())
+            self.optimizer = Optimiser(list(self.controller.parameters()), config.optim.optimizer, config.optim.lr,
+                                       momentum=0.9)
         self.iteration = 0           # the next iteration to run
         self.history: list[dict] = []
         self.best = None             # (own loss, iteration, vertices, inputs, distance)
@@ -76,21 +71,10 @@ class MethodRun:
 
     def load(self, state: dict) -> None:
         device = self.task.torch_device
-
-        def to_device(value):
-            if value is None:
-                return None
-            if isinstance(value, torch.Tensor):
-                return value.to(device)
-            if isinstance(value, dict):
-                return {k: to_device(v) for k, v in value.items()}
-            if isinstance(value, (tuple, list)):
-                return type(value)(to_device(v) for v in value)
-            return value
-
         self.iteration, self.history = state["iteration"], state["history"]
-        self.best, self.final = to_device(state["best"]), to_device(state["final"])
-        self.reached_at, self.elapsed = state["reached_at"], state["elapsed"]
+        self.best, self.final = to_device(state["best"], device), to_device(state["final"], device)
+        self.reached_at = None if state["reached_at"] is None else tuple(state["reached_at"])
+        self.elapsed = state["elapsed"]
         if self.controller is not None:
             self.controller.load_state_dict(state["controller"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -114,24 +98,35 @@ class MethodRun:
                 image_loss, com_loss = task.image_loss(vertices), task.com_loss(vertices)
             loss = image_loss
         else:
-            inputs = self.controller()
-            vertices = task.rollout(inputs)
-            if method == "gradsim":
-                loss = image_loss = task.image_loss(vertices, self.iteration)
-                with torch.no_grad():
-                    com_loss = task.com_loss(vertices)
-                    if task.blur_sigma(self.iteration) > 0.0:  # record the sharp loss (it also selects keep_best)
+            seen = {}
+
+            def closure():
+                inputs = self.controller()
+                vertices = task.rollout(inputs)
+                if method == "gradsim":
+                    loss = image_loss = task.image_loss(vertices, self.iteration)
+                    with torch.no_grad():
+                        com_loss = task.com_loss(vertices)
+                        if task.blur_sigma(self.iteration) > 0.0:  # record the sharp loss (it also selects keep_best)
+                            image_loss = task.image_loss(vertices.detach())
+                else:
+                    loss = com_loss = task.com_loss(vertices)
+                    with torch.no_grad():
                         image_loss = task.image_loss(vertices.detach())
-            else:
-                loss = com_loss = task.com_loss(vertices)
+                seen.update(inputs=inputs, vertices=vertices, loss=loss, image_loss=image_loss, com_loss=com_loss)
+                return loss
+
+            if last:
                 with torch.no_grad():
-                    image_loss = task.image_loss(vertices.detach())
-            if not last:
-                self.optimizer.zero_grad()
-                loss.backward()
-                self.optimizer.step()
-                for group in self.optimizer.param_groups:
-                    group["lr"] *= config.optim.decay
+                    closure()
+            else:
+                self.optimizer.step(closure)
+                self.optimizer.decay(config.optim.decay)
+            if "vertices" not in seen:  # the very first evaluation blew up: nothing to record
+                raise SimulationError(f"{config.name} seed {task.seed} {method}: the rollout failed at iteration "
+                                      f"{self.iteration}")
+            inputs, vertices, loss = seen["inputs"], seen["vertices"], seen["loss"]
+            image_loss, com_loss = seen["image_loss"], seen["com_loss"]
         distance = task.distance(vertices)
         elapsed = self.elapsed + time.perf_counter() - started
         record = {"iteration": self.iteration, "loss": float(loss.detach()), "image_loss": float(image_loss.detach()),
@@ -151,11 +146,9 @@ class MethodRun:
     def run(self, progress: bool = True, save=None) -> dict:
         """Iterate until done; ``save(state)`` is called after every iteration (and on Ctrl-C, with the
         state after the last complete iteration, before KeyboardInterrupt propagates)."""
-        from tqdm import tqdm
-
         config = self.task.config
-        bar = tqdm(total=config.optim.iterations + 1, initial=self.iteration, disable=not progress, leave=False,
-                   desc=f"{config.name} seed {self.task.seed} {self.method}", dynamic_ncols=True)
+        bar = progress_bar(config.optim.iterations + 1, f"{config.name} seed {self.task.seed} {self.method}",
+                           self.iteration, progress)
         started = time.perf_counter()
         try:
             while not self.done():
@@ -242,48 +235,50 @@ def _public(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("vertices", "inputs")}
 
 
-def fingerprint(config: ControlConfig, seed: int) -> str:
-    """What a checkpoint or a finished instance belongs to: the config (but the instance count and the
-    media switches, which change no result) and the seed."""
-    data = to_dict(config)
-    for key in ("instances", "video", "usd"):
-        data.pop(key, None)
-    text = json.dumps({"config": data, "seed": int(seed)}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+class VisuomotorControl(Experiment):
+    """``wsim run`` for the configs with ``task: control`` (``configs/control``)."""
+
+    kind = "control"
+    summary_always = True
+
+    def folder(self, out: Path, index: int, seed: int, count: int) -> Path:
+        return out / f"instance_{seed}"
+
+    def run_instance(self, config: ControlConfig, seed: int, folder: Path, stamp: str, options: RunOptions) -> dict:
+        return run_instance(config, seed, folder, stamp, options)
+
+    def summarize(self, results: list[dict], config: ControlConfig) -> dict:
+        return summarize(results, config)
+
+    def format_summary(self, summary: dict, config: ControlConfig) -> str:
+        return format_summary(summary)
+
+    def write_extras(self, out: Path, results: list[dict], summary: dict, config: ControlConfig) -> None:
+        write_json(out / "results.json", {"config": to_dict(config), "summary": summary, "instances": results})
+        write_convergence_plot(out / "convergence.png", results, config)
 
 
-def run_instance(config: ControlConfig, seed: int, out: Path, device: str | None = None, progress: bool = True,
-                 base=None, resume: bool = False) -> dict:
-    """Every method of ``config`` on the instance ``seed``; writes ``out/instance_<seed>/``.
+def run_instance(config: ControlConfig, seed: int, folder: Path, stamp: str, options: RunOptions) -> dict:
+    """Every method of ``config`` on the instance ``seed``, in ``folder``.
 
-    ``instance_<seed>/checkpoint.pt`` is rewritten (atomically) after every iteration: the finished
-    methods and the running method's state. With ``resume`` a finished instance (``results.json`` of
-    the same config and seed) is reused and an unfinished one continues from its checkpoint; the
+    ``folder/checkpoint.pt`` is rewritten (atomically) after every iteration: the finished methods and
+    the running method's state; with ``options.resume`` an unfinished instance continues from it. The
     checkpoint is removed once the instance is complete."""
     from ..render import write_png
 
-    folder = Path(out) / f"instance_{seed}"
-    stamp = fingerprint(config, seed)
+    folder = Path(folder)
     record_path, checkpoint = folder / "results.json", folder / "checkpoint.pt"
-    if resume and record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if record.get("fingerprint") == stamp and set(record.get("methods", {})) >= set(config.methods):
-            return record
-    state = {"fingerprint": stamp, "done": {}, "current": None}
-    if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != stamp:
-            raise ConfigError(f"checkpoint '{checkpoint}' belongs to a different config or seed; remove it or run "
-                              "without --resume")
+    state = {"done": {}, "current": None}
+    if options.resume and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, stamp)
     started = time.perf_counter()
-    task = ControlTask(config, seed, device, base=base)
+    task = ControlTask(config, seed, options.device, base=options.base)
     setup = time.perf_counter() - started
     write_png(task.target, folder / "target.png")
 
     def save(current):
         state["current"] = current
-        with atomic_path(checkpoint) as temporary:
-            torch.save(state, temporary)
+        save_checkpoint(checkpoint, state, stamp)
 
     methods = {}
     for method in config.methods:
@@ -293,12 +288,14 @@ def run_instance(config: ControlConfig, seed: int, out: Path, device: str | None
         run = MethodRun(task, method)
         if state["current"] is not None and state["current"]["method"] == method:
             run.load(state["current"])
-        result = run.run(progress, save)
-        write_method_outputs(task, result, folder)
+        result = run.run(options.progress, save)
+        if options.write_outputs:
+            write_method_outputs(task, result, folder)
         methods[method] = state["done"][method] = _public(result)
         save(None)
-    record = {"seed": int(seed), "scene": config.scene, "device": str(task.device), "setup_s": setup,
-              "fingerprint": stamp, "instance": task.info, "goal_com": task.goal_com.tolist(), "methods": methods}
+    record = {"seed": int(seed), "status": "done", "scene": config.scene, "device": str(task.device),
+              "setup_s": setup, "fingerprint": stamp, "instance": task.info, "goal_com": task.goal_com.tolist(),
+              "methods": methods}
     write_json(record_path, record)
     checkpoint.unlink(missing_ok=True)
     return record
@@ -378,16 +375,9 @@ def write_convergence_plot(path: Path, results: list[dict], config: ControlConfi
 
 def run_control(config: ControlConfig, out, device: str | None = None, instances: int | None = None,
                 progress: bool = True, base=None, resume: bool = False) -> dict:
-    """Run ``instances`` seeds (``config.seed`` ...) of every method; writes results, plot and summary.
-    ``resume``: reuse finished instances and continue an interrupted one from its checkpoint (Ctrl-C
-    leaves one in ``out/instance_<seed>/checkpoint.pt``)."""
-    out = Path(out)
-    count = int(instances or config.instances)
-    results = [run_instance(config, config.seed + i, out, device, progress, base, resume) for i in range(count)]
-    summary = summarize(results, config)
-    text = format_summary(summary)
-    write_json(out / "results.json", {"config": to_dict(config), "summary": summary, "instances": results})
-    write_convergence_plot(out / "convergence.png", results, config)
-    with atomic_path(out / "summary.md") as temporary:
-        Path(temporary).write_text(text + "\n")
-    return {"results": results, "summary": summary, "text": text}
+    """Run ``instances`` seeds (``config.seed`` ...) of every method on the harness
+    (:func:`wsim.harness.run_experiment`); writes per-instance results, ``results.json``,
+    ``convergence.png`` and ``summary.md``. ``resume``: reuse finished instances and continue an
+    interrupted one from its checkpoint (Ctrl-C leaves one in ``out/instance_<seed>/checkpoint.pt``)."""
+    options = RunOptions(device=device, base=base, resume=resume, progress=progress)
+    return run_experiment(VisuomotorControl(), config, out, options, instances)

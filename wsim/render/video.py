@@ -1,19 +1,18 @@
 """Writing rendered frames: PNG sequences, MP4 (imageio-ffmpeg) and GIF, always atomically.
 
 Every file is first written to a temporary file in the destination folder and then moved into place
-with :func:`os.replace`, so that a reader never sees a half-written image or video.
+with :func:`wsim.export.atomic_path`, so that a reader never sees a half-written image or video.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, ParameterError
+from ..export import atomic_path
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -37,28 +36,13 @@ def to_uint8(images) -> np.ndarray:
     return (np.clip(arr[..., :3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
-    return Path(tmp)
-
-
 def write_png(image, path) -> Path:
     """Write one ``[H, W, 3|4]`` image (float in [0, 1] or ``uint8``) as PNG, atomically."""
     import imageio.v3 as iio
 
     path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         iio.imwrite(tmp, to_uint8(image)[0], extension=".png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -82,8 +66,7 @@ def write_video(images, path, fps: float = 30.0) -> Path:
     if not fps > 0:
         raise ParameterError(f"video fps must be > 0, got {fps}")
     frames = to_uint8(images)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         if suffix == ".mp4":
             # H.264 with yuv420p needs even dimensions: pad by repeating the last row/column
             h, w = frames.shape[1], frames.shape[2]
@@ -94,10 +77,6 @@ def write_video(images, path, fps: float = 30.0) -> Path:
                     writer.append_data(frame)
         else:
             imageio.mimsave(tmp, list(frames), format="GIF", duration=1.0 / fps, loop=0)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

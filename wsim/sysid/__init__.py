@@ -1,10 +1,10 @@
 """System identification from video (paper Section 4.1): ``wsim run``.
 
-:func:`run_experiment` runs one or more instances of an experiment config (``configs/experiments``):
-each draws its ground truth, renders the target video (or reads one), draws a seeded initial guess
-and optimises the parameters through the differentiable simulator and renderer (method ``gradsim``),
-or through the simulator alone against 3D vertex positions (``diffphysics``), or predicts the range
-mean (``average``) or a random draw (``random``).
+:func:`run_experiment` runs one or more instances of an experiment config (``configs/experiments``)
+on the harness (:mod:`wsim.harness`): each draws its ground truth, renders the target video (or reads
+one), draws a seeded initial guess and optimises the parameters through the differentiable simulator
+and renderer (method ``gradsim``), or through the simulator alone against 3D vertex positions
+(``diffphysics``), or predicts the range mean (``average``) or a random draw (``random``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import ExperimentConfig, load_experiment, resolve_experiment_path
-from .experiment import Instance, Optimisation, run_instance
-from .outputs import format_summary, summarize, write_summary
+from .experiment import SystemIdentification, run_instance
+from .instance import Instance
+from .optimisation import Optimisation
+from .outputs import format_summary, summarize
 from .shapes import SHAPES, shape_mesh
 
 
@@ -22,25 +24,14 @@ def run_experiment(config: ExperimentConfig, out, device: str | None = None, ins
                    write_outputs: bool = True) -> dict:
     """Run ``instances`` instances (seeds ``config.seed + i``) into ``out`` (one instance: directly in
     ``out``; several: ``out/instance_XXX`` plus ``summary.json``/``summary.md``). Returns
-    ``{"results": [...], "summary": {...}}``. With ``resume``, finished instances are reused and an
-    interrupted one continues from its checkpoint."""
-    import json
+    ``{"results": [...], "summary": {...}, "text": str, "ok": bool}`` (see
+    :func:`wsim.harness.run_experiment`)."""
+    from ..harness import RunOptions
+    from ..harness import run_experiment as run
 
-    out = Path(out)
-    count = int(instances or config.instances)
-    results = []
-    for i in range(count):
-        folder = out if count == 1 else out / f"instance_{i:03d}"
-        done = folder / "results.json"
-        if resume and done.exists():
-            previous = json.loads(done.read_text())
-            if previous.get("status") == "done" and previous.get("seed") == config.seed + i:
-                results.append(previous)
-                continue
-        results.append(run_instance(config, config.seed + i, folder, device, base, resume, progress, write_outputs))
-    summary = write_summary(out, results, config) if count > 1 else summarize(results, config.paper)
-    return {"results": results, "summary": summary}
+    options = RunOptions(device=device, base=base, resume=resume, progress=progress, write_outputs=write_outputs)
+    return run(SystemIdentification(), config, out, options, instances)
 
 
-__all__ = ["SHAPES", "ExperimentConfig", "Instance", "Optimisation", "format_summary", "load_experiment",
-           "resolve_experiment_path", "run_experiment", "run_instance", "shape_mesh", "summarize"]
+__all__ = ["SHAPES", "ExperimentConfig", "Instance", "Optimisation", "SystemIdentification", "format_summary",
+           "load_experiment", "resolve_experiment_path", "run_experiment", "run_instance", "shape_mesh", "summarize"]

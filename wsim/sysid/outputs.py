@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..export import atomic_path, write_json
+from ..export import atomic_path
 
 
 def _run_segments(history: list[dict]) -> list[tuple[str, int, int]]:
@@ -121,13 +121,15 @@ def summarize(results: list[dict], paper=None) -> dict:
             "mean_rel": float(np.mean([v["rel"] for v in values])),
             "median_rel": float(np.median([v["rel"] for v in values])),
             "median_bound": float(np.median(bound)) if bound else None,
+            "bound_applies": len(bound),
             "instances": len(values),
             "paper_abs": None if paper is None else paper.abs.get(name),
             "paper_rel": None if paper is None else paper.rel.get(name),
         }
     return {"rows": rows, "instances": len(results),
             "wall_time_s": float(sum(r.get("wall_time_s", 0.0) for r in results)),
-            "statuses": sorted({r.get("status", "?") for r in results})}
+            "statuses": sorted({r.get("status", "?") for r in results}),
+            "converged": sum(r.get("status") == "done" for r in results)}
 
 
 def _fmt(value) -> str:
@@ -138,28 +140,20 @@ def format_summary(summary: dict, title: str = "", method: str = "gradsim", tabl
     lines = []
     if title:
         lines.append(f"{title} - method {method}, {summary['instances']} instance(s), "
-                     f"wall time {summary['wall_time_s']:.1f} s")
+                     f"wall time {summary['wall_time_s']:.1f} s, converged {summary.get('converged', '?')}/"
+                     f"{summary['instances']}")
     lines.append(f"| parameter | mean abs err | mean rel err | median rel err | median video bound "
                  f"| paper abs ({table or 'paper'}) | paper rel |")
     lines.append("|---|---|---|---|---|---|---|")
     for name, row in summary["rows"].items():
+        bound = _fmt(row.get("median_bound"))
+        if row.get("bound_applies", row["instances"]) < row["instances"]:
+            bound += f" ({row.get('bound_applies', 0)}/{row['instances']})"
         lines.append(f"| {name} | {_fmt(row['mean_abs'])} | {_fmt(row['mean_rel'])} | {_fmt(row['median_rel'])} "
-                     f"| {_fmt(row.get('median_bound'))} | {_fmt(row['paper_abs'])} | {_fmt(row['paper_rel'])} |")
-    if any(row.get("median_bound") is not None for row in summary["rows"].values()):
-        lines.append("\nmedian video bound: the median over instances of the relative standard deviation that the "
-                     "8-bit target video allows at the estimate (Cramer-Rao, wsim/sysid/uncertainty.py); an error "
-                     "well above it is the optimiser's, one near it is the video's.")
+                     f"| {bound} | {_fmt(row['paper_abs'])} | {_fmt(row['paper_rel'])} |")
+    lines.append("\nmedian video bound: the median, over the instances where it applies (n/N when not all), of "
+                 "the relative standard deviation that the target video's noise allows at the estimate "
+                 "(Cramer-Rao, wsim/sysid/uncertainty.py). It applies where the estimate converged and its "
+                 "residuals are within twice the noise; an error well above it is the optimiser's, one near it "
+                 "is the video's. '-': it applies nowhere (baselines, or video and model disagree).")
     return "\n".join(lines)
-
-
-def write_summary(out: Path, results: list[dict], config) -> dict:
-    summary = summarize(results, config.paper)
-    summary.update({"experiment": config.name, "method": config.method, "paper_table": config.paper.table,
-                    "device": results[0].get("device") if results else None,
-                    "seeds": [r.get("seed") for r in results]})
-    write_json(Path(out) / "summary.json", summary)
-    text = format_summary(summary, config.name, config.method, config.paper.table)
-    with atomic_path(Path(out) / "summary.md") as temporary:
-        Path(temporary).write_text(text + "\n")
-    summary["text"] = text
-    return summary

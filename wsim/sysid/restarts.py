@@ -29,8 +29,10 @@ import numpy as np
 import torch
 
 from ..errors import SimulationError
-from ..export import atomic_path
-from .experiment import Optimisation, _summary_of, from_space, to_space
+from ..harness import load_checkpoint, save_checkpoint, to_device
+from .metrics import summary_of
+from .optimisation import Optimisation
+from .spaces import from_space, to_space
 
 
 class Restarts:
@@ -50,7 +52,7 @@ class Restarts:
         self.elapsed = 0.0
         self.iterations = 0
         self.evaluations = 0
-        self.best: tuple[float, dict] | None = None  # the best restart run's (loss, values)
+        self.best: dict | None = None  # the best restart run (see winner())
         self.chosen: dict[int, list[tuple[float, dict]]] = {}  # per round: the screened starting points
         self._first: tuple[int, dict] | None = None  # (first run's iteration, its estimate)
 
@@ -96,44 +98,35 @@ class Restarts:
         return self.out / "restarts.pt"
 
     def _save(self) -> None:
-        chosen = {r: [(loss, {k: v.cpu() for k, v in point.items()}) for loss, point in points]
-                  for r, points in self.chosen.items()}
-        state = {"fingerprint": self.instance.fingerprint(), "runs": self.runs, "histories": self.histories,
-                 "chosen": chosen,
+        state = {"runs": self.runs, "histories": self.histories, "chosen": to_device(self.chosen, "cpu"),
                  "screening_evaluations": self.screening_evaluations, "elapsed": self.elapsed,
                  "iterations": self.iterations, "evaluations": self.evaluations,
-                 "best": None if self.best is None else (self.best[0], {k: v.cpu() for k, v in self.best[1].items()})}
-        with atomic_path(self._state_path()) as temporary:
-            torch.save(state, temporary)
+                 "best": to_device(self.best, "cpu")}
+        save_checkpoint(self._state_path(), state, self.instance.stamp)
 
     def _load(self) -> None:
-        path = self._state_path()
-        if not path.exists():
+        if not self._state_path().exists():
             return
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != self.instance.fingerprint():
-            return  # another config or seed: start the search afresh
-        self.runs, self.histories = state["runs"], state["histories"]
+        state = load_checkpoint(self._state_path(), self.instance.stamp)
         device = self.instance.torch_device
-        self.chosen = {r: [(loss, {k: v.to(device) for k, v in point.items()}) for loss, point in points]
-                       for r, points in state["chosen"].items()}
+        self.runs, self.histories = state["runs"], state["histories"]
+        self.chosen = to_device(state["chosen"], device)
         self.screening_evaluations, self.elapsed = state["screening_evaluations"], state["elapsed"]
         self.iterations, self.evaluations = state["iterations"], state["evaluations"]
-        if state["best"] is not None:
-            self.best = (state["best"][0], {k: v.to(device) for k, v in state["best"][1].items()})
+        self.best = to_device(state["best"], device)
 
     # -- search -----------------------------------------------------------------------------
-    def best_so_far(self) -> tuple[float, dict]:
-        """The lowest-loss estimate of the first run and every finished restart."""
+    def winner(self) -> dict:
+        """The lowest-loss run so far, first run included: ``{"label", "loss", "values", "convergence"}``.
+        The printed choice, the reported estimate and its status all come from this one record."""
         # Optimisation.estimate() evaluates the current values once: do it once per state of the first run
         if self._first is None or self._first[0] != self.first.iteration:
-            estimate = self.first.estimate()
-            self._first = (self.first.iteration, estimate)
-        first = self._first[1]
+            self._first = (self.first.iteration, self.first.estimate())
         first_loss = self.first.best[0] if self.first.best is not None else math.inf
-        if self.best is not None and self.best[0] < first_loss:
+        if self.best is not None and self.best["loss"] < first_loss:
             return self.best
-        return first_loss, first
+        return {"label": "first run", "loss": first_loss, "values": self._first[1],
+                "convergence": self.first.convergence()}
 
     def run(self, resume: bool = False, progress: bool = True) -> None:
         if resume:
@@ -144,46 +137,50 @@ class Restarts:
             if all((round_index, k) in done for k in range(self.starts)):
                 continue
             if round_index not in self.chosen:
-                best_loss, base = self.best_so_far()
-                if tolerance > 0 and best_loss < tolerance:
+                winner = self.winner()
+                if tolerance > 0 and winner["loss"] < tolerance:
                     return
                 started = time.perf_counter()
-                points = self._draw(round_index, base)
+                points = self._draw(round_index, winner["values"])
                 self.chosen[round_index] = [(loss, points[index]) for loss, index in self._screen(points)[: self.starts]]
                 self.elapsed += time.perf_counter() - started
                 self._save()  # a resumed search restarts this round's runs from the same points
             for k, (screened_loss, start) in enumerate(self.chosen[round_index]):
                 if (round_index, k) in done or not math.isfinite(screened_loss):
                     continue
-                label = f"restart {round_index + 1}.{k + 1}"
-                optimisation = Optimisation(self.instance, initial=start, label=label)
-                checkpoint = self.out / f"restart_{round_index}_{k}.pt"
-                if resume and checkpoint.exists():
-                    optimisation.load(checkpoint)
-                optimisation.run(checkpoint, progress)
-                estimate = optimisation.estimate()
-                loss = optimisation.best[0] if optimisation.best is not None else math.inf
-                if self.best is None or loss < self.best[0]:
-                    self.best = (loss, {name: v.detach().clone() for name, v in estimate.items()})
-                self.runs.append({"round": round_index, "start": k, "label": label, "screened_loss": screened_loss,
-                                  "start_values": {p.name: _summary_of(start[p.name]) for p in self.params},
-                                  "final_loss": loss, "iterations": optimisation.iteration})
-                self.histories.append([dict(h, run=label) for h in optimisation.history])
-                self.iterations += optimisation.iteration
-                self.evaluations += optimisation.evaluations
-                self.elapsed += optimisation.elapsed
-                self._save()
-                checkpoint.unlink(missing_ok=True)
+                self._run_one(round_index, k, screened_loss, start, resume, progress)
+
+    def _run_one(self, round_index: int, k: int, screened_loss: float, start: dict, resume: bool,
+                 progress: bool) -> None:
+        label = f"restart {round_index + 1}.{k + 1}"
+        optimisation = Optimisation(self.instance, initial=start, label=label)
+        checkpoint = self.out / f"restart_{round_index}_{k}.pt"
+        if resume and checkpoint.exists():
+            optimisation.load(checkpoint)
+        optimisation.run(checkpoint, progress)
+        estimate = optimisation.estimate()
+        loss = optimisation.best[0] if optimisation.best is not None else math.inf
+        convergence = optimisation.convergence()
+        if self.best is None or loss < self.best["loss"]:
+            self.best = {"label": label, "loss": loss, "convergence": convergence,
+                         "values": {name: v.detach().clone() for name, v in estimate.items()}}
+        self.runs.append({"round": round_index, "start": k, "label": label, "screened_loss": screened_loss,
+                          "start_values": {p.name: summary_of(start[p.name]) for p in self.params},
+                          "estimate": {name: summary_of(v) for name, v in estimate.items()},
+                          "final_loss": loss, "iterations": optimisation.iteration,
+                          "converged": convergence["converged"]})
+        self.histories.append([dict(h, run=label) for h in optimisation.history])
+        self.iterations += optimisation.iteration
+        self.evaluations += optimisation.evaluations
+        self.elapsed += optimisation.elapsed
+        self._save()
+        checkpoint.unlink(missing_ok=True)
 
     def summary(self) -> dict:
         """The ``restarts`` entry of ``results.json``."""
+        winner = self.winner()
         first_loss = self.first.best[0] if self.first.best is not None else None
-        loss, _ = self.best_so_far()
-        chosen = "first run"
-        if self.best is not None and (first_loss is None or self.best[0] < first_loss):
-            chosen = min(self.runs, key=lambda r: r["final_loss"])["label"]
         return {"rounds": self.rounds, "candidates": self.candidates, "starts": self.starts,
-                "params": [p.name for p in self.params], "first_run_loss": first_loss, "final_loss": loss,
-                "chosen": chosen, "runs": self.runs, "screening_evaluations": self.screening_evaluations,
+                "params": [p.name for p in self.params], "first_run_loss": first_loss, "final_loss": winner["loss"],
+                "chosen": winner["label"], "runs": self.runs, "screening_evaluations": self.screening_evaluations,
                 "time_s": self.elapsed}
-

@@ -11,10 +11,17 @@ pixels carrying independent noise of standard deviation ``sigma``, the Gauss-New
     Cov(relative change) = sigma^2 (J^T J)^-1                    (the Cramer-Rao bound at ``theta``)
 
 Its diagonal's square root is the relative standard deviation of each unknown: the best precision any
-unbiased estimator can reach from such a video. The default ``sigma = 1 / (255 sqrt 12)`` is the
-quantisation noise of an 8-bit video, so the figure answers "how well could this parameter be read from
-the saved target video at all". The eigenvector of ``J^T J`` with the smallest eigenvalue names the
-combination of parameters the video constrains least (for rigid contact typically ``kf`` against ``mu``).
+unbiased estimator can reach from such a video. ``sigma`` is measured from the target frames themselves
+(:func:`target_noise`: the quantisation of their levels, e.g. 8-bit, and a robust estimate of codec or
+sensor noise), never below ``uncertainty.noise`` (default: the quantisation of an 8-bit video, so a
+float target rendered by wsim gets the bound of its saved video). The eigenvector of ``J^T J`` with the
+smallest eigenvalue names the combination the video constrains least (rigid contact: ``kf`` against ``mu``).
+
+The bound is only honest where the model explains the video up to that noise. So the residuals at the
+estimate are compared with ``sigma``: above :data:`CONSISTENT_RATIO` times it, or for a run that did not
+converge or a baseline that does not fit, ``consistent`` is false and the ``verdict`` says that video and
+model disagree and by how much (another renderer, compression, unmodelled physics); the command line
+then prints no bound.
 
 It needs ``2 K`` rollouts and renders for ``K`` scalar unknowns, so it is skipped (with the reason written
 to ``results.json``) when ``K > uncertainty.max_unknowns``.
@@ -28,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import SimulationError
+from ..optim.differences import central_jacobian
 
 QUANTISATION_NOISE_8BIT = 1.0 / (255.0 * math.sqrt(12.0))
 LARGE = 1.0e6  # reported in place of an unbounded standard deviation (a direction the video does not see)
@@ -52,22 +60,22 @@ def video_jacobian(instance, values: dict, step: float) -> tuple[np.ndarray, lis
             vertices = instance.rollout(trial)
             return instance.render(vertices[frames])[..., :3].detach().cpu().numpy().astype(np.float64).reshape(-1)
 
-    columns, labels, points = [], [], []
     params = {p.name: p for p in instance.params}
-    for name, index in _unknowns(instance, values):
-        value = float(values[name][index]) if index else float(values[name])
-        relative = value != 0.0
-        delta = step * abs(value) if relative else step * max(params[name].high - params[name].low, 1e-12)
-        sides = []
-        for sign in (1.0, -1.0):
-            trial = {k: v.detach().clone() for k, v in values.items()}
-            trial[name][index] = value + sign * delta
-            sides.append(images(trial))
-        derivative = (sides[0] - sides[1]) / (2.0 * delta)
-        columns.append(derivative * (abs(value) if relative else 1.0))
-        labels.append(_label(name, index))
-        points.append(value)
-    return np.stack(columns, axis=1), labels, points
+    unknowns = _unknowns(instance, values)
+    points = [float(values[name][index]) if index else float(values[name]) for name, index in unknowns]
+    # relative steps (absolute ones, a fraction of the range, for an unknown at 0)
+    deltas = [step * abs(v) if v != 0.0 else step * max(params[name].high - params[name].low, 1e-12)
+              for v, (name, _) in zip(points, unknowns)]
+
+    def frames_at(x: torch.Tensor) -> torch.Tensor:
+        trial = {k: v.detach().clone() for k, v in values.items()}
+        for (name, index), value in zip(unknowns, x.tolist()):
+            trial[name][index] = value
+        return torch.as_tensor(images(trial))
+
+    jacobian = central_jacobian(frames_at, torch.tensor(points, dtype=torch.float64), deltas).numpy()
+    scale = np.array([abs(v) if v != 0.0 else 1.0 for v in points])
+    return jacobian * scale, [_label(name, index) for name, index in unknowns], points
 
 
 def laplace(jacobian: np.ndarray, noise: float) -> dict:
@@ -85,11 +93,53 @@ def laplace(jacobian: np.ndarray, noise: float) -> dict:
             "weakest": weakest, "weakest_std": float(min(1.0 / math.sqrt(max(eigenvalues[0], 1e-300)), LARGE))}
 
 
-def video_uncertainty(instance, values: dict) -> dict:
+def target_noise(images: np.ndarray, floor: float) -> dict:
+    """The noise of the target frames ``[F, H, W, 3]`` (values in [0, 1]), estimated from the frames
+    themselves: the quantisation of their levels (8 or 16 bit when every value lies on that grid) and a
+    robust Immerkaer estimate (the median absolute response to the 3x3 Laplacian-difference mask over
+    all pixels, which is 6 sigma for white noise and ignores the few pixels on edges), never below
+    ``floor``. Returns ``{"noise", "quantisation", "measured", "bits"}``."""
+    values = np.asarray(images, dtype=np.float64)
+    bits = None
+    for candidate in (8, 16):
+        levels = values * (2 ** candidate - 1)
+        if np.abs(levels - np.round(levels)).max() < 1e-3:
+            bits = candidate
+            break
+    quantisation = 0.0 if bits is None else 1.0 / ((2 ** bits - 1) * math.sqrt(12.0))
+    mask = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+    h, w = values.shape[1:3]
+    response = np.zeros(values[:, 1:-1, 1:-1].shape)
+    for dy in range(3):
+        for dx in range(3):
+            response += mask[dy, dx] * values[:, dy:dy + h - 2, dx:dx + w - 2]
+    measured = float(np.median(np.abs(response))) / (0.6745 * 6.0) if response.size else 0.0
+    noise = max(floor, quantisation, measured)
+    return {"noise": noise, "quantisation": quantisation, "measured": measured, "bits": bits}
+
+
+def residual_rms(instance, values: dict) -> float:
+    """The root mean square of the RGB residuals of the loss frames at ``values`` (the pixel loss's own
+    residuals, also for the DiffPhysics baseline, whose optimised loss is 3D)."""
+    frames = torch.as_tensor(instance.loss_frames, device=instance.torch_device)
+    with torch.no_grad():
+        vertices = instance.rollout(values)
+        images = instance.render(vertices[frames])[..., :3]
+        return float(((images - instance.target_images[frames]) ** 2).mean().sqrt())
+
+
+# Residuals up to twice the noise count as the noise's: the bound holds. Above, the video and the
+# model disagree (another renderer, compression, unmodelled physics) and the bound does not apply.
+CONSISTENT_RATIO = 2.0
+
+
+def video_uncertainty(instance, values: dict, converged: bool = True) -> dict:
     """The ``uncertainty`` entry of ``results.json`` for the estimate ``values`` (see the module docstring).
 
-    Returns ``{"noise", "step", "unknowns": {label: {"value", "rel_std", "abs_std"}}, "correlation": [[...]],
-    "weakest_direction": {label: coefficient}, "weakest_rel_std"}`` or ``{"skipped": reason}``."""
+    Returns ``{"noise", "noise_estimate", "residual_rms", "residual_to_noise", "consistent", "verdict",
+    "step", "unknowns": {label: {"value", "rel_std", "abs_std"}}, "correlation": [[...]],
+    "weakest_direction": {label: coefficient}, "weakest_rel_std"}`` or ``{"skipped": reason}``. The
+    bound applies only where ``consistent`` is true."""
     config = instance.config.uncertainty
     if not config.enabled:
         return {"skipped": "uncertainty.enabled is false"}
@@ -97,25 +147,47 @@ def video_uncertainty(instance, values: dict) -> dict:
     if count > config.max_unknowns:
         return {"skipped": f"{count} scalar unknowns > uncertainty.max_unknowns = {config.max_unknowns} "
                            f"(it costs 2 rollouts and renders per unknown)"}
+    frames = list(instance.loss_frames)
+    estimate = target_noise(instance.target_images[frames].detach().cpu().numpy(), config.noise)
+    noise = estimate["noise"]
     try:
+        rms = residual_rms(instance, values)
         jacobian, labels, points = video_jacobian(instance, values, config.step)
     except SimulationError as error:
         return {"skipped": f"a perturbed rollout failed: {error}"}
-    result = laplace(jacobian, config.noise)
+    ratio = rms / noise
+    consistent = ratio <= CONSISTENT_RATIO
+    if instance.config.method in ("average", "random"):
+        consistent = False
+        verdict = (f"baseline '{instance.config.method}': the estimate is not fitted to the video (residual RMS "
+                   f"{rms:.2g}, {ratio:.3g}x the noise {noise:.2g}); the bound does not apply")
+    elif not converged:
+        consistent = False
+        verdict = (f"the optimisation did not converge: the residuals (RMS {rms:.2g}) are {ratio:.3g}x the "
+                   f"target's noise ({noise:.2g}); the bound does not apply")
+    elif consistent:
+        verdict = (f"the residuals (RMS {rms:.2g}) are within the target's noise ({noise:.2g}): the bound applies")
+    else:
+        verdict = (f"video and model disagree: the residuals (RMS {rms:.2g}) are {ratio:.3g}x the target's noise "
+                   f"({noise:.2g}); the bound does not apply (another renderer, compression or unmodelled "
+                   "physics); scaled by that factor it would be a rough figure at best")
+    result = laplace(jacobian, noise)
     unknowns = {}
     for label, value, std in zip(labels, points, result["std"]):
         relative = value != 0.0
         unknowns[label] = {"value": value, "rel_std": float(std) if relative else None,
                            "abs_std": float(std * abs(value)) if relative else float(std)}
-    return {"noise": config.noise, "step": config.step, "pixels": int(jacobian.shape[0]), "unknowns": unknowns,
-            "labels": labels, "correlation": result["correlation"].round(4).tolist(),
+    return {"noise": noise, "noise_estimate": estimate, "residual_rms": rms, "residual_to_noise": ratio,
+            "consistent": consistent, "verdict": verdict, "step": config.step, "pixels": int(jacobian.shape[0]),
+            "unknowns": unknowns, "labels": labels, "correlation": result["correlation"].round(4).tolist(),
             "weakest_direction": {label: round(float(c), 4) for label, c in zip(labels, result["weakest"])},
             "weakest_rel_std": result["weakest_std"]}
 
 
 def parameter_bounds(uncertainty: dict | None) -> dict:
-    """Per parameter name, the relative standard deviation (the mean over its elements)."""
-    if not uncertainty or "unknowns" not in uncertainty:
+    """Per parameter name, the relative standard deviation (the mean over its elements); empty when the
+    bound does not apply (skipped, or video and model disagree)."""
+    if not uncertainty or "unknowns" not in uncertainty or not uncertainty.get("consistent", True):
         return {}
     grouped: dict[str, list[float]] = {}
     for label, entry in uncertainty["unknowns"].items():

@@ -9,7 +9,11 @@ along the quasi-Newton direction, nor then along the scaled steepest descent, de
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from ..errors import SimulationError
 
 
 class FlatOptimiser:
@@ -49,9 +53,15 @@ class BFGS(FlatOptimiser):
         super().__init__(params, {"H": None, "x": None, "f": None, "g": None})
         self.max_step, self.shrink, self.tries, self.armijo = max_step, shrink, tries, armijo
 
-    def _eval(self, closure, x):
+    def _eval(self, closure, x, trial: bool = False):
         self._set(x)
-        f = float(closure())
+        try:
+            f = float(closure())
+        except SimulationError:
+            if not trial:
+                raise
+            # a trial point outside the stable region: backtrack from it like from any other failure
+            return math.inf, torch.zeros_like(x)
         g = self._flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
         return f, g
 
@@ -84,7 +94,7 @@ class BFGS(FlatOptimiser):
             t = 1.0
             for _ in range(self.tries):
                 x_new = x + t * d
-                f_new, g_new = self._eval(closure, x_new)
+                f_new, g_new = self._eval(closure, x_new, trial=True)
                 if f_new <= f + self.armijo * t * slope:
                     step, change = x_new - x, g_new - g
                     sy = float(step @ change)

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import SimulationError
 from .bfgs import FlatOptimiser
+from .differences import central_jacobian
 
 
 class LevenbergMarquardt(FlatOptimiser):
@@ -39,14 +40,7 @@ class LevenbergMarquardt(FlatOptimiser):
 
     def jacobian(self, residuals, x: torch.Tensor) -> torch.Tensor:
         """``[N, K]`` central differences of the residuals in the optimisation space."""
-        columns = []
-        for k in range(x.numel()):
-            offset = torch.zeros_like(x)
-            offset[k] = self.difference_step
-            plus = self._residuals(residuals, x + offset)
-            minus = self._residuals(residuals, x - offset)
-            columns.append((plus - minus) / (2.0 * self.difference_step))
-        return torch.stack(columns, dim=1)
+        return central_jacobian(lambda y: self._residuals(residuals, y), x, [self.difference_step] * x.numel())
 
     def step(self, residuals) -> float:
         s = self.state

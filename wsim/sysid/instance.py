@@ -1,0 +1,192 @@
+"""One system-identification instance: randomised scene, ground truth, initial guess, camera,
+renderer and target video, and the loss of a set of parameter values against that video.
+
+The pipeline: parameter values -> differentiable rollout (:meth:`wsim.simulation.Simulation.rollout`)
+-> vertices per frame -> soft renderer -> frames -> residuals against the target frames. The
+DiffPhysics baseline swaps the image residuals for 3D vertex offsets.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .config import ExperimentConfig, ParamConfig, image_size
+from .randomize import randomized_scene
+
+
+class Instance:
+    """A built instance: randomised scene, true and initial values, camera, renderer and target."""
+
+    def __init__(self, config: ExperimentConfig, seed: int, out: Path, device: str | None = None,
+                 base: Path | None = None, stamp: str | None = None):
+        """``stamp``: the fingerprint of the config and seed (:func:`wsim.harness.fingerprint`), which
+        checkpoints of this instance carry."""
+        from ..scene import build_scene
+
+        self.config = config
+        self.seed = int(seed)
+        self.stamp = stamp or ""
+        self.out = Path(out)
+        self.base = base
+        self.scene_config = randomized_scene(config, np.random.default_rng([self.seed, 0]), self.out)
+        self.scene = build_scene(self.scene_config, device, base=base)
+        self.sim = self.scene.simulation
+        self.torch_device = self.sim.torch_device
+        self.params = list(config.params)
+        self.external_target = config.target.video is not None
+        self.truth = self._draw_truth(np.random.default_rng([self.seed, 1]))
+        self.initial = self._draw_initial(np.random.default_rng([self.seed, 2]))
+        self.faces = torch.as_tensor(np.asarray(self.scene.model.render_faces, dtype=np.int64), device=self.torch_device)
+        self.colors = torch.as_tensor(np.asarray(self.scene.colors, dtype=np.float32), device=self.torch_device)
+        self.size = image_size(config)
+        self.frames = self.sim.frames
+        self.loss_frames = loss_frames(config, self.frames)
+        self.target_vertices = None
+        if self.truth is not None:
+            with torch.no_grad():
+                self.target_vertices = self.rollout(self.truth).detach()
+        self.camera = self._camera()
+        self.renderer = self._renderer()
+        if self.external_target:
+            from .target import load_target
+
+            images = load_target(config.target.video, base, self.frames, self.size)
+            self.target_images = torch.as_tensor(images, device=self.torch_device)
+            background = torch.tensor(config.render.background, device=self.torch_device)
+            self.target_alpha = ((self.target_images - background).abs().amax(-1) > 0.05).float()
+        else:
+            with torch.no_grad():
+                rgba = self.render(self.target_vertices)
+            if config.target.bits:
+                levels = float(2 ** config.target.bits - 1)
+                rgba = torch.round(rgba.clamp(0.0, 1.0) * levels) / levels
+            self.target_images, self.target_alpha = rgba[..., :3].contiguous(), rgba[..., 3].contiguous()
+        if config.method == "diffphysics" and self.target_vertices is None:
+            raise ConfigError("method diffphysics needs 3D ground truth: give params.N.true instead of a target video")
+
+    # -- values ---------------------------------------------------------------------------------
+    def full_shape(self, name: str) -> tuple:
+        return tuple(self.sim.default(name).shape)
+
+    def _shape(self, p: ParamConfig, per: str) -> tuple:
+        full = self.full_shape(p.name)
+        return full if per == "all" else tuple(full[1:])
+
+    def _value(self, p: ParamConfig, given, per: str, rng, where: str) -> torch.Tensor:
+        shape = self._shape(p, per)
+        if given is not None:
+            value = np.asarray(given, dtype=np.float64)
+            try:
+                value = np.broadcast_to(value, shape)
+            except ValueError:
+                raise ConfigError(f"{where} has shape {value.shape}, expected {shape} (or one that broadcasts)") from None
+        else:
+            value = rng.uniform(p.low, p.high, size=shape)
+        return torch.tensor(np.array(value, dtype=np.float32), device=self.torch_device)
+
+    def _draw_truth(self, rng):
+        if self.external_target and all(p.true is None for p in self.params):
+            return None
+        if self.external_target and any(p.true is None for p in self.params):
+            raise ConfigError("with a target video give every params.N.true or none of them")
+        return {p.name: self._value(p, p.true, p.true_per, rng, f"params.{i}.true") for i, p in enumerate(self.params)}
+
+    def _draw_initial(self, rng):
+        method = self.config.method
+        values = {}
+        for i, p in enumerate(self.params):
+            if method == "average":
+                values[p.name] = self._value(p, 0.5 * (p.low + p.high), p.estimate_per, rng, f"params.{i}")
+            elif p.init is not None and method != "random":
+                values[p.name] = self._value(p, p.init, p.estimate_per, rng, f"params.{i}.init")
+            else:
+                # drawn like the truth (one shared value, or one per element), then given the estimate's shape
+                draw = self._value(p, None, p.true_per if p.estimate_per == "all" else "one", rng, f"params.{i}")
+                values[p.name] = torch.broadcast_to(draw, self._shape(p, p.estimate_per)).clone()
+        return values
+
+    # -- forward ----------------------------------------------------------------------------------
+    def rollout(self, values: dict) -> torch.Tensor:
+        values = dict(values)
+        for p in self.params:
+            if p.per_vertex_of_body:
+                values[p.name] = values[p.name] / float(max(self.scene.model.shape_vertex_count, 1))
+        return self.sim.rollout(values)
+
+    def _camera(self):
+        from ..render import Camera
+
+        c = self.config.render.camera
+        if c.mode == "look_at":
+            return Camera.look_at(c.eye, c.target, c.up, fov_y=c.fov_y, near=c.near, far=c.far,
+                                  device=self.torch_device)
+        return Camera.framing(self.target_vertices, elevation=c.elevation, azimuth=c.azimuth, fov_y=c.fov_y,
+                              margin=c.margin).to(self.torch_device)
+
+    def camera_record(self) -> dict:
+        """The camera as ``render.camera`` keys of ``mode: look_at`` that reproduce it exactly (so a saved
+        target video can be reused with the camera that ``mode: auto`` chose), plus its view matrix."""
+        view = self.camera.view[0].detach().cpu().double()
+        eye = self.camera.position()[0].detach().cpu().double()
+        forward, up = -view[2, :3], view[1, :3]
+        return {"mode": "look_at", "eye": eye.tolist(), "target": (eye + forward).tolist(), "up": up.tolist(),
+                "fov_y": float(self.camera.fov_y.reshape(-1)[0]), "near": self.camera.near, "far": self.camera.far,
+                "view_matrix": view.tolist()}
+
+    def _renderer(self):
+        from ..render import SoftRenderer
+
+        r = self.config.render
+        return SoftRenderer(self.camera, image_size=self.size, sigma=r.sigma, gamma=r.gamma, shading=r.shading,
+                            background=tuple(r.background))
+
+    def render(self, vertices: torch.Tensor) -> torch.Tensor:
+        return self.renderer(vertices, self.faces, colors=self.colors)
+
+    def horizon(self, iteration: int | None) -> int:
+        """The last frame index the loss looks at, at optimisation step ``iteration`` (None: the whole video)."""
+        c = self.config.loss
+        last = self.frames - 1
+        if iteration is None or c.horizon_start <= 0 or c.horizon_start >= last:
+            return last
+        if c.horizon_iterations <= 0 or iteration >= c.horizon_iterations:
+            return last
+        return int(round(c.horizon_start + (last - c.horizon_start) * iteration / c.horizon_iterations))
+
+    def residuals(self, values: dict, iteration: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual vector of the configured loss (``loss = mean(residuals^2)``) over the horizon of
+        ``iteration``, and the rollout's vertices: RGB (or alpha, for ``mask``) differences of the loss
+        frames, or the 3D vertex offsets of every frame (scaled by sqrt 3, so that the mean over vertices
+        of the squared distance is the mean of the squared residuals) for the DiffPhysics baseline."""
+        vertices = self.rollout(values)
+        kind = "vertices" if self.config.method == "diffphysics" else self.config.loss.type
+        horizon = self.horizon(iteration)
+        if kind == "vertices":
+            offsets = vertices[: horizon + 1] - self.target_vertices[: horizon + 1]
+            return offsets.reshape(-1) * math.sqrt(3.0), vertices
+        frames = [k for k in self.loss_frames if k <= horizon]
+        if frames[-1] != horizon and kind != "first_last":
+            frames.append(horizon)
+        if kind == "first_last":
+            frames = sorted({0, horizon})
+        index = torch.as_tensor(frames, device=self.torch_device)
+        rgba = self.render(vertices[index])
+        if kind == "mask":
+            return (rgba[..., 3] - self.target_alpha[index]).reshape(-1), vertices
+        return (rgba[..., :3] - self.target_images[index]).reshape(-1), vertices
+
+    def loss(self, values: dict, iteration: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The configured loss of ``values`` and the rollout's vertices (over the horizon of ``iteration``)."""
+        residuals, vertices = self.residuals(values, iteration)
+        return (residuals ** 2).mean(), vertices
+
+
+def loss_frames(config: ExperimentConfig, frames: int) -> list[int]:
+    if config.loss.type == "first_last":
+        return sorted({0, frames - 1})
+    return sorted(set(range(0, frames, config.loss.every)) | {frames - 1})
