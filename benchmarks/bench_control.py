@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from wsim.control import load_control, run_control  # noqa: E402
+from wsim.export import write_text  # noqa: E402
 
 TASKS = ["control-walker", "control-fem", "control-cloth"]
 
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
                   f"{time.strftime('%Y-%m-%d')}); overrides: {' '.join(overrides) or 'none'}. "
                   "'final dist' is the COM distance of the returned iterate; 'reached' counts seeds whose COM "
                   f"came within {config.optim.reached:g} m at some iteration.")
-        (out / "summary.md").write_text(report["text"] + "\n" + footer + "\n")
+        write_text(out / "summary.md", report["text"] + "\n" + footer + "\n")
         print(report["text"] + footer, flush=True)
     return 0
 

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wsim.export import atomic_path, write_json  # noqa: E402
+from wsim.export import write_json, write_text  # noqa: E402
 from wsim.sysid import load_experiment, run_experiment  # noqa: E402
 from wsim.sysid.outputs import format_summary  # noqa: E402
 from wsim.sysid.uncertainty import parameter_bounds  # noqa: E402
@@ -62,7 +62,9 @@ def main(argv=None) -> int:
             sections.append(text)
             record["methods"][method] = {"device": device, "wall_time_s": wall,
                                          "rows": summary["rows"], "statuses": summary["statuses"],
+                                         "not_converged": summary["not_converged"],
                                          "per_instance": [{"seed": r["seed"], "shape": r.get("shape"),
+                                                           "status": r["status"],
                                                            "errors": r["errors"], "iterations": r["iterations"],
                                                            "final_loss": r["final_loss"],
                                                            "video_bound": parameter_bounds(r.get("uncertainty")),
@@ -79,8 +81,7 @@ def main(argv=None) -> int:
               f"total wall time {record['wall_time_s']:.0f} s\n\noverrides: {overrides}\n\n" + "\n\n".join(sections) + "\n")
         stem = f"sysid_{name}_{args.tag}" if args.tag else f"sysid_{name}"
         write_json(out / f"{stem}.json", record)
-        with atomic_path(out / f"{stem}.md") as temporary:
-            temporary.write_text(md)
+        write_text(out / f"{stem}.md", md)
         print(f"wrote {out / f'{stem}.md'}")
     return 0
 

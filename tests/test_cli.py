@@ -65,3 +65,13 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     assert "device 'tpu' is not a valid device name" in capsys.readouterr().err
     assert main(["gradcheck", "missing-config"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_out_pointing_at_a_file_is_a_clear_error(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    assert main(["simulate", "box-drop", "--no-video", "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["run", "rigid-mass", "--quiet", "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert target.read_text() == "not a folder"

@@ -155,7 +155,9 @@ def cmd_simulate(args) -> int:
 
     scene = _scene(args)
     sim = scene.simulation
-    out = Path(args.out or Path("runs") / scene.config.name)
+    from .harness import output_folder
+
+    out = output_folder(args.out or Path("runs") / scene.config.name)
     started = time.perf_counter()
     vertices = sim.rollout().detach().cpu().numpy()
     elapsed = time.perf_counter() - started

@@ -1,20 +1,15 @@
-"""Warp kernels of the renderer.
+"""Warp kernels of the renderer's soft edge term, and the edge functions every render kernel shares.
 
 Buffers are flat: pixel ``(b, i, j)`` of a ``[B, H, W]`` image is element ``(b * H + i) * W + j``; row 0
 is the top row. Vertices of frame ``b`` are ``clip[b * V + k]`` (clip-space ``vec4``), faces are shared by
 every frame. Triangles with a vertex closer than the near plane are culled (no near-plane clipping).
 
-Two families of kernels:
-
-- *Hard visible-surface buffers* (the CPU replacement of nvdiffrast's ``rasterize``): a per-face depth
-  pass (``atomic_min`` of NDC depth), a per-face id pass (the face whose depth equals the minimum) and a
-  per-pixel, differentiable pass that computes nvdiffrast's ``(u, v, z/w, id + 1)`` from the clip-space
-  vertices of the winning face. Only the last is recorded on the tape.
-- *Soft edge term* (used by both backends): a per-face loop over the face's screen box grown by the
-  sigmoid footprint, accumulating ``softplus(delta d^2 / sigma)`` (so that ``1 - exp(-sum)`` is
-  SoftRas' ``1 - prod(1 - D)``, computed stably), and the depth-weighted soft blend of the attributes of
-  the faces nearer than the visible surface. It is differentiated by Warp's autodiff (dynamic loops with
-  atomic accumulation into the pixel buffers are replayed in the adjoint).
+The soft edge term (used by both backends) is a per-face loop over the face's screen box grown by the
+sigmoid footprint, accumulating ``softplus(delta d^2 / sigma)`` (so that ``1 - exp(-sum)`` is SoftRas'
+``1 - prod(1 - D)``, computed stably), and the depth-weighted soft blend of the attributes of the faces
+nearer than the visible surface. It is differentiated by Warp's autodiff (dynamic loops with atomic
+accumulation into the pixel buffers are replayed in the adjoint). The hard visible-surface kernels are
+in :mod:`wsim.render.visibility`.
 
 Per-face kernels split each face's rows over ``stripes`` threads (1 on the CPU, more on CUDA so that a
 large face, a ground plane, is not drawn by one GPU thread).
@@ -26,19 +21,19 @@ import warp as wp
 
 
 @wp.func
-def _edge(a: wp.vec2, b: wp.vec2, p: wp.vec2):
+def edge(a: wp.vec2, b: wp.vec2, p: wp.vec2):
     return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
 
 
 @wp.func
-def _edge_c(a: wp.vec2, b: wp.vec2, ia: int, ib: int, p: wp.vec2):
+def edge_canonical(a: wp.vec2, b: wp.vec2, ia: int, ib: int, p: wp.vec2):
     """Edge function evaluated in a canonical vertex order, so that the two faces sharing an edge get
     exactly opposite values (watertight: no pixel centre falls through a shared edge by rounding)."""
     r = float(0.0)
     if ia < ib:
-        r = _edge(a, b, p)
+        r = edge(a, b, p)
     else:
-        r = -_edge(b, a, p)
+        r = -edge(b, a, p)
     return r
 
 
@@ -56,7 +51,7 @@ def _seg_dist2(p: wp.vec2, a: wp.vec2, b: wp.vec2):
 
 
 @wp.func
-def _pixel_xy(v: wp.vec4, W: int, H: int):
+def pixel_xy(v: wp.vec4, W: int, H: int):
     """Continuous pixel coordinates (u right, v down) of a clip-space vertex."""
     inv = 1.0 / v[3]
     return wp.vec2((v[0] * inv + 1.0) * 0.5 * float(W), (1.0 - v[1] * inv) * 0.5 * float(H))
@@ -67,115 +62,6 @@ def _iso_xy(v: wp.vec4, sx: float, sy: float):
     """Isotropic NDC (NDC scaled so that a pixel has the same size along x and y) of a clip vertex."""
     inv = 1.0 / v[3]
     return wp.vec2(v[0] * inv * sx, v[1] * inv * sy)
-
-
-# ----------------------------------------------------------------------------- hard visible surface
-
-
-def _make_raster_kernel(ID_PASS: int):
-    def raster_kernel(
-        clip: wp.array(dtype=wp.vec4),
-        faces: wp.array(dtype=wp.vec3i),
-        V: int,
-        T: int,
-        H: int,
-        W: int,
-        near: float,
-        stripes: int,
-        zbuf: wp.array(dtype=float),
-        tribuf: wp.array(dtype=wp.int32),
-    ):
-        """Pass 1 (``ID_PASS == 0``): minimum NDC depth per pixel. Pass 2: id + 1 of the face at that depth
-        (the largest id on exact ties, so the result does not depend on the thread order)."""
-        tid, s = wp.tid()
-        b = tid // T
-        t = tid - b * T
-        f = faces[t]
-        c0 = clip[b * V + f[0]]
-        c1 = clip[b * V + f[1]]
-        c2 = clip[b * V + f[2]]
-        if c0[3] < near or c1[3] < near or c2[3] < near:
-            return
-        p0 = _pixel_xy(c0, W, H)
-        p1 = _pixel_xy(c1, W, H)
-        p2 = _pixel_xy(c2, W, H)
-        area = _edge(p0, p1, p2)
-        if wp.abs(area) < 1.0e-12:
-            return
-        z0 = c0[2] / c0[3]
-        z1 = c1[2] / c1[3]
-        z2 = c2[2] / c2[3]
-        xmin = wp.min(p0[0], wp.min(p1[0], p2[0]))
-        xmax = wp.max(p0[0], wp.max(p1[0], p2[0]))
-        ymin = wp.min(p0[1], wp.min(p1[1], p2[1]))
-        ymax = wp.max(p0[1], wp.max(p1[1], p2[1]))
-        j0 = wp.max(int(wp.ceil(xmin - 0.5)), 0)
-        j1 = wp.min(int(wp.floor(xmax - 0.5)), W - 1)
-        i0 = wp.max(int(wp.ceil(ymin - 0.5)), 0)
-        i1 = wp.min(int(wp.floor(ymax - 0.5)), H - 1)
-        inv_area = 1.0 / area
-        for i in range(i0 + s, i1 + 1, stripes):
-            for j in range(j0, j1 + 1):
-                p = wp.vec2(float(j) + 0.5, float(i) + 0.5)
-                l0 = _edge_c(p1, p2, f[1], f[2], p) * inv_area
-                l1 = _edge_c(p2, p0, f[2], f[0], p) * inv_area
-                l2 = _edge_c(p0, p1, f[0], f[1], p) * inv_area
-                if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
-                    z = l0 * z0 + l1 * z1 + l2 * z2
-                    if z >= -1.0 and z <= 1.0:
-                        idx = (b * H + i) * W + j
-                        if wp.static(ID_PASS == 0):
-                            wp.atomic_min(zbuf, idx, z)
-                        else:
-                            if z == zbuf[idx]:
-                                wp.atomic_max(tribuf, idx, t + 1)
-
-    return wp.kernel(raster_kernel, name=f"wsim_raster_pass{ID_PASS}", enable_backward=False)
-
-
-# pass 1 (atomic_min of the depth) and pass 2 (id of the face at that depth) are separate kernels so
-# that no kernel both reads and atomically updates one array (Warp's deterministic mode forbids it)
-raster_depth_kernel = _make_raster_kernel(0)
-raster_id_kernel = _make_raster_kernel(1)
-
-
-@wp.kernel
-def raster_bary_kernel(
-    clip: wp.array(dtype=wp.vec4),
-    faces: wp.array(dtype=wp.vec3i),
-    tribuf: wp.array(dtype=wp.int32),
-    V: int,
-    H: int,
-    W: int,
-    rast: wp.array(dtype=wp.vec4),
-):
-    """Pass 3, differentiable: nvdiffrast's ``(u, v, z/w, id + 1)`` at every covered pixel centre;
-    ``(u, v)`` are perspective-correct barycentrics of vertices 0 and 1 (vertex 2 gets ``1 - u - v``)."""
-    idx = wp.tid()
-    tri = tribuf[idx]
-    if tri > 0:
-        b = idx // (H * W)
-        rem = idx - b * H * W
-        i = rem // W
-        j = rem - i * W
-        f = faces[tri - 1]
-        c0 = clip[b * V + f[0]]
-        c1 = clip[b * V + f[1]]
-        c2 = clip[b * V + f[2]]
-        p0 = _pixel_xy(c0, W, H)
-        p1 = _pixel_xy(c1, W, H)
-        p2 = _pixel_xy(c2, W, H)
-        p = wp.vec2(float(j) + 0.5, float(i) + 0.5)
-        inv_area = 1.0 / _edge(p0, p1, p2)
-        l0 = _edge(p1, p2, p) * inv_area
-        l1 = _edge(p2, p0, p) * inv_area
-        l2 = _edge(p0, p1, p) * inv_area
-        q0 = l0 / c0[3]
-        q1 = l1 / c1[3]
-        q2 = l2 / c2[3]
-        qs = 1.0 / (q0 + q1 + q2)
-        z = l0 * (c0[2] / c0[3]) + l1 * (c1[2] / c1[3]) + l2 * (c2[2] / c2[3])
-        rast[idx] = wp.vec4(q0 * qs, q1 * qs, z, float(tri))
 
 
 # ----------------------------------------------------------------------------- soft edge term
@@ -262,9 +148,9 @@ def _soft_x(
     when the face's nearest edge is soft and fades out where an inner edge is nearer (across an inner
     edge the neighbour face covers it; see the hand-over below). Known limit: two faces sharing an
     inner edge can disagree on it inside, where a soft edge is in one face's ring only."""
-    l0 = _edge_c(a1, a2, f[1], f[2], p) * inv_area
-    l1 = _edge_c(a2, a0, f[2], f[0], p) * inv_area
-    l2 = _edge_c(a0, a1, f[0], f[1], p) * inv_area
+    l0 = edge_canonical(a1, a2, f[1], f[2], p) * inv_area
+    l1 = edge_canonical(a2, a0, f[2], f[0], p) * inv_area
+    l2 = edge_canonical(a0, a1, f[0], f[1], p) * inv_area
     x = float(BIG)
     weight = float(1.0)
     bc = wp.vec3(l0, l1, l2)
@@ -396,7 +282,7 @@ def _make_soft_kernel(MODE: int):
             a0 = _iso_xy(c0, sx, sy)
             a1 = _iso_xy(c1, sx, sy)
             a2 = _iso_xy(c2, sx, sy)
-            area = _edge(a0, a1, a2)
+            area = edge(a0, a1, a2)
             if wp.abs(area) > 1.0e-12:
                 inv_area = 1.0 / area
                 r = float(0.0)

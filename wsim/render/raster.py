@@ -26,7 +26,7 @@ import warp as wp
 from ..bridge import run_tape_program
 from ..device import init_warp
 from ..errors import ConfigError
-from . import kernels
+from . import kernels, visibility
 
 BACKENDS = ("auto", "warp", "nvdiffrast")
 
@@ -101,7 +101,7 @@ class _BaryProgram:
     def record(self, inputs):
         n = self.tribuf.shape[0]
         rast = wp.zeros(n, dtype=wp.vec4, device=self.device, requires_grad=True)
-        wp.launch(kernels.raster_bary_kernel, dim=n, device=self.device,
+        wp.launch(visibility.raster_bary_kernel, dim=n, device=self.device,
                   inputs=[inputs["clip"], self.faces, self.tribuf, self.V, self.H, self.W, rast])
         return (rast,)
 
@@ -125,7 +125,7 @@ def _warp_visible_surface(clip: torch.Tensor, faces: torch.Tensor, image_size, n
     stripes = _stripes(clip, H)
     with _stream_scope(clip):
         clip_wp = wp.from_torch(clip_flat.detach(), dtype=wp.vec4)
-        for kernel in (kernels.raster_depth_kernel, kernels.raster_id_kernel):
+        for kernel in (visibility.raster_depth_kernel, visibility.raster_id_kernel):
             wp.launch(kernel, dim=(B * T, stripes), device=device,
                       inputs=[clip_wp, faces_wp, V, T, H, W, float(near), stripes, zbuf, tribuf], record_tape=False)
     program = _BaryProgram(device, faces_wp, tribuf, V, H, W)

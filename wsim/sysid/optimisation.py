@@ -7,7 +7,7 @@ steps, with the loss over a horizon that grows to the whole video (``loss.horizo
 
 The estimate is the lowest-loss values evaluated over the whole video (never a partial horizon's).
 When the run ends, :meth:`Optimisation.convergence` says whether it converged and why: the loss fell
-below ``optim.tolerance``, the polish found no step that lowers it, or it changed by less than
+below ``optim.tolerance``, a quasi-Newton method (bfgs, lm) found no step that lowers it, or it changed by less than
 :data:`PLATEAU_RTOL` over the last :data:`PLATEAU_WINDOW` steps; otherwise (the budget ran out while the
 loss still fell, or the loss never covered the whole video) the instance is ``not_converged``.
 """
@@ -51,7 +51,7 @@ class Optimisation:
         self.status = "running"
         self.blowups = 0
         self.elapsed = 0.0
-        self.stopped_by = None  # why the loop ended early: "tolerance" or "polish converged"
+        self.stopped_by = None  # why the loop ended early: "tolerance" or "converged"
 
     @property
     def total(self) -> int:
@@ -178,12 +178,14 @@ class Optimisation:
                 bar.update(1)
                 if config.optim.tolerance > 0 and self.best is not None and self.best[0] < config.optim.tolerance:
                     self.stopped_by = "tolerance"
-                elif self.phase[0] and self.optimizer.converged:
+                elif self.optimizer.converged:  # a quasi-Newton method found no step that lowers the loss
                     if self.tied() and self.iteration < total:
                         self.iteration = config.optim.tied_iterations  # go on untied
                         bar.update(min(self.iteration, total) - bar.n)
-                    else:
-                        self.stopped_by = "polish converged"
+                    elif self.instance.horizon(self.iteration) == self.instance.frames - 1:
+                        self.stopped_by = "converged"
+                    else:  # converged on a partial horizon: the curriculum goes on
+                        self.optimizer = self._optimizer()
                 if checkpoint is not None and (self.iteration % config.optim.checkpoint_every == 0
                                                or self.iteration >= total or self.stopped_by):
                     self.save(checkpoint)
@@ -208,9 +210,8 @@ class Optimisation:
         best = self.best[0]
         if self.stopped_by == "tolerance":
             return {"converged": True, "reason": f"loss {best:.3e} < optim.tolerance {config.optim.tolerance:g}"}
-        if self.stopped_by == "polish converged":
-            return {"converged": True, "reason": f"the {config.optim.polish} polish found no step that lowers "
-                    f"the loss {best:.3e}"}
+        if self.stopped_by == "converged":
+            return {"converged": True, "reason": f"{self.method()} found no step that lowers the loss {best:.3e}"}
         running = []  # the best full-video loss after each full-video step
         for h in self.history:
             if h.get("full") and math.isfinite(h["loss"]):
