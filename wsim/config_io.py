@@ -256,10 +256,17 @@ def _constraints(located: _Located) -> dict:
     if located.field is not None:
         found += located.field.metadata
     annotation = located.annotation
-    while typing.get_origin(annotation) is typing.Annotated:
-        for extra in typing.get_args(annotation)[1:]:
-            found += getattr(extra, "metadata", [extra])
-        annotation = typing.get_args(annotation)[0]
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            for extra in typing.get_args(annotation)[1:]:
+                found += getattr(extra, "metadata", [extra])
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType) and typing.get_args(annotation).count(type(None)) == 1 \
+                and len(typing.get_args(annotation)) == 2:
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        else:
+            break
     out = {}
     for item in found:
         for name in ("gt", "ge", "lt", "le", "min_length", "max_length"):
@@ -306,8 +313,10 @@ def _message(error: dict, located: _Located) -> str:
         text = error["msg"].split(", ", 1)[1] if error["msg"].startswith(("Value error, ", "Assertion failed, ")) \
             else error["msg"]
         return f"{key}: {text}" if key else text
-    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_attributes_type":
-        return f"config key '{located.group}' must be {_type_name(located.group_annotation)}, got {_shown(value)}"
+    if _is_type_error(error):
+        # a union's own error names every type it takes; an error inside one of its members, that member's
+        annotation = located.group_annotation if located.path == located.group else located.annotation
+        return f"config key '{key}' must be {_type_name(annotation)}, got {_shown(value)}"
     return f"config key '{key}': {error['msg']}, got {_shown(value)}"
 
 
@@ -319,15 +328,17 @@ def _is_type_error(error: dict) -> bool:
 def describe_errors(error: ValidationError, schema, prefix: str = "") -> str:
     """One line per bad key: its dotted path, what is allowed there and what was given. For a key that
     may take several types (a number or a list), only the errors of the type that was meant are
-    reported, and a value of none of them is one line naming every type."""
+    reported (a list with a bad item: that item), and a value of none of them is one line naming every
+    type."""
     groups: dict[str, list] = {}
     for item in error.errors(include_url=False):
         located = _locate(schema, item["loc"], prefix)
         groups.setdefault(located.group, []).append((item, located))
     lines = []
     for entries in groups.values():
-        meant = [e for e in entries if not _is_type_error(e[0])]
-        for item, located in (meant or entries[:1]):
+        meant = [e for e in entries if not _is_type_error(e[0])] or \
+            [e for e in entries if e[1].path != e[1].group] or entries[:1]
+        for item, located in meant:
             text = _message(item, located)
             if text not in lines:
                 lines.append(text)
