@@ -44,9 +44,16 @@ def test_only_true_and_false_are_booleans_and_keys_stay_names():
     assert set(data) == {"a", "b", "true", "no", "3"}
 
 
-def test_a_key_given_twice_is_an_error(tmp_path):
+def test_a_key_given_twice_or_a_bad_explicit_tag_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match=r"not valid YAML: .*key 'sim' is given twice"):
         load_config(write(tmp_path, "sim: {dt: 0.001}\nsim: {frames: 3}\n" + ONE_BOX))
+    with pytest.raises(ConfigError, match=r"not valid YAML: 'yes' is not true or false"):
+        load_config(write(tmp_path, "ground: {enabled: !!bool yes}\n" + ONE_BOX))
+    with pytest.raises(ConfigError, match=r"--set sim.frames: the value '!!int ten' is not valid YAML"):
+        load_config("box-drop", ["sim.frames=!!int ten"])
+    merged = load_config(write(tmp_path, "bodies:\n  - &b {shape: {type: box, size: 0.2}, density: 3.0}\n"
+                                         "  - {<<: *b, density: 5.0}\n"))  # anchors and merges still work
+    assert merged.bodies[1].shape.size == 0.2 and [b.density for b in merged.bodies] == [3.0, 5.0]
 
 
 def test_unquoted_true_key_of_params_is_the_ground_truth(tmp_path):

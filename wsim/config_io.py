@@ -59,17 +59,20 @@ class _Yaml12Loader(yaml.SafeLoader):
         return mapping
 
     def construct_yaml12_bool(self, node):
-        return self.construct_scalar(node).lower() == "true"
+        text = self.construct_scalar(node).lower()
+        if text not in ("true", "false"):
+            raise yaml.constructor.ConstructorError(None, None, f"'{text}' is not true or false", node.start_mark)
+        return text == "true"
 
     def construct_yaml12_int(self, node):
         text = self.construct_scalar(node)
         sign = -1 if text.startswith("-") else 1
         digits = text.lstrip("+-")
-        if digits.startswith("0o"):
-            return sign * int(digits[2:], 8)
-        if digits.startswith("0x"):
-            return sign * int(digits[2:], 16)
-        return sign * int(digits, 10)
+        base = {"0o": 8, "0x": 16}.get(digits[:2], 10)
+        try:
+            return sign * int(digits[2:] if base != 10 else digits, base)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(None, None, f"'{text}' is not an integer", node.start_mark) from None
 
     def construct_yaml12_float(self, node):
         text = self.construct_scalar(node).lower()
@@ -77,7 +80,10 @@ class _Yaml12Loader(yaml.SafeLoader):
             return float("-inf") if text.startswith("-") else float("inf")
         if text == ".nan":
             return float("nan")
-        return float(text)
+        try:
+            return float(text)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(None, None, f"'{text}' is not a number", node.start_mark) from None
 
 
 _RESOLVERS = [  # (tag, pattern, first characters); int before float so that 10 is an int
