@@ -14,7 +14,8 @@ import pytest
 
 from wsim.cli import main, summary_line
 from wsim.config import SceneConfig, from_dict, load_config, to_dict
-from wsim.config_io import config_kind, parse_yaml, resolve_config_path, shipped_configs, shipped_root
+from wsim.config_io import config_kind, resolve_config_path, shipped_configs, shipped_root
+from wsim.yaml12 import parse_yaml
 from wsim.control.config import ControlConfig, load_control
 from wsim.errors import ConfigError
 from wsim.sysid.config import ExperimentConfig, load_experiment
