@@ -116,11 +116,19 @@ def test_cuda_request_without_gpu_is_explained():
             resolve_device("cuda")
 
 
-def test_config_values_are_validated_when_built():
-    config = load_config("box-drop", ["contact.ke=-5"])
+def test_config_values_are_checked_on_load_and_again_when_built():
+    """A bad value from a file or --set fails on load, naming the key, the range and the file; one set
+    in code afterwards (attributes are not re-validated) still meets the builder's own checks."""
+    with pytest.raises(ConfigError, match=r"box-drop.yaml: config key 'contact.ke' must lie in \[0, inf\), got -5"):
+        load_config("box-drop", ["contact.ke=-5"])
+    with pytest.raises(ConfigError, match=r"config key 'sim.dt' must lie in \(0, inf\), got 0"):
+        load_config("box-drop", ["sim.dt=0"])
+    config = load_config("box-drop")
+    config.contact.ke = -5.0
     with pytest.raises(ParameterError, match=r"contact.ke must lie in \[0, inf\), got -5"):
         build_scene(config, "cpu")
-    config = load_config("box-drop", ["sim.dt=0"])
+    config = load_config("box-drop")
+    config.sim.dt = 0.0
     with pytest.raises(ParameterError, match="sim.dt"):
         build_scene(config, "cpu")
     assert np.isfinite(build_scene(load_config("box-drop"), "cpu").model.defaults["body_mass"]).all()

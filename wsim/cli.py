@@ -1,7 +1,8 @@
-"""The ``wsim`` command line: ``simulate``, ``gradcheck`` and ``run`` (system identification from video).
+"""The ``wsim`` command line: ``list`` (the shipped configs), ``simulate`` and ``gradcheck`` (scenes) and
+``run`` (experiments: system identification from video; and control tasks).
 
-Every command takes a config file (a path, or the name of a config shipped in ``configs/``),
-``--set key=value`` overrides (repeatable) and ``--device auto|cpu|cuda[:N]``.
+Every command but ``list`` takes a config file (a path, or the name of a shipped config, see
+``wsim list``), ``--set key=value`` overrides (repeatable) and ``--device auto|cpu|cuda[:N]``.
 """
 
 from __future__ import annotations
@@ -18,28 +19,33 @@ from .errors import WsimError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config file, or the name of a shipped config (e.g. box-drop)")
+    parser.add_argument("config", help="config file, or the name of a shipped config (`wsim list` shows them)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (dotted path, e.g. bodies.0.density=500); repeatable")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wsim", description="Differentiable multiphysics simulation and rendering.")
+    parser = argparse.ArgumentParser(
+        prog="wsim", description="Differentiable multiphysics simulation and rendering. A scene runs with "
+        "`wsim simulate` or `wsim gradcheck`, an experiment or a control task with `wsim run`; `wsim list` "
+        "shows the shipped ones.")
     commands = parser.add_subparsers(dest="command", required=True)
-    simulate = commands.add_parser("simulate", help="run a scene and write rollout.npz and rollout.usda")
+    commands.add_parser("list", help="list the shipped scenes, experiments and control tasks with their descriptions")
+    simulate = commands.add_parser("simulate", help="run a scene (e.g. box-drop) and write rollout.npz and rollout.usda")
     _common(simulate)
     simulate.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
     simulate.add_argument("--no-video", dest="video", action="store_false",
                           help="skip rendering rollout.mp4 (rendering is on by default)")
     simulate.add_argument("--resolution", type=int, default=256, help="video frame size in pixels (square)")
-    gradcheck = commands.add_parser("gradcheck", help="adjoint gradients vs central finite differences")
+    gradcheck = commands.add_parser("gradcheck", help="a scene's adjoint gradients vs central finite differences")
     _common(gradcheck)
     gradcheck.add_argument("--params", default=None,
                            help="comma-separated parameter names (default: the config's gradcheck.params)")
     gradcheck.add_argument("--eps", type=float, default=None, help="relative finite-difference step")
     gradcheck.add_argument("--tolerance", type=float, default=None, help="largest relative error that passes")
-    run = commands.add_parser("run", help="estimate physical parameters from video (configs/experiments)")
+    run = commands.add_parser("run", help="run an experiment (estimate physical parameters from video, e.g. "
+                              "rigid-mass) or a control task (e.g. control-walker)")
     _common(run)
     run.add_argument("--out", default=None, help="output folder (default: runs/<experiment>[-<method>])")
     run.add_argument("--instances", type=int, default=None,
@@ -227,9 +233,36 @@ def cmd_gradcheck(args) -> int:
     return 0
 
 
+_LIST_SECTIONS = (("scene", "scenes", "wsim simulate NAME"), ("experiment", "experiments", "wsim run NAME"),
+                  ("control", "control tasks", "wsim run NAME"))
+
+
+def summary_line(description: str, width: int = 110) -> str:
+    """The first sentence of a config's ``description``, on one line of at most ``width`` characters."""
+    import re
+
+    text = " ".join(description.split())
+    text = re.split(r"(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
+    if len(text) > width:
+        text = text[: width - 3].rsplit(" ", 1)[0] + "..."
+    return text or "(no description)"
+
+
+def cmd_list(args) -> int:
+    from .config_io import shipped_configs
+
+    shipped = shipped_configs()
+    width = max(len(c.name) for c in shipped) + 2
+    for kind, title, command in _LIST_SECTIONS:
+        print(f"{title} ({command}):")
+        for c in (c for c in shipped if c.kind == kind):
+            print(f"  {c.name:<{width}}{summary_line(c.description)}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"simulate": cmd_simulate, "gradcheck": cmd_gradcheck, "run": cmd_run}
+    handlers = {"simulate": cmd_simulate, "gradcheck": cmd_gradcheck, "run": cmd_run, "list": cmd_list}
     try:
         return handlers[args.command](args)
     except WsimError as error:

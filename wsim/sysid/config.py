@@ -3,15 +3,19 @@ how to render, the loss, the optimiser and the per-instance randomisation.
 
 Ground-truth values, sampling ranges, seeds, resolution, frame count (``scene.sim.frames``), substeps
 (``scene.sim.substeps``), optimiser and learning rate are all keys, so ``--set`` overrides any of them
-(``--set optim.lr=0.1``, ``--set scene.sim.frames=20``, ``--set params.0.true=7``).
+(``--set optim.lr=0.1``, ``--set scene.sim.frames=20``, ``--set params.0.true=7``). Ranges and choices
+are part of the schema (pydantic); what involves several sections is checked by
+:meth:`ExperimentConfig._consistent`.
 """
 
 from __future__ import annotations
 
-import typing
-from dataclasses import dataclass, field
+from typing import Annotated, Literal, Optional, Union
 
-from ..config import SceneConfig, Vector, load_config, resolve_config_path
+from pydantic import Field, model_validator
+
+from ..config import Color, NonNegative, Positive, SceneConfig, Vec3, Vector, list_default
+from ..config_io import ConfigModel, apply_overrides, check_kind, from_dict, load_raw, resolve_config_path
 from ..errors import ConfigError
 
 METHODS = ("gradsim", "diffphysics", "average", "random")
@@ -20,10 +24,13 @@ SPACES = ("log", "sigmoid", "linear")
 PER = ("one", "all")
 OPTIMIZERS = ("adam", "lbfgs", "sgd", "lm")
 CAMERA_MODES = ("auto", "look_at")
+Pixels = Annotated[int, Field(ge=8)]
+
+#: the one resolver of every config kind, under its former name
+resolve_experiment_path = resolve_config_path
 
 
-@dataclass
-class ParamConfig:
+class ParamConfig(ConfigModel):
     """A parameter to estimate: a simulation parameter ``name`` (``density``, ``ke``, ``kd``, ``kf``, ``mu``,
     ``particle_mass``, ``particle_velocity``, ``lame_mu``...). ``low``/``high``: the range the ground truth
     and the initial guess are drawn from (per component for vector parameters). ``true``/``init``: fixed
@@ -39,48 +46,61 @@ class ParamConfig:
     name: str = "density"
     low: float = 2.0
     high: float = 12.0
-    true: typing.Optional[typing.Union[float, Vector]] = None
-    init: typing.Optional[typing.Union[float, Vector]] = None
-    space: str = "log"
-    bounds: typing.Optional[Vector] = None
-    true_per: str = "one"
-    estimate_per: str = "one"
+    true: Optional[Union[float, Vector]] = None
+    init: Optional[Union[float, Vector]] = None
+    space: Literal[SPACES] = "log"
+    bounds: Optional[Annotated[Vector, Field(min_length=2, max_length=2)]] = None
+    true_per: Literal[PER] = "one"
+    estimate_per: Literal[PER] = "one"
     per_vertex_of_body: bool = False
 
+    @model_validator(mode="after")
+    def _range(self):
+        if not self.high >= self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        if self.space == "log" and self.low <= 0:
+            raise ValueError(f"a log-space parameter needs low > 0, got {self.low}")
+        if self.bounds is not None and not self.bounds[1] > self.bounds[0]:
+            raise ValueError(f"bounds must be [lower, upper] with upper > lower, got {self.bounds}")
+        return self
 
-@dataclass
-class CameraConfig:
+
+class CameraConfig(ConfigModel):
     """``auto``: frame the target rollout from ``elevation``/``azimuth`` (degrees) with ``margin``;
     ``look_at``: a camera at ``eye`` looking at ``target``. ``fov_y`` in degrees."""
 
-    mode: str = "auto"
-    eye: Vector = field(default_factory=lambda: [0.0, 1.0, 5.0])
-    target: Vector = field(default_factory=lambda: [0.0, 1.0, 0.0])
-    up: Vector = field(default_factory=lambda: [0.0, 1.0, 0.0])
-    fov_y: float = 40.0
-    near: float = 0.1
-    far: float = 100.0
+    mode: Literal[CAMERA_MODES] = "auto"
+    eye: Vec3 = list_default(0.0, 1.0, 5.0)
+    target: Vec3 = list_default(0.0, 1.0, 0.0)
+    up: Vec3 = list_default(0.0, 1.0, 0.0)
+    fov_y: float = Field(40.0, gt=0, lt=180)
+    near: Positive = 0.1
+    far: Positive = 100.0
     elevation: float = 20.0
     azimuth: float = 30.0
-    margin: float = 1.1
+    margin: Positive = 1.1
+
+    @model_validator(mode="after")
+    def _clip(self):
+        if not self.far > self.near:
+            raise ValueError(f"far ({self.far}) must be > near ({self.near})")
+        return self
 
 
-@dataclass
-class RenderConfig:
+class RenderConfig(ConfigModel):
     """The differentiable renderer: ``resolution`` (H = W, or [H, W]), soft-rasteriser ``sigma``/``gamma``,
     ``shading`` (flat or phong), ``background`` RGB; ``video_scale`` upsamples compare.mp4 frames."""
 
-    resolution: typing.Union[int, list[int]] = 64
-    sigma: float = 1.0e-4
-    gamma: float = 1.0e-4
-    shading: str = "phong"
-    background: Vector = field(default_factory=lambda: [1.0, 1.0, 1.0])
-    camera: CameraConfig = field(default_factory=CameraConfig)
-    video_scale: int = 3
+    resolution: Union[Pixels, Annotated[list[Pixels], Field(min_length=2, max_length=2)]] = 64
+    sigma: Positive = 1.0e-4
+    gamma: Positive = 1.0e-4
+    shading: Literal["flat", "phong"] = "phong"
+    background: Color = list_default(1.0, 1.0, 1.0)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    video_scale: int = Field(3, ge=1)
 
 
-@dataclass
-class LossConfig:
+class LossConfig(ConfigModel):
     """``pixel``: MSE over every ``every``-th frame (the last frame always included); ``first_last``: MSE
     of the first and last frames; ``mask``: MSE of object masks (alpha) over every ``every``-th frame;
     ``vertices``: mean squared 3D vertex distance at every frame (the DiffPhysics baseline).
@@ -88,14 +108,13 @@ class LossConfig:
     to the whole video over ``horizon_iterations`` steps (a curriculum: while rendered and target objects
     still overlap the image gradient points the right way, so a far initial guess is not lost)."""
 
-    type: str = "pixel"
-    every: int = 1
-    horizon_start: int = 0
-    horizon_iterations: int = 0
+    type: Literal[LOSSES] = "pixel"
+    every: int = Field(1, ge=1)
+    horizon_start: int = Field(0, ge=0)
+    horizon_iterations: int = Field(0, ge=0)
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(ConfigModel):
     """``optimizer`` adam | lbfgs | sgd | lm (Levenberg-Marquardt, see ``polish``) with learning rate ``lr``
     (in the optimisation space), at most
     ``iterations`` steps; ``lr_decay`` multiplies the rate each step; stop early once the loss falls
@@ -113,24 +132,30 @@ class OptimConfig:
     whole video (no gradient) and runs the optimisation again from the ``restart_starts`` best; the
     lowest-loss estimate of all runs wins."""
 
-    optimizer: str = "adam"
-    lr: float = 0.1
-    iterations: int = 100
-    lr_decay: float = 1.0
-    tolerance: float = 0.0
-    checkpoint_every: int = 5
-    polish_iterations: int = 0
-    polish: str = "bfgs"
-    polish_lr: float = 0.05
-    tied_iterations: int = 0
-    restarts: int = 0
-    restart_candidates: int = 32
-    restart_starts: int = 2
-    restart_params: list[str] = field(default_factory=list)
+    optimizer: Literal[OPTIMIZERS] = "adam"
+    lr: Positive = 0.1
+    iterations: int = Field(100, ge=0)
+    lr_decay: Positive = 1.0
+    tolerance: NonNegative = 0.0
+    checkpoint_every: int = Field(5, ge=1)
+    polish_iterations: int = Field(0, ge=0)
+    polish: Literal["bfgs", "lm"] = "bfgs"
+    polish_lr: Positive = 0.05
+    tied_iterations: int = Field(0, ge=0)
+    restarts: int = Field(0, ge=0)
+    restart_candidates: int = Field(32, ge=1)
+    restart_starts: int = Field(2, ge=1)
+    restart_params: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _restarts(self):
+        if self.restarts > 0 and not self.restart_starts <= self.restart_candidates:
+            raise ValueError(f"restart_starts ({self.restart_starts}) must be <= restart_candidates "
+                             f"({self.restart_candidates})")
+        return self
 
 
-@dataclass
-class RandomizeConfig:
+class RandomizeConfig(ConfigModel):
     """Per-instance randomisation of ``scene.bodies.0`` (each draw uniform in [low, high] per component):
     ``shapes`` (names from :data:`wsim.sysid.shapes.SHAPES`; empty keeps the scene's shape), anisotropic
     ``scale``, ``position``, a random orientation (``rotation``), ``velocity``, ``angular_velocity`` and the
@@ -141,26 +166,25 @@ class RandomizeConfig:
     the height of its centre of mass, so that every shape and scale starts the same distance above it."""
 
     enabled: bool = False
-    shapes: list[str] = field(default_factory=list)
-    shape_resolution: int = 8
-    scale: Vector = field(default_factory=lambda: [1.0, 1.0])
-    position_low: Vector = field(default_factory=lambda: [0.0, 1.0, 0.0])
-    position_high: Vector = field(default_factory=lambda: [0.0, 1.0, 0.0])
+    shapes: list[str] = Field(default_factory=list)
+    shape_resolution: int = Field(8, ge=3)
+    scale: Annotated[list[Positive], Field(min_length=2, max_length=2)] = list_default(1.0, 1.0)
+    position_low: Vec3 = list_default(0.0, 1.0, 0.0)
+    position_high: Vec3 = list_default(0.0, 1.0, 0.0)
     rotation: bool = False
-    velocity_low: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    velocity_high: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    angular_velocity_low: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    angular_velocity_high: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    impulse_low: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    impulse_high: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    velocity_low: Vec3 = list_default(0.0, 0.0, 0.0)
+    velocity_high: Vec3 = list_default(0.0, 0.0, 0.0)
+    angular_velocity_low: Vec3 = list_default(0.0, 0.0, 0.0)
+    angular_velocity_high: Vec3 = list_default(0.0, 0.0, 0.0)
+    impulse_low: Vec3 = list_default(0.0, 0.0, 0.0)
+    impulse_high: Vec3 = list_default(0.0, 0.0, 0.0)
     impulse_per_volume: bool = False
     position_from_ground: bool = False
-    push_point_low: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    push_point_high: Vector = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    push_point_low: Vec3 = list_default(0.0, 0.0, 0.0)
+    push_point_high: Vec3 = list_default(0.0, 0.0, 0.0)
 
 
-@dataclass
-class UncertaintyConfig:
+class UncertaintyConfig(ConfigModel):
     """After the optimisation, how precisely the video determines each estimated parameter
     (:mod:`wsim.sysid.uncertainty`): the Gauss-Newton (Cramer-Rao) standard deviation for target pixels
     with independent noise of standard deviation ``noise`` (default: the quantisation of an 8-bit video),
@@ -168,125 +192,71 @@ class UncertaintyConfig:
     (2 rollouts and renders each)."""
 
     enabled: bool = True
-    noise: float = 1.0 / (255.0 * 12.0 ** 0.5)
-    step: float = 1.0e-2
-    max_unknowns: int = 8
+    noise: Positive = 1.0 / (255.0 * 12.0 ** 0.5)
+    step: float = Field(1.0e-2, gt=0, lt=0.5)
+    max_unknowns: int = Field(8, ge=0)
 
 
-@dataclass
-class TargetConfig:
+class TargetConfig(ConfigModel):
     """Where the target video comes from: ``video`` (an .mp4/.gif file or a folder of PNG/JPG frames,
     relative paths from the config's folder) rendered with ``render.camera``; null renders it from the
     ground-truth parameters. ``bits``: quantise a rendered target to that many bits per channel (8: as
     if it had been saved as an ordinary video and read back) instead of keeping it in float32."""
 
-    video: typing.Optional[str] = None
-    bits: typing.Optional[int] = None
+    video: Optional[str] = None
+    bits: Optional[Annotated[int, Field(ge=1, le=16)]] = None
 
 
-@dataclass
-class PaperConfig:
+class PaperConfig(ConfigModel):
     """The paper's numbers for the summary table: ``abs``/``rel`` error per parameter name."""
 
     table: str = ""
-    abs: dict = field(default_factory=dict)
-    rel: dict = field(default_factory=dict)
+    abs: dict[str, float] = Field(default_factory=dict)
+    rel: dict[str, float] = Field(default_factory=dict)
 
 
-@dataclass
-class ExperimentConfig:
+class ExperimentConfig(ConfigModel):
     """An experiment of ``wsim run``."""
 
     name: str = "experiment"
     description: str = ""
-    method: str = "gradsim"
-    seed: int = 0
-    instances: int = 1
-    scene: SceneConfig = field(default_factory=SceneConfig)
-    params: list[ParamConfig] = field(default_factory=list)
-    render: RenderConfig = field(default_factory=RenderConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    randomize: RandomizeConfig = field(default_factory=RandomizeConfig)
-    target: TargetConfig = field(default_factory=TargetConfig)
-    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
-    paper: PaperConfig = field(default_factory=PaperConfig)
-    video_format: str = "mp4"
+    method: Literal[METHODS] = "gradsim"
+    seed: int = Field(0, ge=0)
+    instances: int = Field(1, ge=1)
+    scene: SceneConfig = Field(description="the scene whose parameters are estimated (bodies, sim, ...)")
+    params: Annotated[list[ParamConfig], Field(min_length=1)] = Field(
+        description="the parameters to estimate, e.g. [{name: density, low: 2.0, high: 12.0}]")
+    render: RenderConfig = Field(default_factory=RenderConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    randomize: RandomizeConfig = Field(default_factory=RandomizeConfig)
+    target: TargetConfig = Field(default_factory=TargetConfig)
+    uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
+    paper: PaperConfig = Field(default_factory=PaperConfig)
+    video_format: Literal["mp4", "gif"] = "mp4"
 
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"params names a parameter twice: {names}")
+        for i, p in enumerate(self.params):
+            if p.per_vertex_of_body and len(self.scene.bodies) != 1:
+                raise ValueError(f"params.{i}.per_vertex_of_body needs a scene with exactly one body")
+        for i, name in enumerate(self.optim.restart_params):
+            if name not in names:
+                raise ValueError(f"optim.restart_params.{i}: '{name}' is not an estimated parameter; "
+                                 f"allowed: {', '.join(names)}")
+        if self.target.video is not None and self.render.camera.mode == "auto":
+            raise ValueError("a target video needs its camera: set render.camera.mode: look_at with eye/target/fov_y")
+        if self.randomize.enabled and not self.scene.bodies:
+            raise ValueError("randomize.enabled needs a body in scene.bodies to randomise")
+        from .shapes import SHAPES
 
-def _choice(path: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"config key '{path}' must be one of {', '.join(allowed)}, got {value!r}")
-
-
-def validate(config: ExperimentConfig) -> ExperimentConfig:
-    """Check the choices and ranges that the schema's types alone do not."""
-    _choice("method", config.method, METHODS)
-    _choice("loss.type", config.loss.type, LOSSES)
-    _choice("optim.optimizer", config.optim.optimizer, OPTIMIZERS)
-    _choice("optim.polish", config.optim.polish, ("bfgs", "lm"))
-    _choice("render.camera.mode", config.render.camera.mode, CAMERA_MODES)
-    _choice("render.shading", config.render.shading, ("flat", "phong"))
-    _choice("video_format", config.video_format, ("mp4", "gif"))
-    if not config.params:
-        raise ConfigError("config key 'params' must list at least one parameter to estimate")
-    names = [p.name for p in config.params]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"config key 'params' names a parameter twice: {names}")
-    for i, p in enumerate(config.params):
-        where = f"params.{i}"
-        _choice(f"{where}.space", p.space, SPACES)
-        _choice(f"{where}.true_per", p.true_per, PER)
-        _choice(f"{where}.estimate_per", p.estimate_per, PER)
-        if not p.high >= p.low:
-            raise ConfigError(f"{where}: high ({p.high}) must be >= low ({p.low})")
-        if p.space == "log" and p.low <= 0:
-            raise ConfigError(f"{where}: a log-space parameter needs low > 0, got {p.low}")
-        if p.per_vertex_of_body and len(config.scene.bodies) != 1:
-            raise ConfigError(f"{where}.per_vertex_of_body needs a scene with exactly one body")
-        if p.bounds is not None and (len(p.bounds) != 2 or not p.bounds[1] > p.bounds[0]):
-            raise ConfigError(f"{where}.bounds must be [lower, upper] with upper > lower, got {p.bounds}")
-    if config.loss.every < 1:
-        raise ConfigError(f"config key 'loss.every' must be >= 1, got {config.loss.every}")
-    if config.optim.iterations < 0:
-        raise ConfigError(f"config key 'optim.iterations' must be >= 0, got {config.optim.iterations}")
-    if not config.optim.lr > 0:
-        raise ConfigError(f"config key 'optim.lr' must be > 0, got {config.optim.lr}")
-    if min(config.optim.polish_iterations, config.optim.tied_iterations, config.loss.horizon_start,
-           config.loss.horizon_iterations) < 0:
-        raise ConfigError("optim.polish_iterations, optim.tied_iterations, loss.horizon_start and "
-                          "loss.horizon_iterations must be >= 0")
-    o = config.optim
-    if o.restarts < 0 or (o.restarts > 0 and not 1 <= o.restart_starts <= o.restart_candidates):
-        raise ConfigError(f"optim.restarts must be >= 0 (got {o.restarts}) and, with restarts, 1 <= "
-                          f"optim.restart_starts ({o.restart_starts}) <= optim.restart_candidates "
-                          f"({o.restart_candidates})")
-    for i, name in enumerate(o.restart_params):
-        if name not in names:
-            raise ConfigError(f"config key 'optim.restart_params.{i}': '{name}' is not an estimated parameter; "
-                              f"allowed: {', '.join(names)}")
-    if config.target.bits is not None and not 1 <= config.target.bits <= 16:
-        raise ConfigError(f"config key 'target.bits' must be in [1, 16] (or null: float32), got {config.target.bits}")
-    u = config.uncertainty
-    if not (u.noise > 0 and 0 < u.step < 0.5 and u.max_unknowns >= 0):
-        raise ConfigError(f"uncertainty: noise must be > 0 (got {u.noise}), step in (0, 0.5) (got {u.step}) "
-                          f"and max_unknowns >= 0 (got {u.max_unknowns})")
-    if config.instances < 1:
-        raise ConfigError(f"config key 'instances' must be >= 1, got {config.instances}")
-    resolution = config.render.resolution
-    size = [resolution, resolution] if isinstance(resolution, int) else list(resolution)
-    if len(size) != 2 or min(size) < 8:
-        raise ConfigError(f"config key 'render.resolution' must be >= 8 (one size or [H, W]), got {resolution}")
-    if config.target.video is not None and config.render.camera.mode == "auto":
-        raise ConfigError("a target video needs its camera: set render.camera.mode: look_at with eye/target/fov_y")
-    if config.randomize.enabled and not config.scene.bodies:
-        raise ConfigError("randomize.enabled needs a body in scene.bodies to randomise")
-    from .shapes import SHAPES
-
-    for i, shape in enumerate(config.randomize.shapes):
-        if shape not in SHAPES:
-            raise ConfigError(f"config key 'randomize.shapes.{i}': unknown shape '{shape}'; allowed: {', '.join(SHAPES)}")
-    return config
+        for i, shape in enumerate(self.randomize.shapes):
+            if shape not in SHAPES:
+                raise ValueError(f"randomize.shapes.{i}: unknown shape '{shape}'; allowed: {', '.join(SHAPES)}")
+        return self
 
 
 def image_size(config: ExperimentConfig) -> tuple[int, int]:
@@ -295,27 +265,13 @@ def image_size(config: ExperimentConfig) -> tuple[int, int]:
 
 
 def load_experiment(path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load ``configs/experiments/<name>.yaml`` (or a path) with ``--set`` overrides, validated."""
-    path = resolve_experiment_path(path)
-    config = load_config(path, overrides, schema=ExperimentConfig)
+    """Load an experiment (a path, or a shipped name such as ``rigid-mass``) with ``--set`` overrides,
+    validated; a scene or a control task given here is named as such."""
+    name = path
+    path = resolve_config_path(path)
+    data = load_raw(path)
+    check_kind(name, data, "experiment")
     try:
-        return validate(config)
+        return from_dict(ExperimentConfig, apply_overrides(data, overrides))
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
-
-
-def resolve_experiment_path(name):
-    from pathlib import Path
-
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = Path(__file__).resolve().parent.parent.parent / "configs" / "experiments"
-    for candidate in (shipped / str(name), shipped / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    try:
-        return resolve_config_path(name)
-    except ConfigError:
-        raise ConfigError(f"experiment config '{name}' does not exist (nor as configs/experiments/"
-                          f"{Path(str(name)).stem}.yaml)") from None
