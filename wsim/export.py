@@ -73,7 +73,7 @@ def write_rollout_npz(path, vertices: np.ndarray, faces: np.ndarray, fps: float,
         "vertices": np.asarray(vertices, dtype=np.float32),
         "faces": np.asarray(faces, dtype=np.int32),
         "times": np.arange(len(vertices), dtype=np.float64) / fps,
-        "parameters_json": np.array(json.dumps(parameters, default=_json_default)),
+        "parameters_json": np.array(json.dumps(strict_json(parameters), allow_nan=False)),
     }
     for name, value in parameters.items():
         arrays[f"param_{name}"] = np.asarray(value)
