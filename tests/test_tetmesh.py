@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from wsim.errors import MeshError
-from wsim.meshes import TriangleMesh, check_closed, mass_properties, primitive
-from wsim.tetmesh import TetMesh, box, gear, load_tet_mesh, save_tet_mesh, tetrahedralize
+from wsim.geometry import TriangleMesh, check_closed, mass_properties, primitive
+from wsim.geometry.tetmesh import TetMesh, box, gear, load_tet_mesh, save_tet_mesh, tetrahedralize
 
 
 @pytest.mark.parametrize("suffix", [".vtu", ".msh", ".mesh"])

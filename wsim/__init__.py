@@ -1,6 +1,6 @@
 """wsim: differentiable multiphysics simulation and rendering on NVIDIA Warp.
 
-Data flow: :class:`~wsim.builder.ModelBuilder` -> :class:`~wsim.model.Model` / State / Control ->
+Data flow: :class:`~wsim.builder.ModelBuilder` -> :class:`~wsim.model_state.Model` / State / Control ->
 force models (:mod:`wsim.models`) -> integrator (:mod:`wsim.integrators`) -> vertex buffers
 (:class:`~wsim.simulation.Simulation`) -> renderer (:mod:`wsim.render`) -> images -> loss -> optimiser.
 """
@@ -12,8 +12,8 @@ _configure_warp()
 from .builder import ModelBuilder  # noqa: E402
 from .device import resolve_device  # noqa: E402
 from .errors import ConfigError, MeshError, ParameterError, SimulationError, WsimError  # noqa: E402
-from .meshes import TriangleMesh, load_mesh, mass_properties, primitive  # noqa: E402
-from .model import Control, Model, State  # noqa: E402
+from .geometry import TriangleMesh, load_mesh, mass_properties, primitive  # noqa: E402
+from .model_state import Control, Model, State  # noqa: E402
 from .simulation import Simulation  # noqa: E402
 
 __version__ = "0.1.0"

@@ -65,7 +65,7 @@ class ContactOverride:
 @dataclass
 class ShapeConfig:
     """A body's surface: a primitive ``type`` (box, sphere, cylinder, cone, capsule, torus) with its
-    ``size`` (see :func:`wsim.meshes.primitive`), or a mesh ``file`` (OBJ/PLY/STL...); ``scale`` per axis."""
+    ``size`` (see :func:`wsim.geometry.primitive`), or a mesh ``file`` (OBJ/PLY/STL...); ``scale`` per axis."""
 
     type: str = "box"
     size: typing.Union[float, Vector] = 1.0

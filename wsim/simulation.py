@@ -34,7 +34,7 @@ from .bridge import run_tape_program, to_torch
 from .device import torch_device
 from .errors import ParameterError, SimulationError, check_range
 from .integrators import semi_implicit
-from .model import Control, Model, State
+from .model_state import Control, Model, State
 from .parameters import PARAMETERS, ParameterSpec, register
 
 register(

@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import ExperimentConfig, load_experiment, resolve_experiment_path
 from .experiment import Instance, Optimisation, run_instance
 from .outputs import format_summary, summarize, write_summary
-from .shapes import SHAPES, shape_mesh
+from ..geometry.shapes import SHAPES, shape_mesh
 
 
 def run_experiment(config: ExperimentConfig, out, device: str | None = None, instances: int | None = None,

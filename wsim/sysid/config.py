@@ -281,7 +281,7 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("a target video needs its camera: set render.camera.mode: look_at with eye/target/fov_y")
     if config.randomize.enabled and not config.scene.bodies:
         raise ConfigError("randomize.enabled needs a body in scene.bodies to randomise")
-    from .shapes import SHAPES
+    from ..geometry.shapes import SHAPES
 
     for i, shape in enumerate(config.randomize.shapes):
         if shape not in SHAPES:

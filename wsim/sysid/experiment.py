@@ -246,7 +246,7 @@ def randomized_scene(config: ExperimentConfig, rng, out: Path):
     r = config.randomize
     if not r.enabled:
         return scene
-    from .shapes import write_shape
+    from ..geometry.shapes import write_shape
 
     body = scene.bodies[0]
     if r.shapes:
@@ -264,7 +264,7 @@ def randomized_scene(config: ExperimentConfig, rng, out: Path):
     body.angular_velocity = _uniform(rng, r.angular_velocity_low, r.angular_velocity_high)
     body.push.impulse = _uniform(rng, r.impulse_low, r.impulse_high)
     if r.impulse_per_volume:
-        from ..meshes import mass_properties
+        from ..geometry import mass_properties
         from ..scene import body_mesh
 
         volume = mass_properties(body_mesh(body.shape)).volume
@@ -275,9 +275,9 @@ def randomized_scene(config: ExperimentConfig, rng, out: Path):
 
 def lowest_point(body) -> float:
     """The lowest height of ``body``'s vertices relative to its centre of mass (in its initial orientation)."""
-    from ..meshes import mass_properties
+    from ..geometry import mass_properties
     from ..scene import body_mesh
-    from ..tetmesh import rotation_matrix
+    from ..geometry.transforms import rotation_matrix
 
     mesh = body_mesh(body.shape)
     vertices = np.asarray(mesh.vertices, dtype=np.float64) - mass_properties(mesh).center_of_mass

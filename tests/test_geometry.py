@@ -5,7 +5,7 @@ import pytest
 import trimesh
 
 from wsim.errors import MeshError
-from wsim.meshes import PRIMITIVES, TriangleMesh, check_closed, load_mesh, mass_properties, primitive
+from wsim.geometry import PRIMITIVES, TriangleMesh, check_closed, load_mesh, mass_properties, primitive
 
 
 def test_box_mass_properties_match_closed_form():
