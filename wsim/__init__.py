@@ -5,16 +5,12 @@ force models (:mod:`wsim.models`) -> integrator (:mod:`wsim.integrators`) -> ver
 (:class:`~wsim.simulation.Simulation`) -> renderer (:mod:`wsim.render`) -> images -> loss -> optimiser.
 """
 
-from .device import configure_warp as _configure_warp
-
-_configure_warp()
-
-from .builder import ModelBuilder  # noqa: E402
-from .device import resolve_device  # noqa: E402
-from .errors import ConfigError, MeshError, ParameterError, SimulationError, WsimError  # noqa: E402
-from .geometry import TriangleMesh, load_mesh, mass_properties, primitive  # noqa: E402
-from .model_state import Control, Model, State  # noqa: E402
-from .simulation import Simulation  # noqa: E402
+from .builder import ModelBuilder
+from .device import resolve_device
+from .errors import ConfigError, MeshError, ParameterError, SimulationError, WsimError
+from .geometry import TriangleMesh, load_mesh, mass_properties, primitive
+from .model_state import Control, Model, State
+from .simulation import Simulation
 
 __version__ = "0.1.0"
 

@@ -23,11 +23,6 @@ from .geometry.tetmesh import TetMesh
 from .geometry.transforms import rotation_matrix
 from .model_state import Model
 
-# Importing the models and the integrator registers their parameters.
-from . import models as _models  # noqa: F401
-from .integrators import semi_implicit as _integrator  # noqa: F401
-from . import simulation as _simulation  # noqa: F401
-
 
 def _vector(name, value, length=3):
     array = np.asarray(value, dtype=np.float64).reshape(-1)

@@ -35,9 +35,9 @@ from .device import torch_device
 from .errors import ParameterError, SimulationError, check_range
 from .integrators import semi_implicit
 from .model_state import Control, Model, State
-from .parameters import PARAMETERS, ParameterSpec, register
+from .parameters import PARAMETERS, ParameterSpec, declare
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("particle_position", wp.vec3, "particle", "initial particle position", "m"),
     ParameterSpec("particle_velocity", wp.vec3, "particle", "initial particle velocity", "m/s"),
     ParameterSpec("body_position", wp.vec3, "body", "initial centre-of-mass position", "m"),
