@@ -18,9 +18,11 @@ from .transforms import axis_angle_quaternion, rotation_matrix
 PRIMITIVES = ("box", "sphere", "cylinder", "cone", "capsule", "torus")
 
 # Corner k of the box has coordinate bits (x, y, z) = k >> 2, k >> 1, k (in -1/+1 half-extents); each
-# side is a quad of corners counter-clockwise seen from outside, and the texture square maps to it in
-# the same order.
-_BOX_SIDES = ((1, 5, 7, 3), (0, 2, 6, 4), (2, 3, 7, 6), (0, 4, 5, 1), (4, 6, 7, 5), (0, 1, 3, 2))
+# side is a quad of corners counter-clockwise seen from outside, split along its first-to-third corner
+# diagonal, and the texture square maps to it in the same order. The diagonals are those of the boxes
+# wsim used before (trimesh's): the soft renderer's one-ring silhouette distance makes the image of a
+# box depend on them (tests/test_render_raster.py checks its continuity).
+_BOX_SIDES = ((1, 5, 7, 3), (2, 6, 4, 0), (2, 3, 7, 6), (4, 5, 1, 0), (6, 7, 5, 4), (0, 1, 3, 2))
 _SQUARE = ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0))
 
 
