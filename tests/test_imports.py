@@ -48,6 +48,8 @@ def _module_level_imports(name: str, path: Path, known: set[str]) -> set[str]:
     found = set()
     for node in ast.parse(path.read_text()).body:  # top-level statements only: no function bodies
         statements = [node]
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue  # never runs
         if isinstance(node, (ast.If, ast.Try)):  # guarded imports still run at import time
             statements = list(ast.walk(node))
         for statement in statements:
