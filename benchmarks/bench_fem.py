@@ -19,7 +19,7 @@ import torch
 import warp as wp
 
 import wsim  # noqa: F401
-from wsim import tetmesh
+from wsim.geometry import tetmesh
 from wsim.builder import ModelBuilder
 from wsim.simulation import Simulation
 

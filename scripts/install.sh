@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (reusing a system-wide PyTorch if there is one) and install wsim into it.
 # Usage: scripts/install.sh [extras]     e.g. scripts/install.sh test
-# WSIM_TORCH picks the PyTorch to install when none is importable (default: the tested torch==2.13.0;
-# wsim itself accepts any torch >= 2.1, e.g. WSIM_TORCH=torch for the newest).
+# WSIM_TORCH picks the PyTorch to install when none is importable (default: the tested torch==2.13.0,
+# also pyproject's lower bound; e.g. WSIM_TORCH=torch for the newest). A system torch older than 2.13
+# is replaced by pip when wsim is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

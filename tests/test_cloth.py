@@ -5,7 +5,7 @@ import pytest
 import torch
 import warp as wp
 
-from wsim import cloth_mesh
+from wsim.geometry import cloth as cloth_mesh
 from wsim.builder import ModelBuilder
 from wsim.errors import MeshError
 from wsim.gradcheck import gradcheck

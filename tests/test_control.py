@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsim import cloth_mesh
+from wsim.geometry import cloth as cloth_mesh
 from wsim.builder import ModelBuilder
 from wsim.control import SinusoidPolicy, interval_times, load_control, run_control
 from wsim.errors import ConfigError

@@ -10,7 +10,7 @@ from wsim import ModelBuilder, Simulation, primitive
 from wsim.config import SceneConfig, apply_overrides, from_dict, load_config
 from wsim.device import resolve_device
 from wsim.errors import ConfigError, MeshError, ParameterError, SimulationError
-from wsim.meshes import TriangleMesh
+from wsim.geometry import TriangleMesh
 from wsim.scene import build_scene
 
 

@@ -10,7 +10,7 @@ from wsim.errors import MeshError, ParameterError
 from wsim.gradcheck import gradcheck
 from wsim.models import fem
 from wsim.simulation import Simulation
-from wsim import tetmesh
+from wsim.geometry import tetmesh
 
 
 def element_forces(model, positions, velocities=None, mu=None, lam=None, damping=None, activation=None):

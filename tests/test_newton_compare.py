@@ -21,7 +21,7 @@ import torch
 
 newton = pytest.importorskip("newton", reason="newton (pip install newton) is needed for the comparison")
 
-from wsim import tetmesh  # noqa: E402
+from wsim.geometry import tetmesh  # noqa: E402
 from wsim.builder import ModelBuilder  # noqa: E402
 from wsim.simulation import Simulation  # noqa: E402
 

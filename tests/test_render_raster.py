@@ -200,7 +200,7 @@ def test_image_is_continuous_under_small_motions(shape):
     (the rigid-contact loss then had a step in ke). A continuous but steep hand-over between depth
     groups stays below the bound. gamma = 1e-2: with a much smaller depth
     temperature a face entering the behind group takes over its colour blend within a step."""
-    from wsim.sysid.shapes import shape_mesh
+    from wsim.geometry.shapes import shape_mesh
 
     mesh = shape_mesh(shape, 6)
     v0 = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32)

@@ -13,7 +13,7 @@ import pytest
 
 from wsim.cli import main
 from wsim.errors import ConfigError
-from wsim.meshes import check_closed, mass_properties
+from wsim.geometry import check_closed, mass_properties
 from wsim.sysid import SHAPES, load_experiment, run_experiment, run_instance, shape_mesh
 from wsim.sysid import Optimisation
 

@@ -18,14 +18,10 @@ import warp as wp
 
 from .device import init_warp
 from .errors import MeshError, ParameterError, check_finite, check_range
-from .meshes import TriangleMesh, mass_properties
-from .tetmesh import TetMesh, rotation_matrix
-from .model import Model
-
-# Importing the models and the integrator registers their parameters.
-from . import models as _models  # noqa: F401
-from .integrators import semi_implicit as _integrator  # noqa: F401
-from . import simulation as _simulation  # noqa: F401
+from .geometry.surface import TriangleMesh, mass_properties
+from .geometry.tetmesh import TetMesh
+from .geometry.transforms import rotation_matrix
+from .model_state import Model
 
 
 def _vector(name, value, length=3):
@@ -279,7 +275,7 @@ class ModelBuilder:
         ``anchors`` (mesh vertex indices) ties each listed particle to a fixed point at its initial
         position with a spring of ``anchor_stiffness`` (N/m) and ``anchor_damping`` (N s/m).
         Returns ``{"particles", "tris", "edges", "anchors"}`` ranges of global indices."""
-        from .cloth_mesh import bending_edges
+        from .geometry.cloth import bending_edges
 
         if (density is None) == (particle_mass is None):
             raise ParameterError(f"cloth '{name}': give exactly one of density or particle_mass")

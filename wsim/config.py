@@ -74,7 +74,7 @@ class ContactOverride(ConfigModel):
 
 class ShapeConfig(ConfigModel):
     """A body's surface: a primitive ``type`` (box, sphere, cylinder, cone, capsule, torus) with its
-    ``size`` (see :func:`wsim.meshes.primitive`), or a mesh ``file`` (OBJ/PLY/STL...); ``scale`` per axis.
+    ``size`` (see :func:`wsim.geometry.primitive`), or a mesh ``file`` (OBJ/PLY/STL...); ``scale`` per axis.
     ``type`` stays a free name: with a ``file`` it labels the mesh (a randomised shape's name)."""
 
     type: str = "box"

@@ -7,8 +7,10 @@ wsim runs every Warp kernel and every torch tensor of a simulation on one device
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
+import sys
+import tempfile
 
 import warp as wp
 
@@ -17,23 +19,85 @@ from .errors import ConfigError
 ALLOWED_DEVICES = "auto, cpu, cuda, cuda:N"
 
 
-def configure_warp() -> None:
-    """Quiet Warp's banner and module-load lines, and ask for run-to-run deterministic atomics on CUDA
-    (float atomic additions otherwise sum in a varying order; set ``WSIM_DETERMINISTIC=0`` to trade
-    that for speed). Runs on ``import wsim``, before Warp compiles anything."""
+# Every wsim module that defines Warp kernels (a test keeps the list complete): deterministic mode is
+# a per-module compile option, so wsim asks for it on its own modules and leaves other libraries'
+# (Newton's collision kernels refuse it) as they are.
+KERNEL_MODULES = (
+    "wsim.simulation", "wsim.integrators.semi_implicit", "wsim.models.springs", "wsim.models.fem",
+    "wsim.models.cloth", "wsim.models.bending", "wsim.models.aerodynamics", "wsim.models.contact",
+    "wsim.models.external", "wsim.render.kernels",
+)
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+# printed by Warp's native library on machines without an NVIDIA driver, where the CPU is the device
+_NO_DRIVER = "Could not find or load the NVIDIA CUDA driver"
+_initialised = False
+
+
+def deterministic_requested() -> bool:
+    """Whether ``WSIM_DETERMINISTIC`` asks for deterministic atomics (default: no)."""
+    value = os.environ.get("WSIM_DETERMINISTIC", "0").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"environment variable WSIM_DETERMINISTIC='{value}' must be 1 or 0 (or true/false, yes/no, on/off)")
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Ask for run-to-run deterministic float atomics in wsim's kernels on CUDA (atomic additions
+    otherwise sum in a varying order, so gradients differ in the last bits between runs), or lift it.
+    Only wsim's Warp modules change; they recompile on their next launch (a separate kernel cache entry)."""
+    if not hasattr(wp, "DeterministicMode"):  # Warp before 1.12 has no deterministic mode
+        return
+    mode = wp.DeterministicMode.RUN_TO_RUN if enabled else wp.DeterministicMode.NOT_GUARANTEED
+    for name in KERNEL_MODULES:
+        wp.set_module_options({"deterministic": mode}, module=name)
+
+
+@contextlib.contextmanager
+def _stderr_without(marker: str):
+    """Run the body with file descriptor 2 captured (native code writes there directly), then pass on
+    every captured line except those containing ``marker``."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no standard error to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if marker not in line]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def init_warp() -> None:
+    """Initialise Warp once: warnings and errors only (no banner or module-load lines), without the
+    missing-driver warning on machines that have no NVIDIA driver (the CPU is then the device, as
+    :func:`resolve_device` says), and with deterministic atomics in wsim's kernels when
+    ``WSIM_DETERMINISTIC=1``. Nothing of this happens on ``import wsim``."""
+    global _initialised
+    if _initialised:
+        return
+    requested = deterministic_requested()
     if hasattr(wp, "LOG_WARNING"):
         wp.config.log_level = wp.LOG_WARNING
     else:  # Warp before the logging rework
         wp.config.quiet = True
-    if hasattr(wp.config, "deterministic") and os.environ.get("WSIM_DETERMINISTIC", "1") != "0":
-        wp.config.deterministic = wp.DeterministicMode.RUN_TO_RUN
-
-
-@functools.lru_cache(maxsize=None)
-def init_warp() -> None:
-    """Initialise Warp once, quietly."""
-    configure_warp()
-    wp.init()
+    if requested:
+        set_deterministic(True)
+    with _stderr_without(_NO_DRIVER):
+        wp.init()
+    _initialised = True
 
 
 def cuda_available() -> bool:

@@ -11,8 +11,8 @@ from .builder import ModelBuilder
 from .config import SceneConfig
 from .device import resolve_device
 from .errors import ConfigError, MeshError
-from .meshes import load_mesh, primitive
-from .model import Model
+from .geometry import load_mesh, primitive
+from .model_state import Model
 from .simulation import Simulation
 
 
@@ -125,8 +125,8 @@ def _selected(selection, vertices: np.ndarray, where: str) -> np.ndarray:
 
 
 def soft_body_mesh(mesh_config, base: Path | None = None, where: str = "mesh"):
-    """The :class:`~wsim.tetmesh.TetMesh` described by a :class:`~wsim.config.TetMeshConfig`."""
-    from . import tetmesh
+    """The :class:`~wsim.geometry.tetmesh.TetMesh` described by a :class:`~wsim.config.TetMeshConfig`."""
+    from .geometry import tetmesh
 
     m = mesh_config
     try:
@@ -134,7 +134,7 @@ def soft_body_mesh(mesh_config, base: Path | None = None, where: str = "mesh"):
             path = Path(m.file)
             if not path.is_absolute() and base is not None and not path.exists():
                 path = base / path
-            from .meshes import MESH_FILE_SUFFIXES
+            from .geometry import MESH_FILE_SUFFIXES
 
             if path.suffix.lower() in MESH_FILE_SUFFIXES:
                 return tetmesh.tetrahedralize(load_mesh(path), max_volume=m.max_volume)
@@ -191,9 +191,9 @@ def _add_soft_body(builder: ModelBuilder, soft, index: int, base, material: int)
 
 
 def _add_cloth(builder: ModelBuilder, cloth, index: int, base, material: int) -> np.ndarray:
-    from . import cloth_mesh
     from .errors import ParameterError
-    from .tetmesh import rotation_matrix
+    from .geometry.cloth import grid, load_cloth
+    from .geometry.transforms import transform_points
 
     where = f"cloths.{index}"
     try:
@@ -201,11 +201,10 @@ def _add_cloth(builder: ModelBuilder, cloth, index: int, base, material: int) ->
             path = Path(cloth.file)
             if not path.is_absolute() and base is not None and not path.exists():
                 path = base / path
-            mesh = cloth_mesh.load_cloth(path)
+            mesh = load_cloth(path)
         else:
-            mesh = cloth_mesh.grid(cloth.size, cloth.cells)
-        world = (mesh.vertices * np.broadcast_to(np.asarray(cloth.scale, float), (3,))) @ \
-            rotation_matrix(cloth.rotation).T + np.asarray(cloth.position, float)
+            mesh = grid(cloth.size, cloth.cells)
+        world = transform_points(mesh.vertices, cloth.scale, cloth.rotation, cloth.position)
     except MeshError as error:
         raise ConfigError(f"{where}: {error}") from None
     pinned = _selected(cloth.pin, world, f"{where}.pin")

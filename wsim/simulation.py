@@ -34,10 +34,10 @@ from .bridge import run_tape_program, to_torch
 from .device import torch_device
 from .errors import ParameterError, SimulationError, check_range
 from .integrators import semi_implicit
-from .model import Control, Model, State
-from .parameters import PARAMETERS, ParameterSpec, register
+from .model_state import Control, Model, State
+from .parameters import PARAMETERS, ParameterSpec, declare
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("particle_position", wp.vec3, "particle", "initial particle position", "m"),
     ParameterSpec("particle_velocity", wp.vec3, "particle", "initial particle velocity", "m/s"),
     ParameterSpec("body_position", wp.vec3, "body", "initial centre-of-mass position", "m"),
@@ -231,7 +231,7 @@ class Simulation:
     # -- the tape program -------------------------------------------------------------------------
     def rollout(self, params: dict | None = None, control: Control | None = None) -> torch.Tensor:
         """World-space vertices of every frame, ``[frames, vertices, 3]`` float32, differentiable with
-        respect to every tensor in ``params`` and ``control`` (:class:`~wsim.model.Control`)."""
+        respect to every tensor in ``params`` and ``control`` (:class:`~wsim.model_state.Control`)."""
         params = dict(params or {})
         if control is not None:
             for name, value in control.as_parameters().items():

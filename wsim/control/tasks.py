@@ -10,7 +10,7 @@ the target image (the rendered goal, or a user image). Controllers produce the s
 
 Scenes (Y up):
 
-* ``walker``: a 2D walker of triangles in the plane z = 0 (:func:`wsim.control.meshes.walker`) standing
+* ``walker``: a 2D walker of triangles in the plane z = 0 (:func:`wsim.geometry.cloth.walker`) standing
   on the ground with friction; the goal is its settled pose moved to the right by a random distance.
 * ``fem``: a soft gear of 1152 tetrahedra lying on the ground; the goal is its settled pose moved by a
   random distance in a random horizontal direction.
@@ -28,6 +28,7 @@ import torch
 
 from ..builder import ModelBuilder
 from ..errors import ConfigError
+from ..geometry.transforms import axis_angle_quaternion, quaternion_multiply
 from ..simulation import Simulation
 from .config import ControlConfig
 from .policy import SinusoidPolicy, interval_times
@@ -71,7 +72,7 @@ class ControlTask:
 
     # -- scenes ------------------------------------------------------------------------------------
     def _build_walker(self):
-        from .meshes import walker
+        from ..geometry.cloth import walker
 
         w = self.config.walker
         builder = ModelBuilder(contact_smoothing=w.smoothing)
@@ -83,7 +84,7 @@ class ControlTask:
                          "goal_offset": self.goal_offset.tolist()}
 
     def _build_fem(self):
-        from ..tetmesh import gear
+        from ..geometry.tetmesh import gear
 
         f = self.config.fem
         builder = ModelBuilder(contact_smoothing=f.smoothing)
@@ -102,7 +103,7 @@ class ControlTask:
                          "goal_offset": self.goal_offset.tolist()}
 
     def _build_cloth(self):
-        from ..cloth_mesh import grid
+        from ..geometry.cloth import grid
 
         c = self.config.cloth
         rng = self.rng
@@ -121,7 +122,8 @@ class ControlTask:
         start = np.array([rng.uniform(-0.3, 0.3), height, rng.uniform(-0.3, 0.3)])
         yaw = rng.uniform(0.0, math.pi)
         tilt = rng.uniform(-0.3, 0.3)
-        rotation = _quat_mul(_quat_axis((0.0, 1.0, 0.0), yaw), _quat_axis((1.0, 0.0, 0.0), tilt))
+        rotation = quaternion_multiply(axis_angle_quaternion((0.0, 1.0, 0.0), yaw),
+                                       axis_angle_quaternion((1.0, 0.0, 0.0), tilt))
         builder = ModelBuilder(gravity=(0.0, c.gravity, 0.0), contact_smoothing=0.005)
         builder.add_material()
         builder.add_cloth(mesh, position=start, rotation=rotation, density=c.density, mu=c.mu, lam=c.lam,
@@ -301,19 +303,6 @@ def load_target_image(path, size: int, device, base=None) -> torch.Tensor:
     tensor = torch.as_tensor(image[..., :4]).permute(2, 0, 1)[None]
     tensor = torch.nn.functional.interpolate(tensor, size=(size, size), mode="area")
     return tensor[0].permute(1, 2, 0).contiguous().to(device)
-
-
-def _quat_axis(axis, angle):
-    axis = np.asarray(axis, dtype=np.float64)
-    axis = axis / np.linalg.norm(axis)
-    return np.concatenate([axis * math.sin(0.5 * angle), [math.cos(0.5 * angle)]])
-
-
-def _quat_mul(a, b):
-    ax, ay, az, aw = a
-    bx, by, bz, bw = b
-    return np.array([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz])
 
 
 def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:

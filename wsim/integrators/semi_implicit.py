@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import warp as wp
 
-from ..parameters import ParameterSpec, register
+from ..parameters import ParameterSpec, declare
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("particle_mass", wp.float32, "particle", "particle mass", "kg", 0.0, None),
     ParameterSpec("body_mass", wp.float32, "body", "rigid body mass", "kg", 0.0, None),
     ParameterSpec("body_inertia", wp.mat33, "body", "inertia about the centre of mass, body frame", "kg m^2"),

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import warp as wp
 
-from ..parameters import ParameterSpec, register
+from ..parameters import ParameterSpec, declare
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("drag_coefficient", wp.float32, "tri", "air drag coefficient k_drag of each triangle", "kg/m^3",
                   0.0, None, True),
     ParameterSpec("lift_coefficient", wp.float32, "tri", "air lift coefficient k_lift of each triangle", "kg/m^3",

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import warp as wp
 
-from ..parameters import ParameterSpec, register
+from ..parameters import ParameterSpec, declare
 from .fem import combined_activation
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("bending_stiffness", wp.float32, "edge", "dihedral bending stiffness k_b of each edge", "N m",
                   0.0, None, True),
     ParameterSpec("bending_damping", wp.float32, "edge", "dihedral bending damping k_d of each edge", "N m s",

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import warp as wp
 
-from ..parameters import ParameterSpec, register
+from ..parameters import ParameterSpec, declare
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("cloth_lame_mu", wp.float32, "tri", "membrane Lame parameter mu (shear) of each triangle",
                   "N/m", 0.0, None, True),
     ParameterSpec("cloth_lame_lambda", wp.float32, "tri", "membrane Lame parameter lambda (area) of each triangle",

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import warp as wp
 
-from ..parameters import ParameterSpec, register
+from ..parameters import ParameterSpec, declare
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("contact_ke", wp.float32, "material", "contact elastic stiffness", "N/m", 0.0, None, True),
     ParameterSpec("contact_kd", wp.float32, "material", "contact damping", "N s/m", 0.0, None, True),
     ParameterSpec("contact_kf", wp.float32, "material", "friction stiffness (stick regime)", "N s/m", 0.0, None, True),

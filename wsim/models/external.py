@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import warp as wp
 
-from ..parameters import ParameterSpec, register
+from ..parameters import ParameterSpec, declare
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("body_push_force", wp.vec3, "body", "force of the push over its window", "N"),
     ParameterSpec("particle_push_force", wp.vec3, "particle", "force of the push over its window", "N"),
     ParameterSpec("control_particle_force", wp.vec3, "interval_particle", "external force per interval", "N"),

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import warp as wp
 
-from ..parameters import ParameterSpec, register
+from ..parameters import ParameterSpec, declare
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("lame_mu", wp.float32, "tet", "first Lame parameter mu (shear) of each tetrahedron", "Pa",
                   0.0, None, True),
     ParameterSpec("lame_lambda", wp.float32, "tet", "second Lame parameter lambda (volume) of each tetrahedron",

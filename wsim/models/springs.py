@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import warp as wp
 
-from ..parameters import ParameterSpec, register
+from ..parameters import ParameterSpec, declare
 
-register(
+PARAMETER_SPECS = declare(
     ParameterSpec("spring_stiffness", wp.float32, "spring", "spring stiffness k", "N/m", 0.0, None, True),
     ParameterSpec("spring_damping", wp.float32, "spring", "spring damping c", "N s/m", 0.0, None, True),
     ParameterSpec("spring_rest_length", wp.float32, "spring", "spring rest length l0", "m", 0.0, None, True),

@@ -43,7 +43,7 @@ and with a small
 micrometre of motion; ``gamma`` of about 1e-2 avoids the latter for optimisation.
 
 Frames render as one batch; several meshes compose with correct occlusion when concatenated into one
-buffer (:func:`wsim.render.scene.concat_meshes`).
+buffer (:func:`wsim.render.meshes.concat_meshes`).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def render_rollout_video(vertices: torch.Tensor, faces: torch.Tensor, out_path, 
     """
     from .camera import Camera
     from .renderer import SoftRenderer
-    from .scene import Mesh, concat_meshes, grid_plane
+    from .meshes import Mesh, concat_meshes, grid_plane
     from .shading import DirectionalLight
 
     verts = vertices.detach()

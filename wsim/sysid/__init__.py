@@ -16,7 +16,7 @@ from .experiment import SystemIdentification, run_instance
 from .instance import Instance
 from .optimisation import Optimisation
 from .outputs import format_summary, summarize
-from .shapes import SHAPES, shape_mesh
+from ..geometry.shapes import SHAPES, shape_mesh
 
 
 def run_experiment(config: ExperimentConfig, out, device: str | None = None, instances: int | None = None,

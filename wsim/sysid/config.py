@@ -157,7 +157,7 @@ class OptimConfig(ConfigModel):
 
 class RandomizeConfig(ConfigModel):
     """Per-instance randomisation of ``scene.bodies.0`` (each draw uniform in [low, high] per component):
-    ``shapes`` (names from :data:`wsim.sysid.shapes.SHAPES`; empty keeps the scene's shape), anisotropic
+    ``shapes`` (names from :data:`wsim.geometry.shapes.SHAPES`; empty keeps the scene's shape), anisotropic
     ``scale``, ``position``, a random orientation (``rotation``), ``velocity``, ``angular_velocity`` and the
     known ``impulse`` (N s, applied over ``scene.bodies.0.push.duration`` at ``push_point``; with
     ``impulse_per_volume`` the draw is per m^3 of the body, so that the velocity it causes, impulse /
@@ -251,7 +251,7 @@ class ExperimentConfig(ConfigModel):
             raise ValueError("a target video needs its camera: set render.camera.mode: look_at with eye/target/fov_y")
         if self.randomize.enabled and not self.scene.bodies:
             raise ValueError("randomize.enabled needs a body in scene.bodies to randomise")
-        from .shapes import SHAPES
+        from ..geometry.shapes import SHAPES
 
         for i, shape in enumerate(self.randomize.shapes):
             if shape not in SHAPES:

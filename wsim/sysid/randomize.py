@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +15,13 @@ def _uniform(rng, low, high):
     return (low + (high - low) * rng.random(np.broadcast(low, high).shape)).tolist()
 
 
-def random_quaternion(rng) -> list[float]:
-    """A uniformly distributed unit quaternion (x, y, z, w) (Shoemake)."""
-    u1, u2, u3 = rng.random(3)
-    a, b = math.sqrt(1 - u1), math.sqrt(u1)
-    return [a * math.sin(2 * math.pi * u2), a * math.cos(2 * math.pi * u2), b * math.sin(2 * math.pi * u3),
-            b * math.cos(2 * math.pi * u3)]
-
-
 def randomized_scene(config: ExperimentConfig, rng, out: Path):
     """The experiment's scene with body 0 randomised for this instance (a copy; shapes written as OBJ)."""
     scene = copy.deepcopy(config.scene)
     r = config.randomize
     if not r.enabled:
         return scene
-    from .shapes import write_shape
+    from ..geometry.shapes import write_shape
 
     body = scene.bodies[0]
     if r.shapes:
@@ -41,6 +32,8 @@ def randomized_scene(config: ExperimentConfig, rng, out: Path):
     body.shape.scale = _uniform(rng, [r.scale[0]] * 3, [r.scale[1]] * 3)
     body.position = _uniform(rng, r.position_low, r.position_high)
     if r.rotation:
+        from ..geometry.transforms import random_quaternion
+
         body.rotation = random_quaternion(rng)
     if r.position_from_ground:
         body.position[1] += scene.ground.height - lowest_point(body)
@@ -48,7 +41,7 @@ def randomized_scene(config: ExperimentConfig, rng, out: Path):
     body.angular_velocity = _uniform(rng, r.angular_velocity_low, r.angular_velocity_high)
     body.push.impulse = _uniform(rng, r.impulse_low, r.impulse_high)
     if r.impulse_per_volume:
-        from ..meshes import mass_properties
+        from ..geometry import mass_properties
         from ..scene import body_mesh
 
         volume = mass_properties(body_mesh(body.shape)).volume
@@ -59,9 +52,9 @@ def randomized_scene(config: ExperimentConfig, rng, out: Path):
 
 def lowest_point(body) -> float:
     """The lowest height of ``body``'s vertices relative to its centre of mass (in its initial orientation)."""
-    from ..meshes import mass_properties
+    from ..geometry import mass_properties
     from ..scene import body_mesh
-    from ..tetmesh import rotation_matrix
+    from ..geometry.transforms import rotation_matrix
 
     mesh = body_mesh(body.shape)
     vertices = np.asarray(mesh.vertices, dtype=np.float64) - mass_properties(mesh).center_of_mass

@@ -19,20 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MeshError
+from ..errors import MeshError
+from .surface import TriangleMesh, check_closed
+from .transforms import transform_points
 
-# The six tetrahedra of a unit cube along its main diagonal (Kuhn / Freudenthal split): one per
-# order in which the path from corner (0,0,0) to (1,1,1) steps along the three axes. Every cube of a
-# grid split this way shares its face diagonals with its neighbours, so the grid is conforming.
-_KUHN = []
-for _order in permutations(range(3)):
-    _corner = np.zeros(3, dtype=int)
-    _path = [tuple(_corner)]
-    for _axis in _order:
-        _corner = _corner.copy()
-        _corner[_axis] = 1
-        _path.append(tuple(_corner))
-    _KUHN.append(_path)
+def _kuhn_paths() -> list[list[tuple[int, int, int]]]:
+    """The six tetrahedra of a unit cube along its main diagonal (Kuhn / Freudenthal split): one per
+    order in which the path from corner (0,0,0) to (1,1,1) steps along the three axes. Every cube of a
+    grid split this way shares its face diagonals with its neighbours, so the grid is conforming."""
+    paths = []
+    for order in permutations(range(3)):
+        corner = [0, 0, 0]
+        path = [tuple(corner)]
+        for axis in order:
+            corner[axis] = 1
+            path.append(tuple(corner))
+        paths.append(path)
+    return paths
 
 
 @dataclass
@@ -91,26 +94,11 @@ class TetMesh:
         scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (3,))
         if np.any(scale <= 0):
             raise MeshError(f"tet mesh scale must be positive, got {scale.tolist()}")
-        vertices = (self.vertices * scale) @ rotation_matrix(rotation).T + np.asarray(translation, dtype=np.float64)
-        return TetMesh(vertices, self.tets.copy())
+        return TetMesh(transform_points(self.vertices, scale, rotation, translation), self.tets.copy())
 
     @property
     def volume(self) -> float:
         return float(self.volumes().sum())
-
-
-def rotation_matrix(quaternion) -> np.ndarray:
-    """3x3 rotation matrix of a (not necessarily unit) quaternion (x, y, z, w)."""
-    q = np.asarray(quaternion, dtype=np.float64).reshape(4)
-    norm = np.linalg.norm(q)
-    if not np.isfinite(norm) or norm < 1e-12:
-        raise MeshError(f"rotation must be a non-zero quaternion (x, y, z, w), got {q.tolist()}")
-    x, y, z, w = q / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
 
 
 def box(size=(1.0, 1.0, 1.0), cells=(4, 4, 4), center=(0.0, 0.0, 0.0)) -> TetMesh:
@@ -130,7 +118,7 @@ def box(size=(1.0, 1.0, 1.0), cells=(4, 4, 4), center=(0.0, 0.0, 0.0)) -> TetMes
 
     i, j, k = (a.reshape(-1) for a in np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij"))
     tets = []
-    for path in _KUHN:
+    for path in _kuhn_paths():
         tets.append(np.stack([index(i + a, j + b, k + c) for a, b, c in path], axis=1))
     return TetMesh(grid, np.concatenate(tets)).oriented()
 
@@ -243,14 +231,12 @@ def save_tet_mesh(mesh: TetMesh, path: str | Path) -> None:
     meshio.write(path, meshio.Mesh(mesh.vertices, [("tetra", mesh.tets)]))
 
 
-def tetrahedralize(surface, max_volume: float | None = None, quality: float = 1.5) -> TetMesh:
-    """Fill the closed triangle ``surface`` (:class:`wsim.meshes.TriangleMesh`) with tetrahedra (tetgen).
+def tetrahedralize(surface: TriangleMesh, max_volume: float | None = None, quality: float = 1.5) -> TetMesh:
+    """Fill the closed triangle ``surface`` with tetrahedra (tetgen).
 
     ``max_volume`` (m^3) bounds the element volume; ``quality`` bounds the radius-edge ratio.
     Raises :class:`MeshError` for an open surface or when tetgen is not installed.
     """
-    from .meshes import check_closed
-
     check_closed(surface)
     try:
         import tetgen

@@ -1,8 +1,10 @@
-"""Scene helpers: compose several meshes into one buffer, simple primitives.
+"""Meshes as the renderer takes them: torch tensors, composed into one buffer.
 
 The renderer draws one vertex/face buffer; several objects (and the ground) compose with correct
 occlusion by concatenating them: :func:`concat_meshes` offsets the face indices and stacks per-vertex
 colours (or UVs), broadcasting static meshes (``[V, 3]``) over the frames of moving ones (``[F, V, 3]``).
+:func:`cube`, :func:`grid_plane` and :func:`icosphere` hand the generators of :mod:`wsim.geometry` to
+the renderer as float32 tensors.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import MeshError
+from ..geometry import cloth, primitives
 
 
 @dataclass
@@ -65,12 +68,12 @@ def concat_meshes(meshes, default_color=(0.7, 0.7, 0.7)):
     return (torch.cat(verts, 1), torch.cat(faces, 0), torch.cat(colors, 1), torch.cat(uvs, 0) if any_uv else None)
 
 
-_CUBE_CORNERS = [
-    (-1, -1, -1), (1, -1, -1), (1, 1, -1), (-1, 1, -1),
-    (-1, -1, 1), (1, -1, 1), (1, 1, 1), (-1, 1, 1),
-]
-# each face as a quad of corner indices, counter-clockwise seen from outside
-_CUBE_QUADS = [(4, 5, 6, 7), (1, 0, 3, 2), (5, 1, 2, 6), (0, 4, 7, 3), (7, 6, 2, 3), (0, 1, 5, 4)]
+def _tensors(mesh, device, uvs: bool = False):
+    vertices = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=device)
+    faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=device)
+    if not uvs:
+        return vertices, faces
+    return vertices, faces, torch.as_tensor(mesh.uvs, dtype=torch.float32, device=device)
 
 
 def cube(size: float = 1.0, center=(0.0, 0.0, 0.0), split_faces: bool = False, device=None):
@@ -79,72 +82,18 @@ def cube(size: float = 1.0, center=(0.0, 0.0, 0.0), split_faces: bool = False, d
     ``split_faces=True`` gives each side its own 4 vertices (24 in all) so that vertex normals are the
     face normals (crisp Phong shading) and each side can carry its own colour/UVs (UVs are returned as a
     third element in that case: each side maps to the whole unit square)."""
-    corners = torch.tensor(_CUBE_CORNERS, dtype=torch.float32, device=device) * (size / 2.0)
-    corners = corners + torch.as_tensor(center, dtype=torch.float32, device=device)
-    if not split_faces:
-        faces = []
-        for a, b, c, d in _CUBE_QUADS:
-            faces += [(a, b, c), (a, c, d)]
-        return corners, torch.tensor(faces, dtype=torch.long, device=device)
-    verts, faces, uvs = [], [], []
-    square = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
-    for q, quad in enumerate(_CUBE_QUADS):
-        base = 4 * q
-        verts += [corners[k] for k in quad]
-        uvs += square
-        faces += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
-    return (torch.stack(verts), torch.tensor(faces, dtype=torch.long, device=device),
-            torch.tensor(uvs, dtype=torch.float32, device=device))
+    return _tensors(primitives.box(size, center, split_faces), device, uvs=split_faces)
 
 
 def grid_plane(size: float = 10.0, divisions: int = 1, height: float = 0.0, center=(0.0, 0.0), device=None):
     """A horizontal square (normal +Y) at ``y = height`` as ``(vertices, faces, uvs)``, split into
     ``divisions x divisions`` quads (more divisions keep per-face work small on the GPU)."""
-    n = int(divisions)
-    if n < 1:
+    if int(divisions) < 1:
         raise MeshError(f"grid_plane divisions must be >= 1, got {divisions}")
-    s = torch.linspace(-size / 2.0, size / 2.0, n + 1, device=device)
-    zz, xx = torch.meshgrid(s, s, indexing="ij")
-    verts = torch.stack([xx + center[0], torch.full_like(xx, float(height)), zz + center[1]], dim=-1).reshape(-1, 3)
-    uvs = torch.stack([(xx + size / 2) / size, 1.0 - (zz + size / 2) / size], dim=-1).reshape(-1, 2)
-    faces = []
-    for r in range(n):
-        for c in range(n):
-            a = r * (n + 1) + c
-            b, d = a + 1, a + n + 1
-            e = d + 1
-            faces += [(a, d, e), (a, e, b)]  # counter-clockwise seen from above (+Y)
-    return verts, torch.tensor(faces, dtype=torch.long, device=device), uvs
+    sheet = cloth.grid((size, size), (int(divisions),) * 2, (center[0], height, center[1]), alternate=False)
+    return _tensors(sheet, device, uvs=True)
 
 
 def icosphere(radius: float = 1.0, subdivisions: int = 2, center=(0.0, 0.0, 0.0), device=None):
     """A sphere mesh (``(vertices, faces)``) from a subdivided icosahedron; 20 * 4^n faces."""
-    import math
-
-    t = (1.0 + math.sqrt(5.0)) / 2.0
-    verts = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t), (0, -1, -t), (0, 1, -t),
-             (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
-    faces = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4), (11, 10, 2),
-             (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5),
-             (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1)]
-    verts = [tuple(x / math.sqrt(sum(c * c for c in v)) for x in v) for v in verts]
-    for _ in range(int(subdivisions)):
-        cache: dict = {}
-
-        def mid(a, b):
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                m = [(verts[a][k] + verts[b][k]) / 2.0 for k in range(3)]
-                norm = math.sqrt(sum(x * x for x in m))
-                verts.append(tuple(x / norm for x in m))
-                cache[key] = len(verts) - 1
-            return cache[key]
-
-        new = []
-        for a, b, c in faces:
-            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
-            new += [(a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca)]
-        faces = new
-    v = torch.tensor(verts, dtype=torch.float32, device=device) * radius
-    v = v + torch.as_tensor(center, dtype=torch.float32, device=device)
-    return v, torch.tensor(faces, dtype=torch.long, device=device)
+    return _tensors(primitives.icosphere(radius, subdivisions, center), device)

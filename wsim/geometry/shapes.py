@@ -1,4 +1,5 @@
-"""The rigid-mass shape set: the mesh primitives plus procedurally generated non-convex solids.
+"""The shape set of system identification: the mesh primitives plus procedurally generated non-convex
+solids.
 
 Every shape is a closed, outward-oriented triangle mesh of roughly unit size (about 1 m across) with
 few vertices (a few hundred at most, as in the paper's simplified meshes). Prisms extrude a 2D
@@ -8,10 +9,13 @@ radially. :func:`shape_mesh` builds one by name; :data:`SHAPES` lists them all.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import ConfigError
-from ..meshes import PRIMITIVES, TriangleMesh, check_closed, primitive
+from .primitives import PRIMITIVES, primitive
+from .surface import TriangleMesh, check_closed, outward
 
 PRIMITIVE_SIZES = {
     "box": [0.8, 0.6, 0.5], "sphere": 0.45, "cylinder": [0.35, 0.8], "cone": [0.45, 0.9],
@@ -33,24 +37,12 @@ def _prism(outline: np.ndarray, height: float, centre=(0.0, 0.0), name: str = "p
     faces = []
     for i in range(n):
         j = (i + 1) % n
-        # outline is CCW in (x, z) seen from +Y... with Y up and (x, z) axes the handedness flips,
-        # so orientation is fixed below by the signed volume
+        # (x, z) seen from +Y is a left-handed view, so the winding is settled by the signed volume
         faces.append([i, j, n + j])
         faces.append([i, n + j, n + i])
         faces.append([cb, j, i])
         faces.append([ct, n + i, n + j])
-    faces = np.array(faces, dtype=np.int64)
-    mesh = TriangleMesh(vertices, faces, name)
-    return _outward(mesh)
-
-
-def _outward(mesh: TriangleMesh) -> TriangleMesh:
-    v, f = mesh.vertices, mesh.faces
-    signed = np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum()
-    if signed < 0:
-        mesh = TriangleMesh(v, f[:, ::-1].copy(), mesh.name)
-    return mesh
-
+    return outward(TriangleMesh(vertices, np.array(faces, dtype=np.int64), name))
 
 
 def _star(points: int, outer: float, inner: float) -> np.ndarray:
@@ -69,7 +61,6 @@ def _gear(teeth: int, outer: float, inner: float) -> np.ndarray:
     return np.array(pts)
 
 
-
 L_OUTLINE = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, -0.1], [-0.1, -0.1], [-0.1, 0.5], [-0.5, 0.5]])
 T_OUTLINE = np.array([[-0.15, -0.5], [0.15, -0.5], [0.15, 0.2], [0.5, 0.2], [0.5, 0.5], [-0.5, 0.5],
                       [-0.5, 0.2], [-0.15, 0.2]])
@@ -86,7 +77,7 @@ def _blob(name: str, bumps: list[tuple], resolution: int = 8, radius: float = 0.
         d = np.asarray(direction, dtype=np.float64)
         d = d / np.linalg.norm(d)
         r += amplitude * np.exp(-(1.0 - directions @ d) / width)
-    return _outward(TriangleMesh(directions * r[:, None], base.faces, name))
+    return outward(TriangleMesh(directions * r[:, None], base.faces, name))
 
 
 def _procedural() -> dict:
@@ -123,13 +114,11 @@ def shape_mesh(name: str, resolution: int = 8) -> TriangleMesh:
 
 def write_shape(name: str, path, resolution: int = 8):
     """Write shape ``name`` as an OBJ file (atomically) and return the path."""
-    from pathlib import Path
-
     from ..export import atomic_path
 
     mesh = shape_mesh(name, resolution)
     path = Path(path)
-    lines = [f"# wsim sysid shape {name}"]
+    lines = [f"# wsim shape {name}"]
     lines += [f"v {x:.9g} {y:.9g} {z:.9g}" for x, y, z in mesh.vertices]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in mesh.faces]
     with atomic_path(path, suffix=".obj") as temporary:

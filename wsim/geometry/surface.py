@@ -1,7 +1,9 @@
-"""Triangle meshes for rigid bodies: primitives, files, validation and mass properties.
+"""Triangle surfaces: the :class:`TriangleMesh` container, mesh files, closedness, orientation and mass
+properties.
 
 Conventions: Y up, SI units (metres, kilograms), faces are counter-clockwise seen from outside
-(outward normals), vertices ``float64 [V, 3]``, faces ``int64 [T, 3]``.
+(outward normals), vertices ``float64 [V, 3]``, faces ``int64 [T, 3]``, optional texture coordinates
+``uvs`` ``float64 [V, 2]``.
 """
 
 from __future__ import annotations
@@ -11,19 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MeshError
+from ..errors import MeshError
 
-PRIMITIVES = ("box", "sphere", "cylinder", "cone", "capsule", "torus")
 MESH_FILE_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 
 
 @dataclass(frozen=True)
 class TriangleMesh:
-    """A closed triangle surface. ``vertices`` [V, 3] in metres, ``faces`` [T, 3] vertex indices."""
+    """A triangle surface. ``vertices`` [V, 3] in metres, ``faces`` [T, 3] vertex indices, ``uvs``
+    [V, 2] texture coordinates or ``None``."""
 
     vertices: np.ndarray
     faces: np.ndarray
     name: str = "mesh"
+    uvs: np.ndarray | None = None
 
     def __post_init__(self):
         vertices = np.ascontiguousarray(self.vertices, dtype=np.float64)
@@ -36,6 +39,11 @@ class TriangleMesh:
             raise MeshError(f"mesh '{self.name}': face indices must lie in [0, {len(vertices) - 1}]")
         if not np.all(np.isfinite(vertices)):
             raise MeshError(f"mesh '{self.name}': vertices must be finite")
+        if self.uvs is not None:
+            uvs = np.ascontiguousarray(self.uvs, dtype=np.float64)
+            if uvs.shape != (len(vertices), 2):
+                raise MeshError(f"mesh '{self.name}': uvs must have shape [{len(vertices)}, 2], got {uvs.shape}")
+            object.__setattr__(self, "uvs", uvs)
         object.__setattr__(self, "vertices", vertices)
         object.__setattr__(self, "faces", faces)
 
@@ -45,7 +53,12 @@ class TriangleMesh:
         if np.any(scale == 0):
             raise MeshError(f"mesh '{self.name}': scale must be non-zero on every axis, got {scale.tolist()}")
         faces = self.faces if np.prod(np.sign(scale)) > 0 else self.faces[:, ::-1]
-        return TriangleMesh(self.vertices * scale, faces.copy(), self.name)
+        return TriangleMesh(self.vertices * scale, faces.copy(), self.name, self.uvs)
+
+    def translated(self, offset) -> "TriangleMesh":
+        """Return a copy moved by ``offset`` [3] (m)."""
+        offset = np.broadcast_to(np.asarray(offset, dtype=np.float64), (3,))
+        return TriangleMesh(self.vertices + offset, self.faces.copy(), self.name, self.uvs)
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,19 @@ def check_closed(mesh: TriangleMesh) -> None:
         raise MeshError(f"mesh '{mesh.name}' has inconsistently oriented faces; fix its winding (outward normals)")
 
 
+def signed_volume(mesh: TriangleMesh) -> float:
+    """Volume enclosed by the faces (m^3): positive for outward normals, negative for inward ones."""
+    v, f = mesh.vertices, mesh.faces
+    return float(np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6.0)
+
+
+def outward(mesh: TriangleMesh) -> TriangleMesh:
+    """``mesh`` with its faces flipped when they enclose a negative volume (inward normals)."""
+    if signed_volume(mesh) < 0:
+        return TriangleMesh(mesh.vertices, mesh.faces[:, ::-1].copy(), mesh.name, mesh.uvs)
+    return mesh
+
+
 def mass_properties(mesh: TriangleMesh) -> MassProperties:
     """Volume, centre of mass and inertia of a closed mesh at unit density (divergence theorem).
 
@@ -106,48 +132,6 @@ def mass_properties(mesh: TriangleMesh) -> MassProperties:
     second -= volume * np.outer(center, center)  # parallel-axis shift to the centre of mass
     inertia = np.trace(second) * np.eye(3) - second
     return MassProperties(float(volume), center, 0.5 * (inertia + inertia.T))
-
-
-def primitive(kind: str, size=None, resolution: int = 16) -> TriangleMesh:
-    """A closed primitive mesh centred at the origin, with its axis along Y for round solids.
-
-    ``kind``/``size``: box ``[x, y, z]`` edge lengths (or one edge); sphere radius; cylinder and cone
-    ``[radius, height]``; capsule ``[radius, height of the cylindrical part]``; torus
-    ``[major radius, minor radius]``. ``resolution`` sets the number of segments of round primitives.
-    """
-    import trimesh
-
-    if kind not in PRIMITIVES:
-        raise MeshError(f"shape.type '{kind}' is unknown; allowed: {', '.join(PRIMITIVES)} or a mesh file")
-    size = np.atleast_1d(np.asarray(1.0 if size is None else size, dtype=np.float64))
-    if np.any(~np.isfinite(size)) or np.any(size <= 0):
-        raise MeshError(f"shape.size of a {kind} must be positive and finite, got {size.tolist()}")
-    y_up = trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0])  # trimesh builds along Z
-    if kind == "box":
-        extents = np.broadcast_to(size, (3,)) if size.size in (1, 3) else None
-        if extents is None:
-            raise MeshError(f"shape.size of a box must be one edge length or [x, y, z], got {size.tolist()}")
-        mesh = trimesh.creation.box(extents=extents)
-    elif kind == "sphere":
-        mesh = trimesh.creation.uv_sphere(radius=size[0], count=[resolution, 2 * resolution])
-    elif kind in ("cylinder", "cone", "capsule", "torus"):
-        if size.size != 2:
-            raise MeshError(f"shape.size of a {kind} must have 2 values, got {size.tolist()}")
-        if kind == "cylinder":
-            mesh = trimesh.creation.cylinder(radius=size[0], height=size[1], sections=2 * resolution)
-        elif kind == "cone":
-            mesh = trimesh.creation.cone(radius=size[0], height=size[1], sections=2 * resolution)
-            mesh.apply_translation([0, 0, -size[1] / 4.0])  # centroid of a cone is at a quarter height
-        elif kind == "capsule":
-            mesh = trimesh.creation.capsule(radius=size[0], height=size[1], count=[2 * resolution, resolution])
-        else:
-            if size[1] >= size[0]:
-                raise MeshError(f"shape.size of a torus must have minor radius < major radius, got {size.tolist()}")
-            mesh = trimesh.creation.torus(major_radius=size[0], minor_radius=size[1],
-                                          major_sections=2 * resolution, minor_sections=resolution)
-        mesh.apply_transform(y_up)
-    mesh.merge_vertices()
-    return TriangleMesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), kind)
 
 
 def load_mesh(path: str | Path) -> TriangleMesh:
