@@ -83,6 +83,7 @@ class _Payload:
         return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoints_refuse_corrupt_foreign_and_code_carrying_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     save_checkpoint(tmp_path / "good.pt", {"x": torch.ones(2)}, "stamp-a")
