@@ -44,14 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="comma-separated parameter names (default: the config's gradcheck.params)")
     gradcheck.add_argument("--eps", type=float, default=None, help="relative finite-difference step")
     gradcheck.add_argument("--tolerance", type=float, default=None, help="largest relative error that passes")
-    run = commands.add_parser("run", help="run an experiment (estimate physical parameters from video, e.g. "
-                              "rigid-mass) or a control task (e.g. control-walker)")
+    run = commands.add_parser(
+        "run", help="run an experiment (estimate physical parameters from video, e.g. rigid-mass) or a control "
+        "task (e.g. control-walker)",
+        description="Run an experiment or a control task on the harness. Exit status: 0 when every instance "
+        "converged, 1 when one did not (its estimate is still written, with status not_converged and the "
+        "reason in results.json), 2 for a config or input error, 130 when interrupted (--resume continues).")
     _common(run)
     run.add_argument("--out", default=None, help="output folder (default: runs/<experiment>[-<method>])")
     run.add_argument("--instances", type=int, default=None,
                      help="run N instances (seeds seed..seed+N-1) and write a summary table")
     run.add_argument("--resume", action="store_true",
-                     help="continue from the checkpoint in the output folder (and reuse finished instances)")
+                     help="reuse the finished instances in the output folder and continue an interrupted one from "
+                          "its checkpoint; a result or checkpoint of another config or seed is an error")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

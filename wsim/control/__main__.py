@@ -51,7 +51,7 @@ def run_cli(config_name, overrides, device, out, instances, progress, resume=Fal
     print(report["text"])
     print(f"wrote {out}/results.json, {out}/convergence.png, {out}/summary.md and instance_*/ "
           "(target.png, <method>.mp4, <method>.usda, results.json)")
-    return 0
+    return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":

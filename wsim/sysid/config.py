@@ -187,9 +187,10 @@ class RandomizeConfig(ConfigModel):
 class UncertaintyConfig(ConfigModel):
     """After the optimisation, how precisely the video determines each estimated parameter
     (:mod:`wsim.sysid.uncertainty`): the Gauss-Newton (Cramer-Rao) standard deviation for target pixels
-    with independent noise of standard deviation ``noise`` (default: the quantisation of an 8-bit video),
-    from central differences of relative step ``step``; skipped above ``max_unknowns`` scalar unknowns
-    (2 rollouts and renders each)."""
+    with independent noise measured from the target (its quantisation and a robust codec/sensor noise
+    estimate), at least ``noise`` (default: the quantisation of an 8-bit video), from central
+    differences of relative step ``step``; skipped above ``max_unknowns`` scalar unknowns (2 rollouts
+    and renders each). It applies only where the residuals at the estimate are within twice the noise."""
 
     enabled: bool = True
     noise: Positive = 1.0 / (255.0 * 12.0 ** 0.5)
