@@ -73,12 +73,13 @@ class Instance:
     def full_shape(self, name: str) -> tuple:
         return tuple(self.sim.default(name).shape)
 
-    def _shape(self, p: ParamConfig, per: str) -> tuple:
+    def value_shape(self, p: ParamConfig, per: str) -> tuple:
+        """The shape of a value of ``p``: every element's (``per="all"``) or one element's (``"one"``)."""
         full = self.full_shape(p.name)
         return full if per == "all" else tuple(full[1:])
 
     def _value(self, p: ParamConfig, given, per: str, rng, where: str) -> torch.Tensor:
-        shape = self._shape(p, per)
+        shape = self.value_shape(p, per)
         if given is not None:
             value = np.asarray(given, dtype=np.float64)
             try:
@@ -107,7 +108,7 @@ class Instance:
             else:
                 # drawn like the truth (one shared value, or one per element), then given the estimate's shape
                 draw = self._value(p, None, p.true_per if p.estimate_per == "all" else "one", rng, f"params.{i}")
-                values[p.name] = torch.broadcast_to(draw, self._shape(p, p.estimate_per)).clone()
+                values[p.name] = torch.broadcast_to(draw, self.value_shape(p, p.estimate_per)).clone()
         return values
 
     # -- forward ----------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class Restarts:
         """``restart_candidates`` starting points: the restart parameters from a scrambled Sobol
         sequence over their ranges (one dimension per scalar of the parameter's element), the rest
         at ``base``."""
-        shapes = [self.instance._shape(p, "one") for p in self.params]
+        shapes = [self.instance.value_shape(p, "one") for p in self.params]
         sizes = [int(np.prod(s)) if s else 1 for s in shapes]
         engine = torch.quasirandom.SobolEngine(sum(sizes), scramble=True, seed=self.instance.seed * 1009 + round_index)
         draws = engine.draw(self.candidates).double()
