@@ -114,3 +114,85 @@ def test_damping_still_dissipates_deformation():
     assert undamped[10:].max() > 0.5 * undamped[0]
     # With damping it has lost most of it after 0.2 s (a few periods).
     assert damped[10:].max() < 0.2 * damped[0]
+
+
+def rayleigh_dissipation(rest, x, v, kd):
+    """``R = kd/2 sum_e A_e (|dE/dt|^2 + (dJ/dt)^2)`` in float64 for tetrahedra ([E, 4] rest/x/v) or
+    triangles ([E, 3]); A_e the rest volume or area, E the Green strain, J the volume or area ratio."""
+    def edges(p):
+        return np.stack([p[:, c] - p[:, 0] for c in range(1, p.shape[1])], axis=2)
+
+    rest_edges, current, rate = edges(rest), edges(x), edges(v)
+    if rest.shape[1] == 4:
+        inverse = np.linalg.inv(rest_edges)
+        size = np.abs(np.linalg.det(rest_edges)) / 6.0
+        jacobian = np.linalg.det(current) / np.linalg.det(rest_edges)
+        jacobian_rate = np.linalg.det(current + 1e-7 * rate) / np.linalg.det(rest_edges)
+    else:  # map the rest triangle to 2D (the kernel's rest matrix is any 2D frame: E is frame-invariant)
+        u = rest_edges[:, :, 0] / np.linalg.norm(rest_edges[:, :, 0], axis=1, keepdims=True)
+        n = np.cross(rest_edges[:, :, 0], rest_edges[:, :, 1])
+        w = np.cross(n / np.linalg.norm(n, axis=1, keepdims=True), u)
+        planar = np.stack([np.einsum("ei,eij->ej", u, rest_edges), np.einsum("ei,eij->ej", w, rest_edges)], 1)
+        inverse = np.linalg.inv(planar)
+        size = 0.5 * np.linalg.norm(n, axis=1)
+        area = 0.5 * np.linalg.norm(np.cross(current[:, :, 0], current[:, :, 1]), axis=1)
+        moved = current + 1e-7 * rate
+        jacobian = area / size
+        jacobian_rate = 0.5 * np.linalg.norm(np.cross(moved[:, :, 0], moved[:, :, 1]), axis=1) / size
+    F, Fdot = current @ inverse, rate @ inverse
+    Edot = 0.5 * (np.swapaxes(F, 1, 2) @ Fdot + np.swapaxes(Fdot, 1, 2) @ F)
+    Jdot = (jacobian_rate - jacobian) / 1e-7  # J is nonlinear in x only: dJ/dt is linear in v to O(1e-7)
+    return 0.5 * kd * np.sum(size * (np.einsum("eij,eij->e", Edot, Edot) + Jdot ** 2))
+
+
+def damping_forces_against_dissipation(model, elements, kernel, rest_args, x, v, kd):
+    import warp as wp
+
+    count = len(elements)
+    zeros = wp.zeros(count, dtype=float)
+    f = wp.zeros(len(x), dtype=wp.vec3)
+    wp.launch(kernel, dim=count,
+              inputs=[wp.array(x.astype(np.float32), dtype=wp.vec3), wp.array(v.astype(np.float32), dtype=wp.vec3),
+                      *rest_args, zeros, zeros, wp.array(np.full(count, kd, np.float32)), zeros], outputs=[f])
+    ours = f.numpy().astype(np.float64)
+    rest = np.array(model["rest"])
+    reference = np.zeros_like(v)
+    h = 1e-4
+    for i in range(len(v)):
+        for c in range(3):
+            plus, minus = v.copy(), v.copy()
+            plus[i, c] += h
+            minus[i, c] -= h
+            reference[i, c] = -(rayleigh_dissipation(rest[elements], x[elements], plus[elements], kd)
+                                - rayleigh_dissipation(rest[elements], x[elements], minus[elements], kd)) / (2 * h)
+    return ours, reference
+
+
+def test_damping_forces_are_minus_the_gradient_of_the_rayleigh_dissipation():
+    """An independent float64 implementation: the damping force is ``-dR/dv`` of the dissipation function
+    of the Green strain rate and the volume (area) rate, at a deformed, moving state."""
+    from wsim.models import cloth, fem
+
+    rng = np.random.default_rng(3)
+    mesh = tetmesh.box(0.1, (1, 1, 1))
+    builder = ModelBuilder(ground=False)
+    builder.add_soft_mesh(mesh, density=1000.0, damping=1.0)
+    model = builder.finalize("cpu")
+    x = mesh.vertices @ (np.eye(3) + 0.2 * rng.standard_normal((3, 3))).T
+    v = rng.standard_normal(x.shape)
+    ours, reference = damping_forces_against_dissipation(
+        {"rest": mesh.vertices}, model.tet_indices.numpy(), fem.tetrahedron_forces_kernel,
+        [model.tet_indices, model.tet_rest_inverse, model.tet_rest_volume], x, v, 3.0)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=2e-4 * np.abs(reference).max())
+
+    sheet = cloth_mesh.grid((0.3, 0.2), (2, 1))
+    builder = ModelBuilder(ground=False)
+    builder.add_cloth(sheet, density=0.2, damping=1.0)
+    model = builder.finalize("cpu")
+    rest = np.array([p["position"] for p in builder.particles])
+    x = rest @ (np.eye(3) + 0.2 * rng.standard_normal((3, 3))).T
+    v = rng.standard_normal(x.shape)
+    ours, reference = damping_forces_against_dissipation(
+        {"rest": rest}, model.tri_indices.numpy(), cloth.triangle_forces_kernel,
+        [model.tri_indices, model.tri_rest_inverse, model.tri_rest_area], x, v, 0.05)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=2e-4 * np.abs(reference).max())
