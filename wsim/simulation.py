@@ -7,7 +7,9 @@ of the physics rate. Its :meth:`Simulation.rollout` maps a dict of torch paramet
 :mod:`wsim.bridge`; ``loss.backward()`` fills the gradient of every parameter that requires one.
 Every step keeps its own State, so the tape differentiates through time; the step loop does no host
 synchronisation (it can be captured in a CUDA graph). After the forward pass one read of a flag
-raises :class:`~wsim.errors.SimulationError` naming the first physics step whose state was not finite.
+raises :class:`~wsim.errors.SimulationError` naming the first physics step whose state was not finite,
+and :mod:`wsim.integrators.runaway` raises it naming the first step where a body or particle ran away
+while staying finite (energy beyond what the scene can supply, a step longer than the scene).
 
 Accepted parameter names are the registry's (:mod:`wsim.parameters`) plus these conveniences:
 ``density`` (kg/m^3, per body: sets ``body_mass = density * volume`` and scales ``body_inertia``),

@@ -4,8 +4,8 @@ An explicit step that is too long for the contact stiffness (or a body too thin 
 lever arms) pumps energy into the system every contact: the box of ``box-drop`` at ``dt = 0.02 s``
 ends kilometres above the ground with every number finite. The checks below run once after the
 forward pass, on detached views of the per-step buffers (torch reductions on the simulation's device,
-one host read when nothing is wrong), so they neither touch the tape nor synchronise inside the step
-loop. They are bounds, deliberately loose, that no correct rollout of the scene can cross:
+a few scalar host reads per rollout: about 1 ms against 0.5 s for box-drop's forward pass on a CPU),
+so they neither touch the tape nor synchronise inside the step loop. They are bounds, deliberately loose, that no correct rollout of the scene can cross:
 
 * **rigid-body energy** (per body): ``E = m |v|^2 / 2 + L . w / 2 - m g . x``. Ground contact (penalty
   springs that only store energy, dissipative damping and friction) can only lower ``E`` below its
@@ -73,6 +73,8 @@ class RunawayCheck:
             first.append(torch.cat([_torch(buffers["body_q"])[0] - radius, _torch(buffers["body_q"])[0] + radius]))
         if model.particle_count:
             first.append(_torch(buffers["particle_q"])[0])
+        if not first:
+            return None
         first = torch.cat(first)
         centre = 0.5 * (first.max(0).values + first.min(0).values)
         size = float(_norm(first.max(0).values - first.min(0).values))
@@ -98,7 +100,7 @@ class RunawayCheck:
                 f"size plus twice its fastest plausible step ({step_bound:.3g} m)")))
         self.last_ratios = [(value / bound).max() for value, bound, _ in tests]  # diagnostics, on the device
         flags = torch.stack([(value > bound).any(1) for value, bound, _ in tests]).any(0)
-        if not bool(flags.any()):  # the one host read of a healthy rollout
+        if not bool(flags.any()):  # a healthy rollout costs this read and the few scalar bounds above
             return None
         row = int(torch.nonzero(flags)[0, 0])
         reasons = []
