@@ -4,10 +4,14 @@ The same tetrahedral mesh, Lame parameters, damping, lumped masses, pinned parti
 are simulated by wsim and by ``newton.solvers.SolverSemiImplicit`` (whose tetrahedron kernel is the
 stable Neo-Hookean model with the rest-stable shift of REFERENCE.md); the particle trajectories must
 agree over 0.6 s. Newton's particle-particle contact is switched off and no ground is present (a
-hanging beam swinging and sagging under gravity: elastic and damping forces dominate the motion).
-Tolerance: max |x_wsim - x_newton| < 1 mm over 0.6 s (1200 steps) while the soft beam swings and sags by
-about 1.8 m (observed: 0.24 mm without and 0.29 mm with activation; both simulators run in float32 and
-evaluate the rest-stable shift in a different order, so round-off differences grow slowly). The
+hanging beam swinging and sagging under gravity: elastic forces dominate the motion).
+Element damping is off in both: Newton damps dF/dt, which brakes rigid rotation, while wsim damps the
+Green strain rate sym(F^T dF/dt) (checked against its own float64 implementation in test_damping.py);
+with k_d on the two differ by design (measured: 1.3 mm on the beam with k_d = 20 Pa s, 59 mm on the
+block with k_d = 5 Pa s). Without it they agree to round-off: tolerance 0.1 mm over 0.6 s (1200 steps)
+while the soft beam swings and sags by about 1.8 m (observed: 2.2 um without and 6.7 um with
+activation, 1.8 um for the block; both run in float32 and evaluate the rest-stable shift in a
+different order, so round-off differences grow slowly). The
 default contact models differ (wsim smooths the onset), so the ground comparison below runs wsim's
 contact with ``smoothing = 0`` (the paper's hinge, which is Newton's particle-ground model) and
 ``kd = 0`` (Newton caps friction with the elastic normal force only, wsim with the whole normal force).
@@ -32,7 +36,7 @@ def beam_setup():
     mesh = tetmesh.beam(0.4, 0.08, 0.08, (5, 1, 1)).transformed(rotation=(0.0, 0.0, 0.1305, 0.9914),
                                                                 translation=(0.0, 1.0, 0.0))
     pinned = np.flatnonzero(np.abs(mesh.vertices[:, 0]) < 1e-6)
-    return mesh, pinned, dict(mu=2.0e5, lam=5.0e5, damping=20.0, density=800.0)
+    return mesh, pinned, dict(mu=2.0e5, lam=5.0e5, damping=0.0, density=800.0)
 
 
 def run_wsim(mesh, pinned, material, dt, steps, activation=0.0):
@@ -85,17 +89,17 @@ def test_hanging_beam_matches_newton(activation):
     error = np.abs(ours - theirs).max()
     print(f"activation {activation}: max motion {motion:.4f} m, max |wsim - newton| {error:.2e} m")
     assert motion > 0.01
-    assert error < 1e-3
+    assert error < 1e-4
 
 
 def test_block_dropped_on_the_ground_matches_newton():
     """A soft block falls tilted, lands, bounces and slides with friction: contact, FEM and friction at once.
-    Tolerance 1 mm over 0.6 s while the block moves about 0.75 m (observed 0.46 mm at dt = 0.25 ms)."""
+    Tolerance 0.1 mm over 0.6 s while the block moves about 0.75 m (observed 1.8 um)."""
     import warp as wp
 
     mesh = tetmesh.box((0.2, 0.2, 0.2), cells=(2, 2, 2)).transformed(rotation=(0.0, 0.0, 0.1305, 0.9914),
                                                                    translation=(0.0, 0.25, 0.0))
-    material = dict(mu=5.0e4, lam=1.0e5, damping=5.0, density=500.0)
+    material = dict(mu=5.0e4, lam=1.0e5, damping=0.0, density=500.0)
     ke, kf, mu = 2000.0, 100.0, 0.5
     dt, steps, velocity = 5e-4, 1200, (1.0, 0.0, 0.0)
 
@@ -144,4 +148,4 @@ def test_block_dropped_on_the_ground_matches_newton():
     assert ours[-1, :, 0].mean() - ours[0, :, 0].mean() > 0.2  # and slid
     error = np.abs(ours - theirs).max()
     print(f"block on ground: max |wsim - newton| {error:.2e} m")
-    assert error < 1e-3
+    assert error < 1e-4

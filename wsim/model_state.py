@@ -102,6 +102,8 @@ class State:
     ``particle_q``/``particle_qd`` [P] vec3 positions (m) and velocities (m/s); ``particle_f`` [P] vec3
     accumulated forces (N); ``body_q`` [B] vec3 centre-of-mass positions; ``body_r`` [B] quat
     orientations; ``body_v``/``body_w`` [B] vec3 linear (m/s) and world angular (rad/s) velocities;
+    ``body_l`` [B] vec3 world angular momentum about the centre of mass (kg m^2/s), the integrated
+    quantity (``body_w = R I^-1 R^T body_l`` is derived from it);
     ``body_f``/``body_t`` [B] vec3 accumulated force (N) and torque about the centre of mass (N m).
     """
 
@@ -112,6 +114,7 @@ class State:
     body_r: wp.array | None = None
     body_v: wp.array | None = None
     body_w: wp.array | None = None
+    body_l: wp.array | None = None
     body_f: wp.array | None = None
     body_t: wp.array | None = None
 

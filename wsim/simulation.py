@@ -7,7 +7,9 @@ of the physics rate. Its :meth:`Simulation.rollout` maps a dict of torch paramet
 :mod:`wsim.bridge`; ``loss.backward()`` fills the gradient of every parameter that requires one.
 Every step keeps its own State, so the tape differentiates through time; the step loop does no host
 synchronisation (it can be captured in a CUDA graph). After the forward pass one read of a flag
-raises :class:`~wsim.errors.SimulationError` naming the first physics step whose state was not finite.
+raises :class:`~wsim.errors.SimulationError` naming the first physics step whose state was not finite,
+and :mod:`wsim.integrators.runaway` raises it naming the first step where a body or particle ran away
+while staying finite (energy beyond what the scene can supply, a step longer than the scene).
 
 Accepted parameter names are the registry's (:mod:`wsim.parameters`) plus these conveniences:
 ``density`` (kg/m^3, per body: sets ``body_mass = density * volume`` and scales ``body_inertia``),
@@ -33,7 +35,7 @@ from . import models as force_models
 from .bridge import run_tape_program, to_torch
 from .device import torch_device
 from .errors import ParameterError, SimulationError, check_range
-from .integrators import semi_implicit
+from .integrators import runaway, semi_implicit
 from .model_state import Control, Model, State
 from .parameters import PARAMETERS, ParameterSpec, declare
 
@@ -69,6 +71,18 @@ def _copy_quat(source: wp.array(dtype=wp.quat), target: wp.array(dtype=wp.quat))
 
 
 @wp.kernel
+def _initial_angular_momentum(
+    body_r: wp.array(dtype=wp.quat),
+    body_inertia: wp.array(dtype=wp.mat33),
+    body_w: wp.array(dtype=wp.vec3),
+    body_l: wp.array(dtype=wp.vec3),
+):
+    b = wp.tid()
+    rotation = wp.quat_to_matrix(body_r[b])
+    body_l[b] = rotation * (body_inertia[b] * (wp.transpose(rotation) * body_w[b]))
+
+
+@wp.kernel
 def _body_vertices_to_world(
     body_q: wp.array(dtype=wp.vec3),
     body_r: wp.array(dtype=wp.quat),
@@ -91,11 +105,13 @@ class Simulation:
     """A rollout of ``model`` over ``frames`` rendered frames with ``substeps`` steps of ``dt`` each.
 
     ``check_inputs`` validates parameter ranges before the rollout (one host read per parameter);
-    ``check_nan`` raises :class:`SimulationError` after the rollout if any state became non-finite.
+    ``check_nan`` raises :class:`SimulationError` after the rollout if any state became non-finite;
+    ``check_runaway`` raises it if a body or particle ran away while staying finite (energy gained
+    beyond what the scene can supply, a step longer than the scene, see :mod:`wsim.integrators.runaway`).
     """
 
     def __init__(self, model: Model, dt: float, substeps: int, frames: int, check_inputs: bool = True,
-                 check_nan: bool = True):
+                 check_nan: bool = True, check_runaway: bool = True):
         check_range("sim.dt", dt, 0.0, None)
         if int(substeps) != substeps or substeps < 1:
             raise ParameterError(f"sim.substeps must be an integer >= 1, got {substeps}")
@@ -109,6 +125,9 @@ class Simulation:
         self.steps = (self.frames - 1) * self.substeps
         self.check_inputs = check_inputs
         self.check_nan = check_nan
+        self.check_runaway = check_runaway
+        self._runaway = None
+        self._last_params = None
         self.torch_device = torch_device(self.device)
         self.input_dtypes = {name: spec.dtype for name, spec in PARAMETERS.items() if self._applies(spec)}
         self._defaults = {}
@@ -255,7 +274,8 @@ class Simulation:
         buffers = {
             "particle_q": buffer(P, wp.vec3), "particle_qd": buffer(P, wp.vec3), "particle_f": buffer(P, wp.vec3),
             "body_q": buffer(B, wp.vec3), "body_r": buffer(B, wp.quat), "body_v": buffer(B, wp.vec3),
-            "body_w": buffer(B, wp.vec3), "body_f": buffer(B, wp.vec3), "body_t": buffer(B, wp.vec3),
+            "body_w": buffer(B, wp.vec3), "body_l": buffer(B, wp.vec3), "body_f": buffer(B, wp.vec3),
+            "body_t": buffer(B, wp.vec3),
         }
 
         def state(k):
@@ -273,6 +293,9 @@ class Simulation:
         ):
             if count:
                 wp.launch(kernel, dim=count, inputs=[params[source]], outputs=[target], device=device)
+        if B:
+            wp.launch(_initial_angular_momentum, dim=B, device=device,
+                      inputs=[first.body_r, params["body_inertia"], first.body_w], outputs=[first.body_l])
 
         vertices = wp.zeros((self.frames, model.vertex_count), dtype=wp.vec3, device=device, requires_grad=True)
         # Each State (a set of row views) is built once: view creation is a large share of a CPU step.
@@ -288,6 +311,7 @@ class Simulation:
                 semi_implicit.integrate(model, current, following, params, self.dt, step, self._bad_step)
                 current = following
         self.last_buffers = buffers
+        self._last_params = params
         return (vertices,)
 
     def _write_vertices(self, state: State, out: wp.array) -> None:
@@ -301,15 +325,20 @@ class Simulation:
                       inputs=[state.particle_q, model.shape_vertex_count], outputs=[out])
 
     def after_forward(self, outputs) -> None:
-        if not self.check_nan:
-            return
-        bad = int(self._bad_step.numpy()[0])
-        if bad != np.iinfo(np.int32).max:
-            raise SimulationError(
-                f"the simulation blew up: the state became NaN or infinite at physics step {bad} "
-                f"(t = {(bad + 1) * self.dt:.6g} s, between frames {bad // self.substeps} and "
-                f"{bad // self.substeps + 1}); reduce sim.dt, raise sim.substeps or lower the stiffnesses"
-            )
+        if self.check_nan:
+            bad = int(self._bad_step.numpy()[0])
+            if bad != np.iinfo(np.int32).max:
+                raise SimulationError(
+                    f"the simulation blew up: the state became NaN or infinite at physics step {bad} "
+                    f"(t = {(bad + 1) * self.dt:.6g} s, between frames {bad // self.substeps} and "
+                    f"{bad // self.substeps + 1}); reduce sim.dt, raise sim.substeps or lower the stiffnesses"
+                )
+        if self.check_runaway and self.steps:
+            if self._runaway is None:
+                self._runaway = runaway.RunawayCheck(self)
+            message = self._runaway.check(self._last_params, self.last_buffers)
+            if message is not None:
+                raise SimulationError(message)
 
     # -- inspection -------------------------------------------------------------------------------
     def frame_states(self) -> dict[str, np.ndarray]:

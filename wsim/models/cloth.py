@@ -7,10 +7,13 @@ in-plane deformation of each triangle. With the rest triangle mapped to a 2D fra
 
     Psi = mu/2 (Ic - 2) + lambda/2 (J - a)^2 - mu/2 log(Ic + 1),   a = 1 + 2 mu / (3 lambda)
 
-(the 2D rest-stable shift: ``dPsi/dF = 0`` at rest). Forces ``f_i = -A0 dPsi/dx_i`` plus damping ``k_d``:
+(the 2D rest-stable shift: ``dPsi/dF = 0`` at rest). Forces ``f_i = -A0 dPsi/dx_i`` plus Kelvin-Voigt
+damping ``k_d`` (N s/m) of the in-plane Green strain rate ``dE/dt = sym(F^T dF/dt)`` (2x2, ``F`` and
+``dF/dt`` 3x2): ``P_d = k_d F sym(F^T dF/dt)``. It vanishes under any rigid motion of the triangle, so a
+spinning or tumbling sheet is not braked, and dissipates ``k_d |dE/dt|^2 >= 0`` per unit rest area.
 
-* deviatoric: ``P = mu F (1 - 1 / (Ic + 1)) + k_d dF/dt``; vertices 1, 2 receive ``-A0`` times the
-  columns of ``P Dm^-T``;
+* deviatoric: ``P = mu F (1 - 1 / (Ic + 1)) + k_d F sym(F^T dF/dt)``; vertices 1, 2 receive ``-A0`` times
+  the columns of ``P Dm^-T``;
 * area: ``s = lambda (J - 1) - 2 mu / 3 + k_d dJ/dt`` along ``dJ/dx_1 = (x2 - x0) x n / (2 A0)`` and
   ``dJ/dx_2 = n x (x1 - x0) / (2 A0)`` (n the unit normal); vertex 0 receives minus the sum.
 
@@ -33,8 +36,11 @@ PARAMETER_SPECS = declare(
                   "N/m", 0.0, None, True),
     ParameterSpec("cloth_lame_lambda", wp.float32, "tri", "membrane Lame parameter lambda (area) of each triangle",
                   "N/m", 0.0, None, True),
-    ParameterSpec("cloth_damping", wp.float32, "tri", "membrane damping k_d of each triangle", "N s/m",
-                  0.0, None, True),
+    # P_d = k_d (F sym(F^T dF/dt) + dJ/dt dJ/dF): the in-plane strain rate and area rate, zero under rigid
+    # motion; N s/m because a membrane's stresses are per unit length.
+    ParameterSpec("cloth_damping", wp.float32, "tri",
+                  "strain-rate damping k_d of each triangle: P_d = k_d (F sym(F^T dF/dt) + dJ/dt dJ/dF)",
+                  "N s/m", 0.0, None, True),
     ParameterSpec("tri_activation", wp.float32, "tri",
                   "membrane activation alpha: preferred area ratio 1 - alpha (alpha > 0 contracts)"),
     ParameterSpec("control_tri_activation", wp.float32, "interval_tri",
@@ -79,8 +85,12 @@ def triangle_forces_kernel(
     r2 = w1 * d[0, 1] + w2 * d[1, 1]
     ic = wp.dot(f1, f1) + wp.dot(f2, f2)
     scale = mu * (1.0 - 1.0 / (ic + 1.0))
-    p1 = f1 * scale + r1 * kd
-    p2 = f2 * scale + r2 * kd
+    # Green strain rate sym(F^T dF/dt), 2x2 symmetric [[a, b], [b, c]]
+    a = wp.dot(f1, r1) * kd
+    b = 0.5 * (wp.dot(f1, r2) + wp.dot(f2, r1)) * kd
+    c = wp.dot(f2, r2) * kd
+    p1 = f1 * (scale + a) + f2 * b
+    p2 = f1 * b + f2 * (scale + c)
     g1 = (p1 * d[0, 0] + p2 * d[0, 1]) * area0
     g2 = (p1 * d[1, 0] + p2 * d[1, 1]) * area0
 

@@ -10,12 +10,15 @@ and the per-element activation ``act`` (the paper's alpha): the element's prefer
 ``J = 1 - act`` (``act > 0`` contracts, ``act < 0`` expands). ``lambda (J - a + act)`` is evaluated as
 ``lambda (J - 1 + act) - 3 mu / 4`` so that ``lambda = 0`` (no volume stiffness) is allowed.
 
-Forces ``f_i = -V0 dPsi/dx_i`` plus Rayleigh-like element damping ``k_d`` (same as the public
-Warp/Newton kernel, see REFERENCE.md section 2):
+Forces ``f_i = -V0 dPsi/dx_i`` plus Kelvin-Voigt damping ``k_d`` (Pa s) on the rate of the Green strain
+``E = (F^T F - I) / 2``: ``dE/dt = sym(F^T dF/dt)``, second Piola-Kirchhoff damping stress
+``S_d = k_d dE/dt`` and ``P_d = F S_d``. ``dE/dt`` vanishes for a rigid rotation (``dF/dt = W F``, W skew),
+so spinning is not braked, and the damping power ``P_d : dF/dt = k_d |dE/dt|^2 >= 0``. (Damping
+``k_d dF/dt`` itself, as the public Warp/Newton kernel does, brakes rigid rotation.)
 
-* deviatoric: ``P = mu F (1 - 1 / (Ic + 1)) + k_d dF/dt``; vertices 1..3 receive ``-V0`` times the
-  columns of ``P Dm^-T``;
-* volumetric: ``s = lambda (J - 1 + act) - 3 mu / 4 + k_d dJ/dt`` along ``dJ/dx_1 = (x2 - x0) x (x3 - x0)
+* deviatoric: ``P = mu F (1 - 1 / (Ic + 1)) + k_d F sym(F^T dF/dt)``; vertices 1..3 receive ``-V0`` times
+  the columns of ``P Dm^-T``;
+* volumetric: ``s = lambda (J - 1 + act) - 3 mu / 4 + k_d dJ/dt`` (``dJ/dt`` is rotation-invariant too) along ``dJ/dx_1 = (x2 - x0) x (x3 - x0)
   / det Dm`` (cyclic), vertex i receives ``-V0 s dJ/dx_i``;
 * vertex 0 receives minus the sum of the others (the forces are translation invariant).
 
@@ -38,8 +41,11 @@ PARAMETER_SPECS = declare(
                   0.0, None, True),
     ParameterSpec("lame_lambda", wp.float32, "tet", "second Lame parameter lambda (volume) of each tetrahedron",
                   "Pa", 0.0, None, True),
-    ParameterSpec("tet_damping", wp.float32, "tet", "element damping k_d of each tetrahedron", "Pa s",
-                  0.0, None, True),
+    # P_damp = k_d F sym(F^T dF/dt) + k_d dJ/dt cof(F): Kelvin-Voigt on the Green strain rate and the
+    # volume rate, both zero under rigid motion (k_d in Pa s: stress per unit strain rate).
+    ParameterSpec("tet_damping", wp.float32, "tet",
+                  "strain-rate damping k_d of each tetrahedron: P_d = k_d (F sym(F^T dF/dt) + dJ/dt cof F)",
+                  "Pa s", 0.0, None, True),
     ParameterSpec("tet_activation", wp.float32, "tet",
                   "activation alpha: preferred volume ratio 1 - alpha (alpha > 0 contracts)"),
     ParameterSpec("control_tet_activation", wp.float32, "interval_tet",
@@ -85,8 +91,10 @@ def tetrahedron_forces_kernel(
     dFdt = wp.matrix_from_cols(w1, w2, w3) * dm_inv
     ic = wp.ddot(F, F)
 
-    # deviatoric part + damping: H = V0 P Dm^-T
-    P = F * (mu * (1.0 - 1.0 / (ic + 1.0))) + dFdt * kd
+    # deviatoric part + damping of the Green strain rate: H = V0 P Dm^-T
+    FtdF = wp.transpose(F) * dFdt
+    strain_rate = (FtdF + wp.transpose(FtdF)) * 0.5
+    P = F * (mu * (1.0 - 1.0 / (ic + 1.0))) + F * strain_rate * kd
     H = (P * wp.transpose(dm_inv)) * volume
     g1 = wp.vec3(H[0, 0], H[1, 0], H[2, 0])
     g2 = wp.vec3(H[0, 1], H[1, 1], H[2, 1])

@@ -1,0 +1,166 @@
+"""Runaway detection: a rollout whose state stayed finite but left what the scene's physics allows.
+
+An explicit step that is too long for the contact stiffness (or a body too thin for its contact
+lever arms) pumps energy into the system every contact: the box of ``box-drop`` at ``dt = 0.02 s``
+ends kilometres above the ground with every number finite. The checks below run once after the
+forward pass, on detached views of the per-step buffers (torch reductions on the simulation's device,
+a few scalar host reads per rollout: about 1 ms against 0.5 s for box-drop's forward pass on a CPU),
+so they neither touch the tape nor synchronise inside the step loop. They are bounds, deliberately loose, that no correct rollout of the scene can cross:
+
+* **rigid-body energy** (per body): ``E = m |v|^2 / 2 + L . w / 2 - m g . x``. Ground contact (penalty
+  springs that only store energy, dissipative damping and friction) can only lower ``E`` below its
+  initial value plus the work of the known pushes and controls; the check fires when ``E - E0``
+  exceeds ``A``, twice the kinetic energy of the body moving at the fastest speed gravity, its initial
+  velocity and every push could give it (``V = |v0| + (|J| + |F_c| T) / m + sqrt(2 |g_y| H) + |g_xz| T``,
+  ``H`` the drop to the ground, ``|g| T`` without a ground) and spinning with every angular impulse
+  added to its initial angular momentum, plus ``m |g| R`` (R its bounding radius). Physically
+  ``E - E0`` stays below the push work, which is at most half of ``A`` (a push on a body at rest:
+  ``J^2 / 2m`` against ``A >= J^2 / m``).
+* **displacement per step** (bodies and particles): ``|v| dt > S + 2 V dt`` (``S`` the diagonal of the
+  scene's initial bounding box, ``V`` the largest speed bound above): nothing in a scene crosses the
+  whole scene in one step.
+* **distance** (particles, whose elastic and activation energy has no cheap bound): farther from the
+  scene's initial centre than ``10 S + V_p T + |g| T^2 / 2``.
+
+Penetration into the ground is not checked on its own: a soft ground (small ``contact_ke``, which
+system identification explores) lets a body sink deep legitimately, while a contact instability
+that drives it deep returns the energy on the rebound and trips the energy bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import warp as wp
+
+
+def _torch(array) -> torch.Tensor:
+    return wp.to_torch(array, requires_grad=False).detach()
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(x, dim=-1)
+
+
+class RunawayCheck:
+    """Bounds of one :class:`~wsim.simulation.Simulation`; :meth:`check` inspects one rollout."""
+
+    def __init__(self, simulation):
+        self.sim = simulation
+        model = simulation.model
+        device = simulation.torch_device
+        self.body_radius = torch.zeros(model.body_count, dtype=torch.float64, device=device)
+        self.push_arm = torch.zeros(model.body_count, dtype=torch.float64, device=device)
+        if model.body_count:
+            vertices = model.shape_vertices.numpy()
+            owner = model.shape_vertex_body.numpy()
+            radius = np.zeros(model.body_count)
+            np.maximum.at(radius, owner, np.linalg.norm(vertices, axis=1))
+            self.body_radius = torch.tensor(radius, dtype=torch.float64, device=device)
+            self.push_arm = _norm(torch.tensor(model.body_push_point.numpy(), dtype=torch.float64, device=device))
+
+    def check(self, params: dict, buffers: dict) -> str | None:
+        """A sentence naming the first physics step that ran away and why, or None."""
+        sim, model = self.sim, self.sim.model
+        duration = sim.steps * sim.dt
+        gravity = _torch(params["gravity"])[0]
+        g = float(_norm(gravity))
+        tests = []  # (value [rows, N], bound [N] or float, describe(row, index) -> str)
+        speed_bounds = []
+        first = []
+        if model.body_count:
+            radius = self.body_radius.float()[:, None]
+            first.append(torch.cat([_torch(buffers["body_q"])[0] - radius, _torch(buffers["body_q"])[0] + radius]))
+        if model.particle_count:
+            first.append(_torch(buffers["particle_q"])[0])
+        if not first:
+            return None
+        first = torch.cat(first)
+        centre = 0.5 * (first.max(0).values + first.min(0).values)
+        size = float(_norm(first.max(0).values - first.min(0).values))
+        if model.body_count:
+            body_tests, body_speed = self._bodies(params, buffers, gravity, duration)
+            tests += body_tests
+            speed_bounds.append(body_speed)
+        if model.particle_count:
+            particle_speed = self._particle_speed(params, buffers, gravity, duration)
+            speed_bounds.append(particle_speed)
+            q = _torch(buffers["particle_q"])
+            far = 10.0 * size + particle_speed * duration + 0.5 * g * duration ** 2
+            distance = _norm(q - centre)
+            tests.append((distance, far, lambda row, i, d=distance, f=far: (
+                f"particle {i} is {float(d[row, i]):.3g} m from the scene's centre (bound {f:.3g} m)")))
+        step_bound = size + 2.0 * max(speed_bounds) * sim.dt
+        for kind, name in (("body", "body_v"), ("particle", "particle_qd")):
+            if buffers.get(name) is None:
+                continue
+            step_length = _norm(_torch(buffers[name])) * sim.dt
+            tests.append((step_length, step_bound, lambda row, i, s=step_length, k=kind: (
+                f"{self._label(k, i)} moved {float(s[row, i]):.3g} m in one step, more than the scene's "
+                f"size plus twice its fastest plausible step ({step_bound:.3g} m)")))
+        self.last_ratios = [(value / bound).max() for value, bound, _ in tests]  # diagnostics, on the device
+        flags = torch.stack([(value > bound).any(1) for value, bound, _ in tests]).any(0)
+        if not bool(flags.any()):  # a healthy rollout costs this read and the few scalar bounds above
+            return None
+        row = int(torch.nonzero(flags)[0, 0])
+        reasons = []
+        for value, bound, describe in tests:
+            hits = torch.nonzero(value[row] > bound)
+            if len(hits):
+                reasons.append(describe(row, int(hits[0, 0])))
+        step = row - 1  # row k holds the state after physics step k - 1
+        frame = step // sim.substeps
+        return (f"the simulation ran away at physics step {step} (t = {row * sim.dt:.6g} s, between frames "
+                f"{frame} and {frame + 1}): {'; '.join(reasons)}. The explicit step is too long for the "
+                f"contact or material stiffness: reduce sim.dt (now {sim.dt:g}) or raise sim.substeps, or "
+                "soften the contact (contact.ke, contact.kd) or the material")
+
+    def _label(self, kind: str, index: int) -> str:
+        names = self.sim.model.body_names
+        if kind == "body" and index < len(names):
+            return f"body '{names[index]}'"
+        return f"{kind} {index}"
+
+    def _bodies(self, params, buffers, gravity, duration):
+        sim, model = self.sim, self.sim.model
+        # float64: a runaway reaches speeds whose square overflows float32
+        q, v = _torch(buffers["body_q"]).double(), _torch(buffers["body_v"]).double()
+        momentum, omega = _torch(buffers["body_l"]).double(), _torch(buffers["body_w"]).double()
+        mass = _torch(params["body_mass"]).double().clamp_min(1e-30)
+        energy = 0.5 * mass * (v * v).sum(-1) + 0.5 * (momentum * omega).sum(-1) - mass * (q @ gravity.double())
+        gained = energy - energy[0]
+        impulse = (_norm(_torch(params["body_push_force"])) * sim._push_duration()).double()
+        force, torque = torch.zeros_like(mass), torch.zeros_like(mass)
+        if "control_body_force" in params:
+            force = _norm(_torch(params["control_body_force"])).amax(0).double()
+        if "control_body_torque" in params:
+            torque = _norm(_torch(params["control_body_torque"])).amax(0).double()
+        g_vertical, g = abs(float(gravity[1])), float(_norm(gravity))
+        speed = _norm(v[0]) + (impulse + force * duration) / mass
+        if model.ground:
+            drop = (q[0, :, 1] - model.ground_height + self.body_radius + model.contact_margin
+                    + model.contact_smoothing).clamp_min(0.0)
+            speed = speed + torch.sqrt(2.0 * g_vertical * drop) + (g ** 2 - g_vertical ** 2) ** 0.5 * duration
+        else:
+            speed = speed + g * duration
+        inertia_min = torch.linalg.eigvalsh(_torch(params["body_inertia"]).double()).amin(-1).clamp_min(1e-30)
+        spin = _norm(momentum[0]) + self.push_arm * impulse + torque * duration + self.body_radius * force * duration
+        budget = mass * speed ** 2 + spin ** 2 / inertia_min + mass * g * self.body_radius
+        tests = [(gained, budget, lambda row, b: (
+            f"{self._label('body', b)} gained {float(gained[row, b]):.3g} J of energy, more than the "
+            f"{float(budget[b]):.3g} J bound on what gravity, its initial motion and its pushes can supply (now "
+            f"{float(_norm(v[row, b])):.3g} m/s at height {float(q[row, b, 1]):.3g} m)"))]
+        return tests, float(speed.max())
+
+    def _particle_speed(self, params, buffers, gravity, duration) -> float:
+        mass = _torch(params["particle_mass"])
+        moving = mass > 0
+        if not bool(moving.any()):
+            return 0.0
+        speed = _norm(_torch(buffers["particle_qd"])[0])
+        if "particle_push_force" in params:
+            speed = speed + _norm(_torch(params["particle_push_force"])) * duration / mass.clamp_min(1e-30)
+        if "control_particle_force" in params:
+            force = _norm(_torch(params["control_particle_force"])).amax(0)
+            speed = speed + force * duration / mass.clamp_min(1e-30)
+        return float(speed[moving].max()) + float(_norm(gravity)) * duration
