@@ -11,7 +11,8 @@ allow 1e-4).
 import numpy as np
 import torch
 
-from wsim import cloth_mesh, tetmesh
+from wsim.geometry import cloth as cloth_mesh
+from wsim.geometry import tetmesh
 from wsim.builder import ModelBuilder
 from wsim.simulation import Simulation
 

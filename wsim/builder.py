@@ -409,66 +409,14 @@ class ModelBuilder:
         return model
 
     def _finalize_elements(self, model: Model, defaults: dict, device: str) -> None:
-        """Rest shapes and parameter defaults of tetrahedra, cloth triangles and bending edges."""
+        """Rest shapes and parameter defaults of tetrahedra, cloth triangles and bending edges (each
+        computed by its force model)."""
+        from .models import bending, cloth, fem
+
         positions = np.array([p["position"] for p in self.particles]).reshape(-1, 3)
         if self.tets:
-            tets = np.asarray(self.tets, dtype=np.float64)
-            indices = tets[:, :4].astype(np.int64)
-            x = positions[indices]
-            rest = np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], axis=2)  # columns
-            volume = np.linalg.det(rest) / 6.0
-            edge = np.linalg.norm(rest, axis=1).max(axis=1)
-            bad = np.flatnonzero(volume <= 1e-9 * edge ** 3)
-            if len(bad):
-                t = int(bad[0])
-                raise MeshError(f"tetrahedron {t} (particles {indices[t].tolist()}) has "
-                                f"{'zero' if abs(volume[t]) <= 1e-9 * edge[t] ** 3 else 'negative'} rest volume "
-                                f"{volume[t]:.3g} m^3; every tetrahedron needs a positive volume "
-                                "(det(x1 - x0, x2 - x0, x3 - x0) > 0: swap two of its vertices)")
-            model.tet_count = len(tets)
-            model.tet_indices = wp.array(indices.astype(np.int32), dtype=wp.int32, device=device)
-            model.tet_rest_inverse = wp.array(np.linalg.inv(rest).astype(np.float32), dtype=wp.mat33, device=device)
-            model.tet_rest_volume = wp.array(volume.astype(np.float32), dtype=float, device=device)
-            for column, name in enumerate(("lame_mu", "lame_lambda", "tet_damping", "tet_activation")):
-                defaults[name] = tets[:, 4 + column]
+            fem.upload_elements(model, defaults, positions, np.asarray(self.tets, dtype=np.float64), device)
         if self.tris:
-            tris = np.asarray(self.tris, dtype=np.float64)
-            indices = tris[:, :3].astype(np.int64)
-            x = positions[indices]
-            e1, e2 = x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]
-            normal = np.cross(e1, e2)
-            twice_area = np.linalg.norm(normal, axis=1)
-            bad = np.flatnonzero(twice_area <= 1e-12 * np.maximum(np.einsum("ij,ij->i", e1, e1), 1e-30))
-            if len(bad):
-                raise MeshError(f"cloth triangle {int(bad[0])} (particles {indices[bad[0]].tolist()}) has zero area")
-            u = e1 / np.linalg.norm(e1, axis=1, keepdims=True)
-            w = np.cross(normal / twice_area[:, None], u)
-            rest = np.stack([np.stack([np.einsum("ij,ij->i", e1, u), np.einsum("ij,ij->i", e2, u)], axis=1),
-                             np.stack([np.einsum("ij,ij->i", e1, w), np.einsum("ij,ij->i", e2, w)], axis=1)], axis=1)
-            model.tri_count = len(tris)
-            model.tri_indices = wp.array(indices.astype(np.int32), dtype=wp.int32, device=device)
-            model.tri_rest_inverse = wp.array(np.linalg.inv(rest).astype(np.float32), dtype=wp.mat22, device=device)
-            model.tri_rest_area = wp.array((0.5 * twice_area).astype(np.float32), dtype=float, device=device)
-            for column, name in enumerate(("cloth_lame_mu", "cloth_lame_lambda", "cloth_damping", "drag_coefficient",
-                                           "lift_coefficient")):
-                defaults[name] = tris[:, 3 + column]
-            defaults["tri_activation"] = np.zeros(len(tris))
+            cloth.upload_elements(model, defaults, positions, np.asarray(self.tris, dtype=np.float64), device)
         if self.edges:
-            edges = np.asarray(self.edges, dtype=np.float64)
-            indices = edges[:, :4].astype(np.int64)
-            x1, x2, x3, x4 = (positions[indices[:, c]] for c in range(4))
-            n1 = np.cross(x3 - x1, x4 - x1)
-            n2 = np.cross(x4 - x2, x3 - x2)
-            e = x4 - x3
-            e_len = np.linalg.norm(e, axis=1)
-            sin = np.einsum("ij,ij->i", np.cross(n1, n2), e) / np.maximum(e_len, 1e-30)
-            angle = np.arctan2(sin, np.einsum("ij,ij->i", n1, n2))
-            areas = 0.5 * (np.linalg.norm(n1, axis=1) + np.linalg.norm(n2, axis=1))
-            if np.any(areas <= 0) or np.any(e_len <= 0):
-                raise MeshError(f"bending edge {int(np.argmin(areas * e_len))} has a degenerate triangle or edge")
-            model.edge_count = len(edges)
-            model.edge_indices = wp.array(indices.astype(np.int32), dtype=wp.int32, device=device)
-            model.edge_rest_angle = wp.array(angle.astype(np.float32), dtype=float, device=device)
-            model.edge_rest_weight = wp.array((3.0 * e_len ** 2 / areas).astype(np.float32), dtype=float, device=device)
-            for column, name in enumerate(("bending_stiffness", "bending_damping", "bending_activation")):
-                defaults[name] = edges[:, 4 + column]
+            bending.upload_elements(model, defaults, positions, np.asarray(self.edges, dtype=np.float64), device)

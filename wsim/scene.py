@@ -166,8 +166,9 @@ def _add_soft_body(builder: ModelBuilder, soft, index: int, base, material: int)
             raise ConfigError(f"{where}: give both young and poisson (or mu and lam)")
         if not soft.young > 0 or not 0 <= soft.poisson < 0.5:
             raise ConfigError(f"{where}: young must be > 0 and poisson in [0, 0.5), got {soft.young}, {soft.poisson}")
-        mu = soft.young / (2 * (1 + soft.poisson))
-        lam = soft.young * soft.poisson / ((1 + soft.poisson) * (1 - 2 * soft.poisson))
+        from .models.fem import lame_from_young_poisson
+
+        mu, lam = lame_from_young_poisson(soft.young, soft.poisson)
     try:
         placed = mesh.transformed(soft.scale, soft.rotation, soft.position)
     except MeshError as error:

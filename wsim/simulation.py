@@ -158,10 +158,10 @@ class Simulation:
             force = self.default("body_push_force")
             return force * self._push_duration()[:, None]
         if name in ("young_modulus", "poisson_ratio") and "lame_mu" in self.model.defaults:
-            mu, lam = self.default("lame_mu"), self.default("lame_lambda")
-            if name == "young_modulus":
-                return mu * (3.0 * lam + 2.0 * mu) / (lam + mu)
-            return lam / (2.0 * (lam + mu))
+            from .models.fem import young_poisson_from_lame
+
+            young, poisson = young_poisson_from_lame(self.default("lame_mu"), self.default("lame_lambda"))
+            return young if name == "young_modulus" else poisson
         if name not in self.model.defaults:
             raise ParameterError(f"parameter '{name}' has no default in this model")
         return torch.tensor(np.asarray(self.model.defaults[name], dtype=np.float32), device=self.torch_device)
@@ -228,8 +228,9 @@ class Simulation:
         if self.check_inputs:
             check_range("young_modulus", young, 0.0, None)
             check_range("poisson_ratio", poisson, 0.0, 0.5, low_inclusive=True, high_inclusive=False)
-        resolved["lame_mu"] = young / (2.0 * (1.0 + poisson))
-        resolved["lame_lambda"] = young * poisson / ((1.0 + poisson) * (1.0 - 2.0 * poisson))
+        from .models.fem import lame_from_young_poisson
+
+        resolved["lame_mu"], resolved["lame_lambda"] = lame_from_young_poisson(young, poisson)
 
     def _push_duration(self) -> torch.Tensor:
         """Duration (s) of every body's push window, read from the device once (no per-rollout copy)."""

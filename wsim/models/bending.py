@@ -26,8 +26,10 @@ optional per-frame-interval ``control_bending_activation`` [frames - 1, E] added
 
 from __future__ import annotations
 
+import numpy as np
 import warp as wp
 
+from ..errors import MeshError
 from ..parameters import ParameterSpec, declare
 from .fem import combined_activation
 
@@ -101,3 +103,25 @@ def apply_forces(model, state, params, step: int, interval: int) -> None:
                 model.edge_rest_weight, params["bending_stiffness"], params["bending_damping"], activation],
         outputs=[state.particle_f],
     )
+
+
+def upload_elements(model, defaults: dict, positions: np.ndarray, edges: np.ndarray, device: str) -> None:
+    """Rest dihedral angles, weights and parameter defaults of the bending edges ``edges`` (rows: the
+    two opposite and the two edge particles, stiffness, damping, activation)."""
+    indices = edges[:, :4].astype(np.int64)
+    x1, x2, x3, x4 = (positions[indices[:, c]] for c in range(4))
+    n1 = np.cross(x3 - x1, x4 - x1)
+    n2 = np.cross(x4 - x2, x3 - x2)
+    e = x4 - x3
+    e_len = np.linalg.norm(e, axis=1)
+    sin = np.einsum("ij,ij->i", np.cross(n1, n2), e) / np.maximum(e_len, 1e-30)
+    angle = np.arctan2(sin, np.einsum("ij,ij->i", n1, n2))
+    areas = 0.5 * (np.linalg.norm(n1, axis=1) + np.linalg.norm(n2, axis=1))
+    if np.any(areas <= 0) or np.any(e_len <= 0):
+        raise MeshError(f"bending edge {int(np.argmin(areas * e_len))} has a degenerate triangle or edge")
+    model.edge_count = len(edges)
+    model.edge_indices = wp.array(indices.astype(np.int32), dtype=wp.int32, device=device)
+    model.edge_rest_angle = wp.array(angle.astype(np.float32), dtype=float, device=device)
+    model.edge_rest_weight = wp.array((3.0 * e_len ** 2 / areas).astype(np.float32), dtype=float, device=device)
+    for column, name in enumerate(("bending_stiffness", "bending_damping", "bending_activation")):
+        defaults[name] = edges[:, 4 + column]

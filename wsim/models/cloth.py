@@ -27,8 +27,10 @@ contracts it; the 2D walker of the visuomotor control task is actuated this way)
 
 from __future__ import annotations
 
+import numpy as np
 import warp as wp
 
+from ..errors import MeshError
 from ..parameters import ParameterSpec, declare
 
 PARAMETER_SPECS = declare(
@@ -125,3 +127,28 @@ def apply_forces(model, state, params, step: int, interval: int) -> None:
                 activation],
         outputs=[state.particle_f],
     )
+
+
+def upload_elements(model, defaults: dict, positions: np.ndarray, tris: np.ndarray, device: str) -> None:
+    """Rest shapes (inverse 2x2 rest edge matrix in the triangle's plane, area) and parameter defaults of
+    the cloth triangles ``tris`` (rows: 3 particle indices, mu, lambda, damping, drag, lift)."""
+    indices = tris[:, :3].astype(np.int64)
+    x = positions[indices]
+    e1, e2 = x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]
+    normal = np.cross(e1, e2)
+    twice_area = np.linalg.norm(normal, axis=1)
+    bad = np.flatnonzero(twice_area <= 1e-12 * np.maximum(np.einsum("ij,ij->i", e1, e1), 1e-30))
+    if len(bad):
+        raise MeshError(f"cloth triangle {int(bad[0])} (particles {indices[bad[0]].tolist()}) has zero area")
+    u = e1 / np.linalg.norm(e1, axis=1, keepdims=True)
+    w = np.cross(normal / twice_area[:, None], u)
+    rest = np.stack([np.stack([np.einsum("ij,ij->i", e1, u), np.einsum("ij,ij->i", e2, u)], axis=1),
+                     np.stack([np.einsum("ij,ij->i", e1, w), np.einsum("ij,ij->i", e2, w)], axis=1)], axis=1)
+    model.tri_count = len(tris)
+    model.tri_indices = wp.array(indices.astype(np.int32), dtype=wp.int32, device=device)
+    model.tri_rest_inverse = wp.array(np.linalg.inv(rest).astype(np.float32), dtype=wp.mat22, device=device)
+    model.tri_rest_area = wp.array((0.5 * twice_area).astype(np.float32), dtype=float, device=device)
+    for column, name in enumerate(("cloth_lame_mu", "cloth_lame_lambda", "cloth_damping", "drag_coefficient",
+                                   "lift_coefficient")):
+        defaults[name] = tris[:, 3 + column]
+    defaults["tri_activation"] = np.zeros(len(tris))

@@ -32,9 +32,23 @@ Parameters (per tetrahedron, shape [T]; a scalar broadcasts): ``lame_mu`` (Pa), 
 
 from __future__ import annotations
 
+import numpy as np
 import warp as wp
 
+from ..errors import MeshError
 from ..parameters import ParameterSpec, declare
+
+def lame_from_young_poisson(young, poisson):
+    """Lame ``(mu, lambda)`` of Young's modulus E (Pa) and Poisson's ratio nu (0 <= nu < 0.5): numbers,
+    arrays or torch tensors (differentiable); ``mu = E / (2 (1 + nu))``,
+    ``lambda = E nu / ((1 + nu)(1 - 2 nu))``."""
+    return young / (2.0 * (1.0 + poisson)), young * poisson / ((1.0 + poisson) * (1.0 - 2.0 * poisson))
+
+
+def young_poisson_from_lame(mu, lam):
+    """The inverse of :func:`lame_from_young_poisson`: ``(E, nu)`` of Lame ``mu`` and ``lambda`` (Pa)."""
+    return mu * (3.0 * lam + 2.0 * mu) / (lam + mu), lam / (2.0 * (lam + mu))
+
 
 PARAMETER_SPECS = declare(
     ParameterSpec("lame_mu", wp.float32, "tet", "first Lame parameter mu (shear) of each tetrahedron", "Pa",
@@ -149,3 +163,26 @@ def apply_forces(model, state, params, step: int, interval: int) -> None:
                 model.tet_rest_volume, params["lame_mu"], params["lame_lambda"], params["tet_damping"], activation],
         outputs=[state.particle_f],
     )
+
+
+def upload_elements(model, defaults: dict, positions: np.ndarray, tets: np.ndarray, device: str) -> None:
+    """Rest shapes (inverse rest edge matrix, volume) and parameter defaults of the tetrahedra ``tets``
+    (rows: 4 particle indices, mu, lambda, damping, activation) at the particles' ``positions`` [P, 3]."""
+    indices = tets[:, :4].astype(np.int64)
+    x = positions[indices]
+    rest = np.stack([x[:, 1] - x[:, 0], x[:, 2] - x[:, 0], x[:, 3] - x[:, 0]], axis=2)  # columns
+    volume = np.linalg.det(rest) / 6.0
+    edge = np.linalg.norm(rest, axis=1).max(axis=1)
+    bad = np.flatnonzero(volume <= 1e-9 * edge ** 3)
+    if len(bad):
+        t = int(bad[0])
+        raise MeshError(f"tetrahedron {t} (particles {indices[t].tolist()}) has "
+                        f"{'zero' if abs(volume[t]) <= 1e-9 * edge[t] ** 3 else 'negative'} rest volume "
+                        f"{volume[t]:.3g} m^3; every tetrahedron needs a positive volume "
+                        "(det(x1 - x0, x2 - x0, x3 - x0) > 0: swap two of its vertices)")
+    model.tet_count = len(tets)
+    model.tet_indices = wp.array(indices.astype(np.int32), dtype=wp.int32, device=device)
+    model.tet_rest_inverse = wp.array(np.linalg.inv(rest).astype(np.float32), dtype=wp.mat33, device=device)
+    model.tet_rest_volume = wp.array(volume.astype(np.float32), dtype=float, device=device)
+    for column, name in enumerate(("lame_mu", "lame_lambda", "tet_damping", "tet_activation")):
+        defaults[name] = tets[:, 4 + column]
