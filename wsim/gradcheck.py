@@ -3,14 +3,17 @@
 The scalar loss is a fixed random projection of every vertex of every frame,
 ``L = sum_{f,v} w_fv . x_fv`` (weights seeded, scaled to O(1)), so every vertex and frame contributes.
 For each parameter p, a random unit probe direction d (seeded) gives the directional derivative
-``g . d`` from the adjoint and ``(L(p + h d) - L(p - h d)) / 2h`` from central differences.
+``g . d`` from the adjoint and ``D(h) = (L(p + h d) - L(p - h d)) / 2h`` from central differences.
 
-The check uses two fixed steps, ``h = eps * max|p|`` and ``h / 2`` (``max|p|`` taken as 1 for a zero
-parameter), and a parameter passes only if the adjoint agrees with *both* differences. One step alone
-could agree with a wrong adjoint by chance (truncation and float32 round-off errors of opposite sign
-cancelling); agreeing at two steps that differ by 2x leaves a wrong adjoint no such room, and a step
-chosen after looking at the errors (the old best-of-six sweep) would. The relative error of a row is
-the larger of the two, each ``|adjoint - fd| / max(|adjoint|, |fd|)``.
+A parameter passes only if the adjoint agrees with the central differences at *two* steps, ``h`` and
+``2h``. The simulator runs in float32, so ``D(h)`` carries a round-off error that grows as ``1/h`` and a
+truncation error (curvature, contact events) that grows with ``h``; which steps are free of both depends
+on the parameter. The pair is therefore taken from the fixed ladder ``h = eps * max|p| * 2^k`` (``max|p|``
+taken as 1 for a zero parameter; k = 0, 1, ..., 5, then -1, -2) as the first adjacent pair whose two
+differences agree with *each other* to ``consistency`` (else the pair that agrees best). The choice looks
+at the finite differences only, never at the adjoint, so a wrong adjoint cannot pass by a lucky step:
+it has to match two differences that already agree. The relative error of a row is the larger of
+``|adjoint - D| / max(|adjoint|, |D|)`` over the pair.
 """
 
 from __future__ import annotations
@@ -22,20 +25,20 @@ import torch
 from .errors import ParameterError
 from .simulation import Simulation
 
-HALVING = 0.5  # the second step, as a fraction of the first
+LADDER = (0, 1, 2, 3, 4, 5, -1, -2)  # powers of two of eps, in the order they are tried
 
 
 @dataclass
 class GradcheckRow:
     """One parameter's check: the adjoint directional derivative, the central differences at ``step``
-    and at ``step / 2`` (``finite_difference_half``), and the larger of their relative errors."""
+    and at ``2 step`` (``finite_difference_wide``), and the larger of their relative errors."""
 
     name: str
     adjoint: float
     finite_difference: float
     relative_error: float
     step: float
-    finite_difference_half: float = float("nan")
+    finite_difference_wide: float = float("nan")
 
     def passed(self, tolerance: float) -> bool:
         return self.relative_error <= tolerance
@@ -60,11 +63,12 @@ def projection_loss(simulation: Simulation, seed: int):
 
 
 def gradcheck(simulation: Simulation, names: list[str], eps: float = 1e-2, seed: int = 0,
-              base: dict | None = None) -> list[GradcheckRow]:
+              base: dict | None = None, consistency: float = 2e-3) -> list[GradcheckRow]:
     """Compare adjoint and finite-difference directional derivatives for each parameter in ``names``.
 
     ``base`` optionally gives the parameter values to check at (default: the model's own values);
-    ``eps`` is the first step relative to the parameter's largest magnitude.
+    ``eps`` is the first step relative to the parameter's largest magnitude; ``consistency`` is how
+    closely two finite differences must agree with each other to be used (see the module docstring).
     """
     if not eps > 0:
         raise ParameterError(f"gradcheck eps must be > 0, got {eps}")
@@ -81,20 +85,48 @@ def gradcheck(simulation: Simulation, names: list[str], eps: float = 1e-2, seed:
         loss({name: variable}).backward()
         adjoint = float((variable.grad * direction).sum())
         magnitude = float(value.abs().max())
-        step = eps * (magnitude if magnitude > 0 else 1.0)
+        base_step = eps * (magnitude if magnitude > 0 else 1.0)
         # Parameters that must stay positive (masses, stiffnesses...) keep every probe inside their range.
+        limit = float("inf")
         if _positive(simulation, name) and bool((value > 0).all()):
             moving = direction.abs() > 0
-            step = min(step, 0.5 * float((value[moving] / direction[moving].abs()).min()))
-        differences = []
-        for h in (step, HALVING * step):
+            limit = 0.5 * float((value[moving] / direction[moving].abs()).min())
+
+        def difference(h: float) -> float:
             with torch.no_grad():
                 plus = float(loss({name: value + h * direction}))
                 minus = float(loss({name: value - h * direction}))
-            differences.append((plus - minus) / (2.0 * h))
-        error = max(relative_error(adjoint, fd) for fd in differences)
-        rows.append(GradcheckRow(name, adjoint, differences[0], error, step, differences[1]))
+            return (plus - minus) / (2.0 * h)
+
+        rows.append(_check_on_ladder(name, adjoint, difference, base_step, limit, consistency))
     return rows
+
+
+def _check_on_ladder(name, adjoint, difference, base_step, limit, consistency) -> GradcheckRow:
+    """The row of the first adjacent pair of ladder steps whose differences agree (else the best pair)."""
+    computed: dict[int, float] = {}
+    best = None
+    for k in LADDER:
+        if base_step * 2.0 ** k > limit:
+            continue
+        computed[k] = difference(base_step * 2.0 ** k)
+        for low in (k - 1, k):
+            if low in computed and low + 1 in computed:
+                narrow, wide = computed[low], computed[low + 1]
+                agreement = relative_error(narrow, wide)
+                if best is None or agreement < best[0]:
+                    best = (agreement, low, narrow, wide)
+        if best is not None and best[0] <= consistency:
+            break
+    if best is None:  # the range limit leaves no pair: the largest step allowed, and half of it
+        step = min(base_step, limit)
+        best = (0.0, None, difference(0.5 * step), difference(step))
+        base_step, low = 0.5 * step, 0
+    else:
+        low = best[1]
+    _, _, narrow, wide = best
+    error = max(relative_error(adjoint, narrow), relative_error(adjoint, wide))
+    return GradcheckRow(name, adjoint, narrow, error, base_step * 2.0 ** low, wide)
 
 
 def _positive(simulation: Simulation, name: str) -> bool:
@@ -112,9 +144,9 @@ def _positive(simulation: Simulation, name: str) -> bool:
 
 
 def format_table(rows: list[GradcheckRow], tolerance: float) -> str:
-    lines = [f"{'parameter':<24}{'adjoint':>16}{'fd (h)':>16}{'fd (h/2)':>16}{'h':>10}{'rel. error':>12}  result"]
+    lines = [f"{'parameter':<24}{'adjoint':>16}{'fd (h)':>16}{'fd (2h)':>16}{'h':>10}{'rel. error':>12}  result"]
     for row in rows:
         verdict = "ok" if row.passed(tolerance) else "FAIL"
         lines.append(f"{row.name:<24}{row.adjoint:>16.6e}{row.finite_difference:>16.6e}"
-                     f"{row.finite_difference_half:>16.6e}{row.step:>10.3g}{row.relative_error:>12.2e}  {verdict}")
+                     f"{row.finite_difference_wide:>16.6e}{row.step:>10.3g}{row.relative_error:>12.2e}  {verdict}")
     return "\n".join(lines)
