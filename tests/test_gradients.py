@@ -14,9 +14,9 @@ TOLERANCE = 1e-2
 
 @pytest.mark.parametrize("config", ["box-drop", "body-impulse", "spring-chain", "beam-hang", "cloth-drop",
                                     "cloth-throw", "soft-ball"])
-def test_wsim_gradcheck_passes_on_every_shipped_config(config, capsys):
+def test_wsim_gradcheck_passes_on_every_shipped_config(config, device, capsys):
     """`wsim gradcheck` exits 0 only if every parameter listed in the config agrees within 1e-2."""
-    assert main(["gradcheck", config, "--device", "cpu"]) == 0
+    assert main(["gradcheck", config, "--device", device]) == 0
     table = capsys.readouterr().out
     listed = load_config(config).gradcheck.params
     assert len(listed) >= 2 and all(name in table for name in listed)

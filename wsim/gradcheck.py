@@ -9,11 +9,16 @@ A parameter passes only if the adjoint agrees with the central differences at *t
 ``2h``. The simulator runs in float32, so ``D(h)`` carries a round-off error that grows as ``1/h`` and a
 truncation error (curvature, contact events) that grows with ``h``; which steps are free of both depends
 on the parameter. The pair is therefore taken from the fixed ladder ``h = eps * max|p| * 2^k`` (``max|p|``
-taken as 1 for a zero parameter; k = 0, 1, ..., 5, then -1, -2) as the first adjacent pair whose two
+taken as 1 for a zero parameter; k = 0, -1, ..., -5, then 1, ..., 5) as the first adjacent pair whose two
 differences agree with *each other* to ``consistency`` (else the pair that agrees best). The choice looks
 at the finite differences only, never at the adjoint, so a wrong adjoint cannot pass by a lucky step:
 it has to match two differences that already agree. The relative error of a row is the larger of
 ``|adjoint - D| / max(|adjoint|, |D|)`` over the pair.
+
+Measured on box-drop (gravity, eps 1e-2): the differences at k = 0 and -1 agree with each other to
+2e-3 but sit 4.5 % from the adjoint; going down they move towards it and settle at k = -5, -4 (7e-3
+from the adjoint, 3e-4 from each other); below k = -7 round-off takes over. The adjoint is right; a
+step of 1 % of gravity spans contact events that bend the loss.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import torch
 from .errors import ParameterError
 from .simulation import Simulation
 
-LADDER = (0, 1, 2, 3, 4, 5, -1, -2)  # powers of two of eps, in the order they are tried
+# Powers of two of eps, in the order they are tried: down first (contact events bend the loss on the
+# scale of eps in a bouncing scene), then up (a parameter the loss barely feels needs a larger step to
+# rise above the float32 round-off).
+LADDER = (0, -1, -2, -3, -4, -5, 1, 2, 3, 4, 5)
 
 
 @dataclass
