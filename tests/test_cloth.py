@@ -178,6 +178,7 @@ def test_cloth_gradients_match_finite_differences(device):
     rows += gradcheck(sim, ["control_bending_activation"], eps=1e-2, seed=6,
                       base={"control_bending_activation": control})
     for row in rows:
-        print(f"{row.name:28s} {row.adjoint:14.6e} {row.finite_difference:14.6e} {row.relative_error:9.2e}")
+        print(f"{row.name:28s} {row.adjoint:14.6e} {row.finite_difference:14.6e} {row.finite_difference_wide:14.6e} "
+              f"{row.step:9.3g} {row.relative_error:9.2e}")
     failures = [(r.name, r.relative_error) for r in rows if r.relative_error > 1e-2]
     assert not failures, failures
