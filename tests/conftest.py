@@ -1,6 +1,6 @@
 """Shared test set-up: tests run on the device that exists (CPU here and in CI, CUDA when lent), and the
-helpers that several test files repeat (scenes from dicts, rollouts, forces at a given state, central
-finite differences)."""
+helpers that several test files repeat (rollouts, forces at a given state, central finite differences,
+tetrahedron volumes)."""
 
 import os
 
@@ -19,14 +19,6 @@ requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GP
 def device():
     """The device the suite runs on: CUDA when present, else the CPU."""
     return "cuda:0" if cuda_available() else "cpu"
-
-
-def scene_from_dict(data: dict, device: str):
-    """A built :class:`wsim.scene.Scene` from a config mapping (the YAML file's contents)."""
-    from wsim.config import SceneConfig, from_dict
-    from wsim.scene import build_scene
-
-    return build_scene(from_dict(SceneConfig, data), device)
 
 
 def rollout(simulation, params=None) -> np.ndarray:
