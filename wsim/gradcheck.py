@@ -11,7 +11,7 @@ truncation error (curvature, contact events) that grows with ``h``; which steps 
 on the parameter. The pair is therefore chosen from the fixed ladder ``h = eps * max|p| * 2^k``
 (``max|p|`` taken as 1 for a zero parameter; k = -5..5, tried outwards from 0): the first run of three
 consecutive steps whose differences all agree with each other to ``consistency`` gives its closer-agreeing
-adjacent pair; if no run does, the adjacent pair that agrees best over the whole ladder. The choice looks
+adjacent pair; if no run does, the run of three that agrees best over the whole ladder does. The choice looks
 at the finite differences only, never at the adjoint, so a wrong adjoint cannot pass by a lucky step: it
 has to match two differences that already agree. The relative error of a row is the larger of
 ``|adjoint - D| / max(|adjoint|, |D|)`` over the pair.
@@ -123,20 +123,21 @@ def _check_on_ladder(name, adjoint, difference, base_step, limit, consistency) -
         pairs = [(relative_error(computed[k], computed[k + 1]), k) for k in ks if k in computed and k + 1 in computed]
         return min(pairs) if pairs else None
 
+    def spread(low):
+        return max(relative_error(computed[a], computed[b]) for a in (low, low + 1) for b in (low + 1, low + 2))
+
     chosen = None
     for k in powers:
         computed[k] = difference(base_step * 2.0 ** k)
         for low in (k - 2, k - 1, k):  # every run of three consecutive steps that k completes
-            run = [low, low + 1, low + 2]
-            if all(j in computed for j in run):
-                spread = max(relative_error(computed[a], computed[b]) for a in run for b in run)
-                if spread <= consistency:
-                    chosen = best_pair(run[:2])
-                    break
+            if all(j in computed for j in (low, low + 1, low + 2)) and spread(low) <= consistency:
+                chosen = best_pair([low, low + 1])
+                break
         if chosen is not None:
             break
-    if chosen is None:
-        chosen = best_pair(sorted(computed))
+    if chosen is None:  # the run of three that agrees best (a pair alone agrees by chance too easily)
+        runs = [low for low in computed if low + 1 in computed and low + 2 in computed]
+        chosen = best_pair([min(runs, key=spread), min(runs, key=spread) + 1]) if runs else best_pair(sorted(computed))
     low = chosen[1]
     narrow, wide = computed[low], computed[low + 1]
     error = max(relative_error(adjoint, narrow), relative_error(adjoint, wide))
