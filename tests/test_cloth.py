@@ -3,49 +3,40 @@
 import numpy as np
 import pytest
 import torch
-import warp as wp
+from conftest import central_difference, particle_forces, rollout
 
 from wsim.geometry import cloth as cloth_mesh
 from wsim.builder import ModelBuilder
 from wsim.errors import MeshError
 from wsim.gradcheck import gradcheck
-from wsim.models import aerodynamics, bending, cloth
 from wsim.simulation import Simulation
 
 
-def cloth_model(mesh, ground=False, **kwargs):
+def cloth_model(device, mesh, ground=False, **kwargs):
     builder = ModelBuilder(ground=ground)
     options = dict(density=0.2, mu=50.0, lam=80.0, bending_stiffness=2e-3)
     options.update(kwargs)
     builder.add_cloth(mesh, **options)
-    return builder.finalize("cpu")
+    return builder.finalize(device)
 
 
-def launch(kernel, dim, model, positions, velocities, *arrays):
-    P = model.particle_count
-    q = wp.array(np.asarray(positions, np.float32), dtype=wp.vec3)
-    qd = wp.array(np.zeros((P, 3), np.float32) if velocities is None else np.asarray(velocities, np.float32),
-                  dtype=wp.vec3)
-    f = wp.zeros(P, dtype=wp.vec3)
-    wp.launch(kernel, dim=dim, inputs=[q, qd, *arrays], outputs=[f])
-    return f.numpy().astype(np.float64)
+# each force model alone: the others' coefficients set to zero (the simulator's own float32 step)
+MEMBRANE_ONLY = {"bending_stiffness": 0.0, "bending_damping": 0.0, "drag_coefficient": 0.0, "lift_coefficient": 0.0}
+BENDING_ONLY = {"cloth_lame_mu": 0.0, "cloth_lame_lambda": 0.0, "cloth_damping": 0.0, "drag_coefficient": 0.0,
+                "lift_coefficient": 0.0}
+AIR_ONLY = {"cloth_lame_mu": 0.0, "cloth_lame_lambda": 0.0, "cloth_damping": 0.0, "bending_stiffness": 0.0,
+            "bending_damping": 0.0}
 
 
 def membrane_forces(model, x, v=None):
-    d = model.defaults
-    arr = lambda n: wp.array(d[n].astype(np.float32))  # noqa: E731
-    return launch(cloth.triangle_forces_kernel, model.tri_count, model, x, v, model.tri_indices,
-                  model.tri_rest_inverse, model.tri_rest_area, arr("cloth_lame_mu"), arr("cloth_lame_lambda"),
-                  arr("cloth_damping"), arr("tri_activation"))
+    return particle_forces(model, x, v, MEMBRANE_ONLY)
 
 
 def bending_forces(model, x, v=None, activation=None):
-    d = model.defaults
-    arr = lambda n: wp.array(d[n].astype(np.float32))  # noqa: E731
-    act = arr("bending_activation") if activation is None else wp.array(np.full(model.edge_count, activation,
-                                                                                np.float32))
-    return launch(bending.bending_forces_kernel, model.edge_count, model, x, v, model.edge_indices,
-                  model.edge_rest_angle, model.edge_rest_weight, arr("bending_stiffness"), arr("bending_damping"), act)
+    params = dict(BENDING_ONLY)
+    if activation is not None:
+        params["bending_activation"] = torch.full((model.edge_count,), float(activation))
+    return particle_forces(model, x, v, params)
 
 
 def membrane_energy(mesh, x, mu, lam):
@@ -81,37 +72,26 @@ def bending_energy(mesh, x, k, activation=0.0):
     return float(np.sum(0.5 * k * weight * (theta - rest - activation) ** 2))
 
 
-def numeric_gradient(function, x, h=1e-6):
-    grad = np.zeros_like(x)
-    for p in range(len(x)):
-        for c in range(3):
-            plus, minus = x.copy(), x.copy()
-            plus[p, c] += h
-            minus[p, c] -= h
-            grad[p, c] = (function(plus) - function(minus)) / (2 * h)
-    return grad
-
-
-def test_zero_forces_at_rest():
+def test_zero_forces_at_rest(device):
     mesh = cloth_mesh.grid((1.0, 0.8), (3, 2))
-    model = cloth_model(mesh, drag=1.0, lift=1.0)
+    model = cloth_model(device, mesh, drag=1.0, lift=1.0)
     assert np.abs(membrane_forces(model, mesh.vertices)).max() < 1e-5 * 80.0 * 0.3  # round-off of lambda * edge
     assert np.abs(bending_forces(model, mesh.vertices)).max() < 1e-9
-    d = model.defaults
-    air = launch(aerodynamics.aerodynamic_forces_kernel, model.tri_count, model, mesh.vertices, None,
-                 model.tri_indices, wp.array(d["drag_coefficient"].astype(np.float32)),
-                 wp.array(d["lift_coefficient"].astype(np.float32)))
-    assert np.abs(air).max() == 0.0
+    assert np.abs(particle_forces(model, mesh.vertices, None, AIR_ONLY)).max() == 0.0
+    # moving, the air pushes back; membrane and bending stay zero for a rigid translation
+    moving = np.tile([0.3, -1.0, 0.2], (len(mesh.vertices), 1))
+    assert np.abs(particle_forces(model, mesh.vertices, moving, AIR_ONLY)).max() > 0.0
+    assert np.abs(membrane_forces(model, mesh.vertices, moving)).max() < 1e-5 * 80.0 * 0.3
 
 
-def test_membrane_and_bending_forces_are_minus_energy_gradients():
+def test_membrane_and_bending_forces_are_minus_energy_gradients(device):
     mesh = cloth_mesh.grid((0.4, 0.3), (2, 2))
-    model = cloth_model(mesh, mu=40.0, lam=70.0, bending_stiffness=0.05)
+    model = cloth_model(device, mesh, mu=40.0, lam=70.0, bending_stiffness=0.05)
     rng = np.random.default_rng(0)
     x = mesh.vertices * 1.05 + 0.03 * rng.standard_normal(mesh.vertices.shape)
-    numeric = -numeric_gradient(lambda p: membrane_energy(mesh, p, 40.0, 70.0), x)
+    numeric = -central_difference(lambda p: membrane_energy(mesh, p, 40.0, 70.0), x, 1e-6)
     assert np.allclose(membrane_forces(model, x), numeric, rtol=1e-3, atol=1e-3 * np.abs(numeric).max())
-    numeric = -numeric_gradient(lambda p: bending_energy(mesh, p, 0.05, 0.2), x)
+    numeric = -central_difference(lambda p: bending_energy(mesh, p, 0.05, 0.2), x, 1e-6)
     forces = bending_forces(model, x, activation=0.2)
     assert np.allclose(forces, numeric, rtol=2e-3, atol=2e-3 * np.abs(numeric).max())
     # a flat sheet with a positive rest-angle offset is driven to fold: the activation bends it
@@ -123,16 +103,21 @@ def test_bending_edges_and_grid_sizes():
         mesh = cloth_mesh.grid_for_triangles(triangles)
         assert len(mesh.faces) == triangles
         edges = cloth_mesh.bending_edges(mesh.faces)
-        n = mesh.faces.max() + 1
-        assert len(edges) == (3 * triangles - (len(np.unique(np.sort(np.concatenate(
-            [mesh.faces[:, [0, 1]], mesh.faces[:, [1, 2]], mesh.faces[:, [2, 0]]]), axis=1), axis=0)) * 2
-            - 3 * triangles)) // 2 or n > 0
+        sides = np.sort(np.concatenate([mesh.faces[:, [0, 1]], mesh.faces[:, [1, 2]], mesh.faces[:, [2, 0]]]), axis=1)
+        unique = len(np.unique(sides, axis=0))
+        # every interior edge is a side of two faces, a boundary edge of one: 3 T = 2 interior + boundary
+        assert len(edges) == 3 * triangles - unique
+        assert len(mesh.vertices) - unique + triangles == 1  # a grid is a disk (Euler characteristic 1)
+        opposite = edges[:, :2]
+        hinge = np.sort(edges[:, 2:], axis=1)
+        assert len(np.unique(hinge, axis=0)) == len(edges)  # one bending element per interior edge
+        assert np.all(opposite[:, 0] != opposite[:, 1])
     bad = np.array([[0, 1, 2], [0, 1, 3]])  # inconsistent winding on edge (0, 1)
     with pytest.raises(MeshError, match="edge"):
         cloth_mesh.bending_edges(bad)
 
 
-def drop_cloth(drag=0.0, lift=0.0, frames=41, ground=True, height=0.5):
+def drop_cloth(device, drag=0.0, lift=0.0, frames=41, ground=True, height=0.5):
     mesh = cloth_mesh.grid((0.6, 0.6), (8, 8))
     builder = ModelBuilder(ground=ground, contact_smoothing=0.005)
     # per-particle masses are ~1 g: keep k dt^2 / m and c dt / m well below 1 for explicit stability
@@ -140,14 +125,11 @@ def drop_cloth(drag=0.0, lift=0.0, frames=41, ground=True, height=0.5):
     builder.add_cloth(mesh, position=(0.0, height, 0.0), rotation=(0.0, 0.0, 0.0998, 0.995), density=0.2,
                       mu=20.0, lam=40.0, damping=0.02, bending_stiffness=1e-4, bending_damping=1e-6,
                       drag=drag, lift=lift, radius=0.005)
-    sim = Simulation(builder.finalize("cpu"), 1e-3, 25, frames)
-    with torch.no_grad():
-        out = sim.rollout()
-    return out.numpy(), mesh
+    return rollout(Simulation(builder.finalize(device), 1e-3, 25, frames)), mesh
 
 
-def test_cloth_drapes_on_the_ground_and_comes_to_rest():
-    out, mesh = drop_cloth(frames=49)  # 1.2 s at the default dt of 1 ms
+def test_cloth_drapes_on_the_ground_and_comes_to_rest(device):
+    out, mesh = drop_cloth(device, frames=49)  # 1.2 s at the default dt of 1 ms
     assert np.all(np.isfinite(out))
     final = out[-1]
     assert final[:, 1].max() < 0.05 and final[:, 1].min() > -0.01  # lies on the ground
@@ -160,21 +142,21 @@ def test_cloth_drapes_on_the_ground_and_comes_to_rest():
     assert now.max() < 1.5 * rest.max()
 
 
-def test_lift_and_drag_slow_a_falling_sheet():
-    still, _ = drop_cloth(ground=False, frames=21, height=2.0)
-    airy, _ = drop_cloth(drag=0.5, lift=0.5, ground=False, frames=21, height=2.0)
+def test_lift_and_drag_slow_a_falling_sheet(device):
+    still, _ = drop_cloth(device, ground=False, frames=21, height=2.0)
+    airy, _ = drop_cloth(device, drag=0.5, lift=0.5, ground=False, frames=21, height=2.0)
     fall_still = 2.0 - still[-1, :, 1].mean()
     fall_airy = 2.0 - airy[-1, :, 1].mean()
     assert fall_airy < 0.8 * fall_still
 
 
-def small_cloth_simulation():
+def small_cloth_simulation(device):
     mesh = cloth_mesh.grid((0.3, 0.3), (2, 2))
     builder = ModelBuilder(ground=False)
     builder.add_cloth(mesh, position=(0.0, 1.0, 0.0), rotation=(0.0, 0.0, 0.2588, 0.9659), density=0.3,
                       mu=5.0, lam=8.0, damping=0.01, bending_stiffness=2e-3, bending_damping=1e-5, drag=0.8,
                       lift=0.6, velocity=(1.0, 2.0, 0.5), pinned=[0])
-    model = builder.finalize("cpu")
+    model = builder.finalize(device)
     rest = model.defaults["particle_position"]
     rng = np.random.default_rng(3)
     centre = rest.mean(axis=0)  # released stretched by 10 % so that the membrane forces matter
@@ -183,8 +165,8 @@ def small_cloth_simulation():
     return Simulation(model, 2e-3, 5, 6)
 
 
-def test_cloth_gradients_match_finite_differences():
-    sim = small_cloth_simulation()
+def test_cloth_gradients_match_finite_differences(device):
+    sim = small_cloth_simulation(device)
     names = ["cloth_lame_mu", "cloth_lame_lambda", "cloth_damping", "bending_stiffness", "bending_damping",
              "bending_activation", "drag_coefficient", "lift_coefficient", "particle_mass", "particle_position",
              "particle_velocity"]
@@ -196,6 +178,7 @@ def test_cloth_gradients_match_finite_differences():
     rows += gradcheck(sim, ["control_bending_activation"], eps=1e-2, seed=6,
                       base={"control_bending_activation": control})
     for row in rows:
-        print(f"{row.name:28s} {row.adjoint:14.6e} {row.finite_difference:14.6e} {row.relative_error:9.2e}")
+        print(f"{row.name:28s} {row.adjoint:14.6e} {row.finite_difference:14.6e} {row.finite_difference_wide:14.6e} "
+              f"{row.step:9.3g} {row.relative_error:9.2e}")
     failures = [(r.name, r.relative_error) for r in rows if r.relative_error > 1e-2]
     assert not failures, failures

@@ -188,10 +188,13 @@ def test_inner_edges_stay_hard_in_silhouette_mode():
     assert torch.allclose(sil[:, :4], every[:, :4], atol=1e-5)  # near the outer boundary: identical
 
 
-# not the gear prism: inside a face the distance to the silhouette is taken over the face's vertex
-# one-ring, so two faces sharing an inner edge can disagree where a soft edge is in one ring only (a
-# colour step of about 0.02 on that non-convex prism; a known limit, see wsim/render/renderer.py)
-@pytest.mark.parametrize("shape", ["cone", "box", "l_prism"])
+GEAR_PRISM_STEP = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known limit (see wsim/render/renderer.py): inside a face the distance to the silhouette is taken over "
+    "the face's vertex one-ring, so two faces sharing an inner edge can disagree on it where a soft edge is "
+    "in one ring only; on this non-convex prism that is a colour step of about 0.02"))
+
+
+@pytest.mark.parametrize("shape", ["cone", "box", "l_prism", pytest.param("gear_prism", marks=GEAR_PRISM_STEP)])
 def test_image_is_continuous_under_small_motions(shape):
     """The rendered image moves with the geometry without jumps: along a smooth path of tiny rigid
     motions (1e-5 m and 1e-5 rad a step) no pixel may change by more than a fixed multiple of the

@@ -39,15 +39,21 @@ from ..errors import MeshError
 from ..parameters import ParameterSpec, declare
 
 def lame_from_young_poisson(young, poisson):
-    """Lame ``(mu, lambda)`` of Young's modulus E (Pa) and Poisson's ratio nu (0 <= nu < 0.5): numbers,
-    arrays or torch tensors (differentiable); ``mu = E / (2 (1 + nu))``,
-    ``lambda = E nu / ((1 + nu)(1 - 2 nu))``."""
-    return young / (2.0 * (1.0 + poisson)), young * poisson / ((1.0 + poisson) * (1.0 - 2.0 * poisson))
+    """The energy's ``(mu, lambda)`` for Young's modulus E (Pa) and Poisson's ratio nu (0 <= nu < 0.5):
+    numbers, arrays or torch tensors (differentiable). The stable Neo-Hookean energy's small-strain
+    moduli are ``mu_L = 3/4 mu`` and ``lambda_L = lambda - 5/8 mu`` (Smith et al. 2018), so the textbook
+    ``mu_L = E / (2 (1 + nu))``, ``lambda_L = E nu / ((1 + nu)(1 - 2 nu))`` are remapped to
+    ``mu = 4/3 mu_L`` and ``lambda = lambda_L + 5/6 mu_L``; then a small strain sees E and nu."""
+    mu_l = young / (2.0 * (1.0 + poisson))
+    lam_l = young * poisson / ((1.0 + poisson) * (1.0 - 2.0 * poisson))
+    return mu_l * (4.0 / 3.0), lam_l + mu_l * (5.0 / 6.0)
 
 
 def young_poisson_from_lame(mu, lam):
-    """The inverse of :func:`lame_from_young_poisson`: ``(E, nu)`` of Lame ``mu`` and ``lambda`` (Pa)."""
-    return mu * (3.0 * lam + 2.0 * mu) / (lam + mu), lam / (2.0 * (lam + mu))
+    """The inverse of :func:`lame_from_young_poisson`: the small-strain ``(E, nu)`` of the energy's
+    ``mu`` and ``lambda`` (Pa)."""
+    mu_l, lam_l = 0.75 * mu, lam - 0.625 * mu
+    return mu_l * (3.0 * lam_l + 2.0 * mu_l) / (lam_l + mu_l), lam_l / (2.0 * (lam_l + mu_l))
 
 
 PARAMETER_SPECS = declare(
