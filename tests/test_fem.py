@@ -102,10 +102,13 @@ def hanging_beam_deflection(device, mu, lam):
     builder = ModelBuilder(ground=False)
     builder.add_soft_mesh(mesh, position=(0, 1, 0), density=1000.0, mu=mu, lam=lam, damping=500.0,
                           pinned=np.flatnonzero(mesh.vertices[:, 0] < 1e-6))
-    sim = Simulation(builder.finalize(device), 2e-4, 250, 25)
+    # strain-rate damping barely damps the first bending mode (it brakes no rotation of a cross-section),
+    # so the beam swings about its static shape: take the middle of the tip's range over the last 0.6 s,
+    # more than one full swing (0.43 s)
+    sim = Simulation(builder.finalize(device), 2e-4, 50, 121)
     tip = rollout(sim)[:, mesh.vertices[:, 0] > 0.499, 1].mean(axis=1)
-    assert abs(tip[-1] - tip[-2]) < 1e-2 * abs(1.0 - tip[-1])  # settled (1.2 s)
-    return 1.0 - tip[-1]
+    late = tip[-61:]
+    return 1.0 - 0.5 * (late.min() + late.max())
 
 
 def test_hanging_beam_deflection_decreases_with_stiffness(device):
@@ -121,8 +124,13 @@ def test_young_poisson_match_lame(device):
     mesh = tetmesh.box(0.1, (1, 1, 1))
     sim = Simulation(single_mesh_model(device, mesh), 1e-3, 1, 2)
     resolved = sim.resolve({"young_modulus": 1.0e5, "poisson_ratio": 0.25})
-    assert torch.allclose(resolved["lame_mu"], torch.tensor(1.0e5 / 2.5))
-    assert torch.allclose(resolved["lame_lambda"], torch.tensor(1.0e5 * 0.25 / (1.25 * 0.5)))
+    # the textbook small-strain moduli, remapped to the stable Neo-Hookean energy's (4/3 mu, lam + 5/6 mu)
+    mu_l, lam_l = 1.0e5 / 2.5, 1.0e5 * 0.25 / (1.25 * 0.5)
+    assert torch.allclose(resolved["lame_mu"], torch.tensor(4.0 / 3.0 * mu_l))
+    assert torch.allclose(resolved["lame_lambda"], torch.tensor(lam_l + 5.0 / 6.0 * mu_l))
+    from wsim.models.fem import lame_from_young_poisson, young_poisson_from_lame
+
+    assert young_poisson_from_lame(*lame_from_young_poisson(1.0e5, 0.25)) == pytest.approx((1.0e5, 0.25))
     for bad in ({"poisson_ratio": 0.5}, {"poisson_ratio": -0.1}, {"young_modulus": 0.0},
                 {"young_modulus": float("nan")}, {"young_modulus": 1.0, "lame_mu": 1.0}):
         with pytest.raises(ParameterError):
