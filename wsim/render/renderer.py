@@ -35,8 +35,8 @@ groups vanish), and at every sigma the image is continuous across a silhouette (
 from both sides), so pixels just outside a silhouette pass gradients to the vertices through ``A`` and
 the near group. The image remains only piecewise smooth where attributes are discontinuous (e.g. a
 cube with a separate colour per side, at a pixel centre crossing a crease near a corner). Known
-steps, which ``tests/test_render_raster.py::test_image_is_continuous_under_small_motions`` therefore
-leaves out: two faces sharing an inner edge can disagree on their inside coverage where a soft edge
+steps (``tests/test_render_raster.py::test_image_is_continuous_under_small_motions`` keeps the gear
+prism as a strict expected failure, so a fix shows up): two faces sharing an inner edge can disagree on their inside coverage where a soft edge
 lies in one face's one-ring only (non-convex meshes such as a gear prism: colour steps of about 0.02),
 and with a small
 ``gamma`` (1e-4) a face entering a depth group takes over that group's colour blend within a
