@@ -99,18 +99,29 @@ def _count_soft(b: int, t: int, E: int, edge_soft: wp.array(dtype=wp.int32), rin
 
 @wp.func
 def _nearest_soft_edge(p: wp.vec2, b: int, t: int, clip: wp.array(dtype=wp.vec4), edge_verts: wp.array(dtype=wp.vec2i),
-                       edge_soft: wp.array(dtype=wp.int32), ring_start: wp.array(dtype=wp.int32),
-                       ring_edges: wp.array(dtype=wp.int32), V: int, E: int, sx: float, sy: float):
+                       edge_apex: wp.array(dtype=wp.int32), edge_soft: wp.array(dtype=wp.int32),
+                       ring_start: wp.array(dtype=wp.int32), ring_edges: wp.array(dtype=wp.int32), V: int, E: int,
+                       sx: float, sy: float):
+    """The nearest soft edge of face t's one-ring that has p on its inner side (the side of its faces):
+    an edge with p beyond it bounds another part of the surface (a fan's far rim, a nearer tooth of a
+    gear), and where p is covered all the same a nearer boundary separates p from it."""
     best = int(-1)
     bestd = float(1.0e30)
     for k in range(ring_start[t], ring_start[t + 1]):
         e = ring_edges[k]
         if edge_soft[b * E + e] != 0:
             ev = edge_verts[e]
-            dk, sk = _seg_dist2(p, _iso_xy(clip[b * V + ev[0]], sx, sy), _iso_xy(clip[b * V + ev[1]], sx, sy))
-            if dk < bestd:
-                bestd = dk
-                best = e
+            a0 = _iso_xy(clip[b * V + ev[0]], sx, sy)
+            a1 = _iso_xy(clip[b * V + ev[1]], sx, sy)
+            inner = True
+            apex = edge_apex[e]
+            if apex >= 0:
+                inner = edge(a0, a1, p) * edge(a0, a1, _iso_xy(clip[b * V + apex], sx, sy)) >= 0.0
+            if inner:
+                dk, sk = _seg_dist2(p, a0, a1)
+                if dk < bestd:
+                    bestd = dk
+                    best = e
     return best
 
 
@@ -126,6 +137,7 @@ def _soft_x(
     inv_area: float,
     clip: wp.array(dtype=wp.vec4),
     edge_verts: wp.array(dtype=wp.vec2i),
+    edge_apex: wp.array(dtype=wp.int32),
     edge_soft: wp.array(dtype=wp.int32),
     ring_start: wp.array(dtype=wp.int32),
     ring_edges: wp.array(dtype=wp.int32),
@@ -156,7 +168,8 @@ def _soft_x(
     bc = wp.vec3(l0, l1, l2)
     if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
         if ring_soft > 0:
-            best = _nearest_soft_edge(p, b, t, clip, edge_verts, edge_soft, ring_start, ring_edges, V, E, sx, sy)
+            best = _nearest_soft_edge(p, b, t, clip, edge_verts, edge_apex, edge_soft, ring_start, ring_edges, V, E, sx,
+                                      sy)
             if best >= 0:
                 evb = edge_verts[best]
                 dsoft, sb = _seg_dist2(p, _iso_xy(clip[b * V + evb[0]], sx, sy), _iso_xy(clip[b * V + evb[1]], sx, sy))
@@ -208,22 +221,26 @@ def _blend_attributes(num: wp.array(dtype=float), idx: int, C: int, weight: floa
         wp.atomic_add(num, idx * C + c, weight * value)
 
 
-def _make_soft_kernel(MODE: int):
+def _make_soft_kernel(MODE: int, UNION: int):
     def soft_kernel(
         clip: wp.array(dtype=wp.vec4),
         attrs: wp.array(dtype=float),
         faces: wp.array(dtype=wp.vec3i),
         face_edges: wp.array(dtype=wp.vec3i),
         edge_verts: wp.array(dtype=wp.vec2i),
+        edge_apex: wp.array(dtype=wp.int32),
         edge_soft: wp.array(dtype=wp.int32),
         ring_start: wp.array(dtype=wp.int32),
         ring_edges: wp.array(dtype=wp.int32),
         E: int,
+        face_on: wp.array(dtype=wp.int32),
         tribuf: wp.array(dtype=wp.int32),
         wvis: wp.array(dtype=float),
         zmax_n: wp.array(dtype=float),
         zmax_s: wp.array(dtype=float),
         zmax_b: wp.array(dtype=float),
+        cmax: wp.array(dtype=float),
+        cid: wp.array(dtype=wp.int32),
         V: int,
         T: int,
         H: int,
@@ -250,11 +267,18 @@ def _make_soft_kernel(MODE: int):
         num_s: wp.array(dtype=float),
     ):
         """Soft edge term. ``MODE == 0``: per-pixel maxima of the normalised inverse depth of the three
-        blended groups (the softmax shifts; not differentiated). ``MODE == 1``: the accumulation proper.
+        blended groups (the softmax shifts) and, with ``UNION``, of each group's face coverages;
+        ``MODE == 2`` (``UNION`` only): the lowest face id reaching that maximum; neither is
+        differentiated. ``MODE == 1``: the accumulation proper.
 
-        For pixel p and face j with ``x_j = delta d^2 / sigma`` (isotropic NDC, see ``_soft_x``):
-        ``softplus(x_j)`` summed over the faces whose footprint reaches p, split in three groups (so that
-        ``1 - exp(-(s_near + s_same + s_behind))`` is SoftRas' ``1 - prod(1 - D)``). Each face falls in one
+        For pixel p and face j with ``x_j = delta d^2 / sigma`` (isotropic NDC, see ``_soft_x``), the face's
+        coverage ``c_j = w_j sigmoid(x_j)`` (``w_j``: the hand-over weight of ``_soft_x``) enters its group's
+        coverage. ``UNION == 1`` (soft edges on silhouettes): the group coverage is the largest ``c_j``
+        (written by the arg-max face only, so that its gradient reaches that face), which is below 1/2
+        exactly where no face covers p: the 0.5 level is the true outline at any sigma. ``UNION == 0``
+        (SoftRas): ``w_j softplus(x_j)`` is summed into ``s_group``, whose ``1 - exp(-s)`` is SoftRas'
+        ``1 - prod(1 - D)``; that overcounts where two faces share an edge (both faces of a silhouette
+        edge of a closed mesh give 1/2 there, so alpha is 3/4 on the true outline). Each face falls in one
         group relative to the visible surface at p (view depth of its point nearest to p against the visible
         depth ``w_vis``): *near* (in front; every face when p is uncovered), *same* (the visible face and
         faces at its depth) or *behind*, with a linear hand-over between groups for relative depth
@@ -278,7 +302,7 @@ def _make_soft_kernel(MODE: int):
         soft1 = edge_soft[b * E + fe[1]]
         soft2 = edge_soft[b * E + fe[2]]
         ring_soft = _count_soft(b, t, E, edge_soft, ring_start, ring_edges)
-        if c0[3] >= near and c1[3] >= near and c2[3] >= near:
+        if face_on[b * T + t] != 0 and c0[3] >= near and c1[3] >= near and c2[3] >= near:
             a0 = _iso_xy(c0, sx, sy)
             a1 = _iso_xy(c1, sx, sy)
             a2 = _iso_xy(c2, sx, sy)
@@ -305,7 +329,7 @@ def _make_soft_kernel(MODE: int):
                     py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
                     for j in range(j0, j1 + 1):
                         p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
-                        x, weight, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, edge_verts, edge_soft,
+                        x, weight, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, edge_verts, edge_apex, edge_soft,
                                                 ring_start, ring_edges, soft0, soft1, soft2, ring_soft, V, E, sx,
                                                 sy, inv_sigma)
                         if weight > 0.0 and x > min_x:
@@ -331,21 +355,44 @@ def _make_soft_kernel(MODE: int):
                                     f_behind = wp.clamp(rel - 1.0, 0.0, 1.0)
                             f_same = 1.0 - f_near - f_behind
                             zn = (far - depth) / (far - near)
+                            sg = weight * _sigmoid(x)
                             if wp.static(MODE == 0):
                                 if f_near > 0.0:
                                     wp.atomic_max(zmax_n, idx, zn)
+                                    if wp.static(UNION == 1):
+                                        wp.atomic_max(cmax, idx * 3, f_near * sg)
                                 if f_same > 0.0:
                                     wp.atomic_max(zmax_s, idx, zn)
+                                    if wp.static(UNION == 1):
+                                        wp.atomic_max(cmax, idx * 3 + 1, f_same * sg)
                                 if f_behind > 0.0:
                                     wp.atomic_max(zmax_b, idx, zn)
+                                    if wp.static(UNION == 1):
+                                        wp.atomic_max(cmax, idx * 3 + 2, f_behind * sg)
+                            elif wp.static(MODE == 2):
+                                # the arg-max face of each group; a relative margin far above rounding
+                                # makes sure the face that set the maximum finds itself again
+                                if f_near > 0.0 and f_near * sg >= cmax[idx * 3] * (1.0 - 1.0e-6):
+                                    wp.atomic_min(cid, idx * 3, t)
+                                if f_same > 0.0 and f_same * sg >= cmax[idx * 3 + 1] * (1.0 - 1.0e-6):
+                                    wp.atomic_min(cid, idx * 3 + 1, t)
+                                if f_behind > 0.0 and f_behind * sg >= cmax[idx * 3 + 2] * (1.0 - 1.0e-6):
+                                    wp.atomic_min(cid, idx * 3 + 2, t)
                             else:
                                 sp = weight * _softplus(x)
-                                sg = weight * _sigmoid(x)
                                 k0 = (b * V + f[0]) * C
                                 k1 = (b * V + f[1]) * C
                                 k2 = (b * V + f[2]) * C
+                                if wp.static(UNION == 1):
+                                    if f_near > 0.0 and cid[idx * 3] == t:
+                                        s_near[idx] = f_near * sg
+                                    if f_same > 0.0 and cid[idx * 3 + 1] == t:
+                                        s_same[idx] = f_same * sg
+                                    if f_behind > 0.0 and cid[idx * 3 + 2] == t:
+                                        s_behind[idx] = f_behind * sg
                                 if f_same > 0.0:
-                                    s_same[idx] += f_same * sp
+                                    if wp.static(UNION == 0):
+                                        s_same[idx] += f_same * sp
                                     wgt = f_same * sg * wp.exp((zn - zmax_s[idx]) * inv_gamma)
                                     if vis == t + 1:
                                         den_sv[idx] += wgt
@@ -353,19 +400,22 @@ def _make_soft_kernel(MODE: int):
                                         den_s[idx] += wgt
                                         _blend_attributes(num_s, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
                                 if f_near > 0.0:
-                                    s_near[idx] += f_near * sp
+                                    if wp.static(UNION == 0):
+                                        s_near[idx] += f_near * sp
                                     wgt = f_near * sg * wp.exp((zn - zmax_n[idx]) * inv_gamma)
                                     den_n[idx] += wgt
                                     _blend_attributes(num_n, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
                                 if f_behind > 0.0:
-                                    s_behind[idx] += f_behind * sp
+                                    if wp.static(UNION == 0):
+                                        s_behind[idx] += f_behind * sp
                                     wgt = f_behind * sg * wp.exp((zn - zmax_b[idx]) * inv_gamma)
                                     den_b[idx] += wgt
                                     _blend_attributes(num_b, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
 
-    return wp.kernel(soft_kernel, name=f"wsim_soft_mode{MODE}", enable_backward=(MODE == 1))
+    return wp.kernel(soft_kernel, name=f"wsim_soft_mode{MODE}_union{UNION}", enable_backward=(MODE == 1))
 
 
-# mode 0: softmax shifts (atomic_max, not differentiated); mode 1: the differentiated accumulation
-soft_zmax_kernel = _make_soft_kernel(0)
-soft_kernel = _make_soft_kernel(1)
+# mode 0: softmax shifts and coverage maxima (atomic_max, not differentiated); mode 2: arg-max faces;
+# mode 1: the differentiated accumulation. Index: [union][mode].
+soft_kernels = {(union, mode): _make_soft_kernel(mode, union) for union in (0, 1) for mode in (0, 1, 2)
+                if union == 1 or mode != 2}

@@ -238,6 +238,13 @@ class Topology:
                 starts_l.append(len(ring))
             self.ring_start = np.asarray(starts_l, dtype=np.int32)
             self.ring_edges = np.asarray(ring, dtype=np.int32)
+        self.face_component, self.face_closed = _closed_components(T, edge_faces, counts, pairs, inverse)
+        # the vertex of an edge's first face opposite the edge: which side of the edge the surface lies on
+        # (-1 where more than two faces share the edge and no one side is the surface's)
+        first = edge_faces[:, 0]
+        corner = f[first]
+        opposite = np.where((corner != self.edge_verts[:, :1]) & (corner != self.edge_verts[:, 1:]), corner, -1).max(1)
+        self.edge_apex = np.where(self.edge_shared_badly, -1, opposite).astype(np.int32)
         self.mode = mode
         self._device_cache = {}
 
@@ -251,8 +258,45 @@ class Topology:
                 "edge_verts": t(self.edge_verts), "face_edges": t(self.face_edges),
                 "edge_faces": t(self.edge_faces), "bad": t(self.edge_shared_badly),
                 "ring_start": t(self.ring_start), "ring_edges": t(self.ring_edges),
+                "face_component": t(self.face_component), "face_closed": t(self.face_closed),
+                "edge_apex": t(self.edge_apex),
             }
         return self._device_cache[key]
+
+
+def _closed_components(T, edge_faces, counts, pairs, inverse):
+    """Per face: its connected component (faces joined across two-face edges) and whether that
+    component is a closed surface with consistent winding (every edge has exactly two faces that run
+    along it in opposite directions), whose back faces are hidden behind its front faces."""
+    import numpy as np
+
+    parent = np.arange(T)
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    two = edge_faces[:, 1] >= 0
+    for a, b in edge_faces[two]:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    component = np.array([root(i) for i in range(T)], dtype=np.int64)
+    # an edge spoils its component when it is open, shared by more than two faces, or run along in the
+    # same direction by both faces (inconsistent winding)
+    first_slot = np.full(len(counts), -1, dtype=np.int64)
+    bad = counts != 2
+    for slot, e in enumerate(inverse):
+        if first_slot[e] < 0:
+            first_slot[e] = slot
+        elif pairs[slot][0] == pairs[first_slot[e]][0]:
+            bad[e] = True
+    spoiled = np.zeros(T, dtype=bool)
+    slot_face = np.repeat(np.arange(T), 3)
+    spoiled[component[slot_face[bad[inverse]]]] = True
+    return component.astype(np.int32), ~spoiled[component]
 
 
 _TOPOLOGY_CACHE: dict = {}
@@ -272,17 +316,29 @@ def topology(faces: torch.Tensor, mode: str = "silhouette") -> Topology:
     return topo
 
 
-def soft_edge_flags(clip: torch.Tensor, faces: torch.Tensor, topo: Topology, near: float) -> torch.Tensor:
-    """``[B, E]`` int32, 1 where an edge is *soft* in that frame: a boundary or non-manifold edge, or a
-    silhouette (its two faces have opposite screen orientations, or one is culled at the near plane).
+# NDC (OpenGL) is left-handed where world and view space are right-handed: a closed outward-wound
+# mesh has a negative signed volume in NDC, and its front faces run counter-clockwise on screen
+_NDC_HANDEDNESS = -1.0
+
+
+def soft_edge_flags(clip: torch.Tensor, faces: torch.Tensor, topo: Topology, near: float):
+    """Per-frame flags of the soft edge term: ``[B, E]`` int32, 1 where an edge is *soft* in that frame
+    (a boundary or non-manifold edge, or a silhouette: its two faces have opposite screen orientations,
+    or one is culled at the near plane), and ``[B, T]`` int32, 1 where a face takes part.
+
     Inner edges between faces that face the same way stay hard, so that the sigmoid falloff does not
-    open seams inside a surface. In ``"all"`` mode every edge is soft (SoftRas)."""
+    open seams inside a surface. Back faces of a closed, consistently wound component (entirely in
+    front of the near plane) take no part: its front faces cover everything they would, and at a
+    silhouette they would only repeat their front neighbour's coverage and show the object's inside
+    where the edge blends over what lies behind it. In ``"all"`` mode every edge is soft and every face
+    takes part (SoftRas)."""
     B = clip.shape[0]
     dev = clip.device
     tt = topo.on(dev)
     E = topo.edge_verts.shape[0]
+    T = faces.shape[0]
     if topo.mode == "all":
-        return torch.ones(B, E, dtype=torch.int32, device=dev)
+        return (torch.ones(B, E, dtype=torch.int32, device=dev), torch.ones(B, T, dtype=torch.int32, device=dev))
     with torch.no_grad():
         f = faces.long()
         c = clip.detach()
@@ -297,43 +353,59 @@ def soft_edge_flags(clip: torch.Tensor, faces: torch.Tensor, topo: Topology, nea
         o0 = orient[:, ef[:, 0].clamp_min(0)]
         o1 = orient[:, ef[:, 1].clamp_min(0)]
         soft = (ef[:, 1] < 0).unsqueeze(0) | tt["bad"].unsqueeze(0) | (o0 != o1) | (o0 == 0) | (o1 == 0)
-        return soft.to(torch.int32)
+        face_on = _front_or_open(clip.detach(), xy, f, orient, culled, tt, near)
+        return soft.to(torch.int32), face_on.to(torch.int32)
+
+
+def _front_or_open(clip, xy, f, orient, culled, tt, near):
+    """``[B, T]`` bool: False for the back faces of closed components in front of the near plane."""
+    B, T = orient.shape
+    comp = tt["face_component"].long()
+    ncomp = int(comp.max()) + 1 if T else 0
+    # signed volume of each component in NDC (its sign gives the winding; 6x volume, sign only matters)
+    p = torch.cat([xy, (clip[..., 2] / clip[..., 3].clamp_min(1e-12)).unsqueeze(-1)], dim=-1)
+    a, b, c = p[:, f[:, 0]], p[:, f[:, 1]], p[:, f[:, 2]]
+    det = (a * torch.cross(b, c, dim=-1)).sum(-1)  # [B, T]
+    volume = torch.zeros(B, ncomp, dtype=det.dtype, device=det.device).index_add_(1, comp, det)
+    anyculled = torch.zeros(B, ncomp, dtype=det.dtype, device=det.device).index_add_(1, comp, culled.to(det.dtype))
+    winding = torch.sign(volume * _NDC_HANDEDNESS)[:, comp]  # +1: outward
+    front = orient * winding > 0
+    cullable = tt["face_closed"].unsqueeze(0) & (anyculled[:, comp] == 0) & (winding != 0)
+    return ~cullable | front
 
 
 class _SoftProgram:
-    """Tape program of the soft edge term: a non-differentiated pass for the per-pixel depth maxima
-    (softmax shifts, which cancel in the blends) and the differentiated accumulation."""
+    """Tape program of the soft edge term: non-differentiated passes for the per-pixel depth maxima
+    (softmax shifts, which cancel in the blends) and, for the union coverage, each group's arg-max
+    face; then the differentiated accumulation."""
 
     input_dtypes = {"clip": wp.vec4, "attrs": wp.float32, "wvis": wp.float32}
 
-    def __init__(self, device, faces, topo_arrays, tribuf, dims, params, stripes):
+    def __init__(self, device, faces, topo_arrays, tribuf, dims, params, stripes, union):
         self.device = device
         self.faces, self.topo, self.tribuf = faces, topo_arrays, tribuf
         self.dims = dims  # B, V, T, H, W, C
         self.params = params  # sx, sy, inv_sigma, cutoff2, inv_gamma, near, far, depth_tol
         self.stripes = stripes
+        self.union = int(union)
 
     def record(self, inputs):
         B, V, T, H, W, C = self.dims
         n = B * H * W
         dev = self.device
-        zmax_n = wp.full(n, -1.0e30, dtype=float, device=dev)
-        zmax_s = wp.full(n, -1.0e30, dtype=float, device=dev)
-        zmax_b = wp.full(n, -1.0e30, dtype=float, device=dev)
-        outs = [wp.zeros(n, dtype=float, device=dev, requires_grad=True) for _ in range(3)]  # s_near, s_same, s_behind
-        den_n = wp.zeros(n, dtype=float, device=dev, requires_grad=True)
-        num_n = wp.zeros(n * C, dtype=float, device=dev, requires_grad=True)
-        den_b = wp.zeros(n, dtype=float, device=dev, requires_grad=True)
-        num_b = wp.zeros(n * C, dtype=float, device=dev, requires_grad=True)
-        den_sv = wp.zeros(n, dtype=float, device=dev, requires_grad=True)
-        den_s = wp.zeros(n, dtype=float, device=dev, requires_grad=True)
-        num_s = wp.zeros(n * C, dtype=float, device=dev, requires_grad=True)
-        outs += [den_n, num_n, den_b, num_b, den_sv, den_s, num_s]
-        common = [inputs["clip"], inputs["attrs"], self.faces, *self.topo, self.tribuf, inputs["wvis"], zmax_n, zmax_s, zmax_b,
-                  V, T, H, W, C, *self.params, self.stripes]
-        wp.launch(kernels.soft_zmax_kernel, dim=(B * T, self.stripes), device=dev, inputs=[*common, *outs],
-                  record_tape=False)
-        wp.launch(kernels.soft_kernel, dim=(B * T, self.stripes), device=dev, inputs=[*common, *outs])
+        zmax = [wp.full(n, -1.0e30, dtype=float, device=dev) for _ in range(3)]
+        cmax = wp.zeros(3 * n, dtype=float, device=dev)
+        cid = wp.full(3 * n, T, dtype=wp.int32, device=dev)
+        # s_near, s_same, s_behind (coverages with union, SoftRas sums otherwise), den_n, num_n, den_b,
+        # num_b, den_sv, den_s, num_s
+        sizes = (n, n, n, n, n * C, n, n * C, n, n, n * C)
+        outs = [wp.zeros(size, dtype=float, device=dev, requires_grad=True) for size in sizes]
+        common = [inputs["clip"], inputs["attrs"], self.faces, *self.topo, self.tribuf, inputs["wvis"], *zmax, cmax,
+                  cid, V, T, H, W, C, *self.params, self.stripes]
+        modes = (0, 2, 1) if self.union else (0, 1)
+        for mode in modes:
+            wp.launch(kernels.soft_kernels[(self.union, mode)], dim=(B * T, self.stripes), device=dev,
+                      inputs=[*common, *outs], record_tape=(mode == 1))
         return tuple(outs)
 
 
@@ -341,11 +413,12 @@ def soft_edges(clip, attrs, faces, tri, wvis, image_size, sigma, gamma, near, fa
                edges="silhouette"):
     """The sigmoid edge term (Warp kernel, both backends); see :func:`wsim.render.kernels.soft_kernel`.
 
-    Returns a dict of ``[B, H, W]`` buffers ``s_near``, ``s_same``, ``s_behind``, ``den_near``,
-    ``den_same``, ``den_behind``, ``den_visible`` and ``[B, H, W, C]`` buffers ``num_near``,
-    ``num_same``, ``num_behind``: a group's coverage is ``1 - exp(-s_group)``, that of all faces
-    ``1 - exp(-(s_near + s_same + s_behind))`` (SoftRas' ``1 - prod(1 - D)``), ``num / den`` are the
-    groups' soft attribute blends, and ``den_visible`` the blend weight of the visible face itself.
+    Returns a dict of ``[B, H, W]`` buffers ``a_near``, ``a_same``, ``a_behind`` (the coverages of the
+    three depth groups), ``den_near``, ``den_same``, ``den_behind``, ``den_visible`` and ``[B, H, W, C]``
+    buffers ``num_near``, ``num_same``, ``num_behind``: ``num / den`` are the groups' soft attribute
+    blends and ``den_visible`` the blend weight of the visible face itself. With ``edges="silhouette"``
+    a group's coverage is the largest face coverage in it (union: 1/2 exactly on the true outline);
+    with ``"all"`` it is SoftRas' ``1 - prod(1 - D)``.
     """
     init_warp()
     H, W = int(image_size[0]), int(image_size[1])
@@ -358,24 +431,29 @@ def soft_edges(clip, attrs, faces, tri, wvis, image_size, sigma, gamma, near, fa
     faces_wp, faces_keep = _faces_warp(faces, device)
     topo = topology(faces, edges)
     tt = topo.on(clip.device)
-    flags = soft_edge_flags(clip, faces, topo, near).reshape(-1).contiguous()
+    flags, face_on = soft_edge_flags(clip, faces, topo, near)
+    flags, face_on = flags.reshape(-1).contiguous(), face_on.reshape(-1).contiguous()
     E = topo.edge_verts.shape[0]
     topo_arrays = [wp.from_torch(tt["face_edges"], dtype=wp.vec3i), wp.from_torch(tt["edge_verts"], dtype=wp.vec2i),
-                   wp.from_torch(flags, dtype=wp.int32), wp.from_torch(tt["ring_start"], dtype=wp.int32),
-                   wp.from_torch(tt["ring_edges"], dtype=wp.int32), E]
+                   wp.from_torch(tt["edge_apex"], dtype=wp.int32), wp.from_torch(flags, dtype=wp.int32), wp.from_torch(tt["ring_start"], dtype=wp.int32),
+                   wp.from_torch(tt["ring_edges"], dtype=wp.int32), E, wp.from_torch(face_on, dtype=wp.int32)]
     tri_c = tri.detach().to(torch.int32).contiguous().reshape(-1)
     s = float(min(H, W))
     cutoff2 = float(sigma) * math.log(1.0 / eps - 1.0)
     params = (W / s, H / s, 1.0 / float(sigma), cutoff2, 1.0 / float(gamma), float(near), float(far),
               float(depth_tol))
+    union = edges == "silhouette"
     program = _SoftProgram(device, faces_wp, topo_arrays, wp.from_torch(tri_c, dtype=wp.int32),
-                           (B, V, T, H, W, C), params, _stripes(clip, H))
-    program._keep = (faces_keep, flags, tri_c, tt)
+                           (B, V, T, H, W, C), params, _stripes(clip, H), union)
+    program._keep = (faces_keep, flags, face_on, tri_c, tt)
     outs = run_tape_program(program, {"clip": clip.reshape(B * V, 4).float().contiguous(),
                                       "attrs": attrs.float().reshape(-1), "wvis": wvis.float().reshape(-1)})
-    names = ("s_near", "s_same", "s_behind", "den_near", "num_near", "den_behind", "num_behind", "den_visible",
+    names = ("a_near", "a_same", "a_behind", "den_near", "num_near", "den_behind", "num_behind", "den_visible",
              "den_same", "num_same")
     result = {}
     for name, out in zip(names, outs):
         result[name] = out.reshape(B, H, W, C) if name.startswith("num") else out.reshape(B, H, W)
+    if not union:
+        for name in ("a_near", "a_same", "a_behind"):
+            result[name] = -torch.expm1(-result[name])
     return result

@@ -6,21 +6,27 @@ Image formation, per frame and pixel ``p`` (row 0 at the top, see :mod:`wsim.ren
    otherwise) finds the nearest face ``v`` covering ``p`` and its perspective-correct barycentrics; the
    vertex attributes (base colour or UV, and world position and normal for Phong) interpolated there
    give ``F_p``. Its gradient reaches the vertices through the barycentrics at covered pixels.
-2. **Soft coverage** (SoftRas). Every face ``j`` whose sigmoid footprint reaches ``p`` contributes
+2. **Soft coverage.** Every face ``j`` whose sigmoid footprint reaches ``p`` has a coverage
    ``D_j = sigmoid(delta_j d_j^2 / sigma)`` (``d_j``: distance from ``p`` to the projected triangle in
    isotropic NDC, i.e. NDC for square images, the shorter side spanning [-1, 1] otherwise; ``delta = +1``
-   inside, ``-1`` outside; faces with ``d^2 > sigma ln(1/eps - 1)`` outside are skipped). The alpha is
-   ``A_p = 1 - prod_j (1 - D_j)``, computed as ``1 - exp(-sum_j softplus(delta_j d_j^2 / sigma))``.
+   inside, ``-1`` outside; faces with ``d^2 > sigma ln(1/eps - 1)`` outside are skipped).
    With ``soft_edges="silhouette"`` (default) only boundary and silhouette edges (edges whose two faces
    face opposite ways on screen) make ``D`` fall off, and inside a face ``d`` is the distance to the
    nearest such edge of its vertex one-ring; inner edges of a surface stay hard, so that a surface shows
    no seams along its triangle edges. Outside a face, its footprint counts where a soft edge is its
    nearest feature and hands over smoothly (smoothstep) to the neighbour where an inner edge is nearer.
-   ``soft_edges="all"`` is SoftRas exactly (every edge soft).
+   The coverage is the *union* ``A_p = max_j D_j``, and back faces of closed meshes take no part: on
+   the true outline ``A = 1/2`` exactly, at any sigma (outside every face all ``D_j < 1/2``, inside the
+   covering face has ``D >= 1/2``), so the soft silhouette is unbiased and ``A > 1/2`` is the hard
+   coverage. The gradient of ``A`` reaches the vertices of the arg-max face.
+   ``soft_edges="all"`` is SoftRas exactly (every edge soft, every face, and ``A_p = 1 - prod_j (1 - D_j)``,
+   computed as ``1 - exp(-sum_j softplus(delta_j d_j^2 / sigma))``); that aggregation overcounts where
+   faces share an edge: both faces of a closed mesh's silhouette edge give ``D = 1/2`` there, so ``A``
+   is 3/4 on the true outline and the soft outline lies about ``sqrt(0.9 sigma)`` outside it.
 3. **Soft layers** (SoftRas-style depth-aware blend). Relative to the visible depth at ``p``, each face of
    the footprint is *near* (in front of it; every face where ``p`` is uncovered), *same* (the visible
    surface and faces at its depth, within ``depth_tol``) or *behind* (a linear hand-over between groups
-   keeps this continuous). Each group has a coverage ``a_g = 1 - prod_{j in g} (1 - D_j)`` and an
+   keeps this continuous). Each group has a coverage ``a_g`` (aggregated over its faces as in 2.) and an
    attribute blend with weights ``D_j exp(z_j / gamma)`` (``z_j = (far - depth_j) / (far - near)`` at the
    point of face ``j`` nearest to ``p``: nearer faces win as ``gamma -> 0``); the *same* group's blend
    includes ``F_p`` for the visible face. Attributes are blended, then shaded.
@@ -31,13 +37,15 @@ Image formation, per frame and pixel ``p`` (row 0 at the top, see :mod:`wsim.ren
    ground or another object.
 
 As ``sigma -> 0`` the image tends to the hard rasterisation (``A`` -> coverage; the near and behind
-groups vanish), and at every sigma the image is continuous across a silhouette (``D = 1/2`` on the edge
+groups vanish), and at every sigma the image is continuous across a silhouette (``A = 1/2`` on the edge
 from both sides), so pixels just outside a silhouette pass gradients to the vertices through ``A`` and
 the near group. The image remains only piecewise smooth where attributes are discontinuous (e.g. a
 cube with a separate colour per side, at a pixel centre crossing a crease near a corner). Known
 steps (``tests/test_render_raster.py::test_image_is_continuous_under_small_motions`` keeps the gear
-prism as a strict expected failure, so a fix shows up): two faces sharing an inner edge can disagree on their inside coverage where a soft edge
-lies in one face's one-ring only (non-convex meshes such as a gear prism: colour steps of about 0.02),
+prism as a strict expected failure, so a fix shows up): two faces sharing an inner edge can disagree on
+their inside coverage where a soft edge lies in one face's one-ring only (non-convex meshes: on a gear
+prism whose cap's back rim projects next to a front crease, one pixel steps by 0.43; with SoftRas'
+aggregation the back faces hid most of it, a colour step of 0.02, at the price of the biased outline),
 and with a small
 ``gamma`` (1e-4) a face entering a depth group takes over that group's colour blend within a
 micrometre of motion; ``gamma`` of about 1e-2 avoids the latter for optimisation.
@@ -197,7 +205,20 @@ class SoftRenderer(torch.nn.Module):
         # ---- 2./3. soft coverage and soft edge layers (Warp kernel on both backends)
         soft = raster.soft_edges(clip, attrs, faces, tri, wvis, (H, W), self.sigma, self.gamma, n, f,
                                  eps=self.eps, depth_tol=self.depth_tol, edges=self.soft_edge_mode)
-        alpha = 1.0 - torch.exp(-(soft["s_near"] + soft["s_same"] + soft["s_behind"]))
+        a_near, a_same, a_behind = (soft[k].unsqueeze(-1) for k in ("a_near", "a_same", "a_behind"))
+        if self.soft_edge_mode == "silhouette":
+            # union front to back: each layer shows where it covers more than the layers before it, so
+            # that alpha is the largest face coverage on both sides of a silhouette (no step where a
+            # pixel centre leaves the object and every face joins the near group)
+            c_same = torch.maximum(a_near, a_same)
+            c_all = torch.maximum(c_same, a_behind)
+            l_near, l_same, l_behind = a_near, c_same - a_near, c_all - c_same
+        else:
+            l_near = a_near
+            l_same = (1.0 - a_near) * a_same
+            l_behind = (1.0 - a_near) * (1.0 - a_same) * a_behind
+            c_all = l_near + l_same + l_behind
+        alpha = c_all[..., 0]
 
         def blend(num, den):
             return num / torch.where(den > 0.0, den, torch.ones_like(den)).unsqueeze(-1)
@@ -216,10 +237,6 @@ class SoftRenderer(torch.nn.Module):
         bg = background if background is not None else self.background
         bg = torch.as_tensor(bg, dtype=torch.float32, device=device) if not isinstance(bg, torch.Tensor) else bg.to(device)
         bg = bg.reshape(-1, 1, 1, 3)
-        a_ = alpha.unsqueeze(-1)
-        a_near = (1.0 - torch.exp(-soft["s_near"])).unsqueeze(-1)
-        a_same = (1.0 - torch.exp(-soft["s_same"])).unsqueeze(-1)
-        a_behind = (1.0 - torch.exp(-soft["s_behind"])).unsqueeze(-1)
         near_col = shade_attr(blend(soft["num_near"], soft["den_near"]))
         behind_col = shade_attr(blend(soft["num_behind"], soft["den_behind"]))
         # the visible surface blends with the other faces at its depth, so that a crease between sides
@@ -231,10 +248,11 @@ class SoftRenderer(torch.nn.Module):
         safe_total = torch.where(total > 0.0, total, torch.ones_like(total))
         surface_attr = torch.where(total > 0.0, (w_vis * fg_attr + soft["num_same"]) / safe_total, fg_attr)
         fg = shade_attr(surface_attr)
-        layered = a_near * near_col + (1.0 - a_near) * (
-            a_same * fg + (1.0 - a_same) * (a_behind * behind_col + (1.0 - a_behind) * bg))
-        rgb = torch.where(covered.unsqueeze(-1), layered, a_ * near_col + (1.0 - a_) * bg)
-        image = torch.cat([rgb, a_], dim=-1)
+        layered = l_near * near_col + l_same * fg + l_behind * behind_col + (1.0 - c_all) * bg
+        # uncovered pixels have no same or behind layer; the branch keeps the (meaningless) visible-surface
+        # colour there out of the gradient
+        rgb = torch.where(covered.unsqueeze(-1), layered, l_near * near_col + (1.0 - c_all) * bg)
+        image = torch.cat([rgb, c_all], dim=-1)
         if return_buffers:
             return image, {"rast": rast, "tri": tri, "alpha": alpha, "foreground": fg, "near": near_col,
                            "behind": behind_col, "backend": backend, **soft}
