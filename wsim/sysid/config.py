@@ -103,12 +103,16 @@ class RenderConfig(ConfigModel):
 class LossConfig(ConfigModel):
     """``pixel``: MSE over every ``every``-th frame (the last frame always included); ``first_last``: MSE
     of the first and last frames; ``mask``: MSE of object masks (alpha) over every ``every``-th frame;
-    ``vertices``: mean squared 3D vertex distance at every frame (the DiffPhysics baseline).
+    ``vertices``: mean squared 3D vertex distance at every frame (the DiffPhysics baseline). The
+    ``mask`` target is the foreground of the target video by background subtraction
+    (:func:`wsim.sysid.appearance.foreground_mask`), or ``mask_video``: a mask video or folder of mask
+    frames (white object on black) of the target's size and frame count.
     ``horizon_start`` > 0 starts with the frames up to that index only and lengthens the horizon linearly
     to the whole video over ``horizon_iterations`` steps (a curriculum: while rendered and target objects
     still overlap the image gradient points the right way, so a far initial guess is not lost)."""
 
     type: Literal[LOSSES] = "pixel"
+    mask_video: Optional[str] = None
     every: int = Field(1, ge=1)
     horizon_start: int = Field(0, ge=0)
     horizon_iterations: int = Field(0, ge=0)
@@ -184,6 +188,48 @@ class RandomizeConfig(ConfigModel):
     push_point_high: Vec3 = list_default(0.0, 0.0, 0.0)
 
 
+APPEARANCE = ("light", "light_intensity", "ambient", "albedo", "background")
+Degrees2 = Annotated[list[float], Field(min_length=2, max_length=2)]
+Positive3 = Annotated[list[Positive], Field(min_length=3, max_length=3)]
+
+
+class AppearanceTargetConfig(ConfigModel):
+    """The appearance of a target rendered by wsim, where it differs from the assumed one (null: the
+    same); the truth of the estimated nuisance values."""
+
+    light: Optional[Degrees2] = None
+    light_intensity: Optional[Positive] = None
+    ambient: Optional[NonNegative] = None
+    albedo: Optional[Positive3] = None
+    background: Optional[Color] = None
+
+
+class AppearanceConfig(ConfigModel):
+    """The appearance wsim's renderer assumes (:mod:`wsim.sysid.appearance`): one directional light from
+    ``light`` = [elevation, azimuth] degrees (towards the light; the default is the renderer's default
+    light) with ``light_intensity``, Phong ``ambient``/``diffuse``/``specular``/``shininess``, an RGB
+    ``albedo`` multiplying the scene colours, and ``render.background``. ``estimate`` lists the nuisance
+    values estimated jointly with the physical parameters (any of light, light_intensity, ambient,
+    albedo, background): a video wsim did not render never matches the assumed ones. ``target``: the
+    appearance a wsim-rendered target is rendered with instead (to test the estimation)."""
+
+    estimate: list[Literal[APPEARANCE]] = Field(default_factory=list)
+    light: Degrees2 = list_default(63.434948822922, 0.0)
+    light_intensity: Positive = 1.0
+    ambient: NonNegative = 0.3
+    diffuse: NonNegative = 0.7
+    specular: NonNegative = 0.2
+    shininess: Positive = 32.0
+    albedo: Positive3 = list_default(1.0, 1.0, 1.0)
+    target: Optional[AppearanceTargetConfig] = None
+
+    @model_validator(mode="after")
+    def _unique(self):
+        if len(set(self.estimate)) != len(self.estimate):
+            raise ValueError(f"estimate names a value twice: {self.estimate}")
+        return self
+
+
 class UncertaintyConfig(ConfigModel):
     """After the optimisation, how precisely the video determines each estimated parameter
     (:mod:`wsim.sysid.uncertainty`): the Gauss-Newton (Cramer-Rao) standard deviation for target pixels
@@ -233,6 +279,7 @@ class ExperimentConfig(ConfigModel):
     randomize: RandomizeConfig = Field(default_factory=RandomizeConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
+    appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
     paper: PaperConfig = Field(default_factory=PaperConfig)
     video_format: Literal["mp4", "gif"] = "mp4"
 
@@ -244,8 +291,15 @@ class ExperimentConfig(ConfigModel):
         for i, p in enumerate(self.params):
             if p.per_vertex_of_body and len(self.scene.bodies) != 1:
                 raise ValueError(f"params.{i}.per_vertex_of_body needs a scene with exactly one body")
+        for i, name in enumerate(names):
+            if name in APPEARANCE:
+                raise ValueError(f"params.{i}: '{name}' is an appearance value; list it in appearance.estimate")
+        if self.loss.mask_video is not None and self.loss.type != "mask":
+            raise ValueError("loss.mask_video is the target of loss.type: mask; set loss.type: mask or drop it")
+        if self.appearance.estimate and self.method == "diffphysics":
+            raise ValueError("appearance.estimate needs a pixel loss; method diffphysics compares 3D vertices")
         for i, name in enumerate(self.optim.restart_params):
-            if name not in names:
+            if name not in names + list(self.appearance.estimate):
                 raise ValueError(f"optim.restart_params.{i}: '{name}' is not an estimated parameter; "
                                  f"allowed: {', '.join(names)}")
         if self.target.video is not None and self.render.camera.mode == "auto":

@@ -21,6 +21,7 @@ import torch
 from ..config import to_dict
 from ..export import write_json
 from ..harness import Experiment, RunOptions
+from .appearance import assumed
 from .config import ExperimentConfig
 from .instance import Instance
 from .metrics import errors, summary_of
@@ -58,6 +59,8 @@ class SystemIdentification(Experiment):
 
         summary = summarize(results, config.paper)
         summary.update({"experiment": config.name, "method": config.method, "paper_table": config.paper.table,
+                        "loss": "vertices" if config.method == "diffphysics" else config.loss.type,
+                        "appearance_estimated": list(config.appearance.estimate),
                         "device": results[0].get("device") if results else None,
                         "seeds": [r.get("seed") for r in results]})
         return summary
@@ -152,6 +155,8 @@ def results_dict(instance: Instance, optimisation: Optimisation, winner: dict, s
         "device": str(instance.sim.device), "torch_device": str(instance.torch_device),
         "frames": instance.frames, "loss_frames": instance.loss_frames, "image_size": list(instance.size),
         "camera": instance.camera_record(),
+        "appearance": {"estimated": list(config.appearance.estimate), "assumed": assumed(config),
+                       "mask": instance.mask_record},
         "versions": _versions(), "scene": to_dict(instance.scene_config),
         "config": to_dict(config),
     }
@@ -172,7 +177,7 @@ def write_instance_outputs(instance: Instance, optimisation: Optimisation, estim
     model = instance.scene.model
     with torch.no_grad():
         vertices = instance.rollout(estimate).detach()
-        images = instance.render(vertices)[..., :3]
+        images = instance.render(vertices, estimate)[..., :3]
     write_loss_plot(out / "loss.png", all_history(optimisation, search), instance)
     write_compare_video(out / f"compare.{instance.config.video_format}", instance.target_images, images,
                         instance.scene.fps, instance.config.render.video_scale)

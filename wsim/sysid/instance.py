@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .appearance import NUISANCE, Appearance, foreground_mask, nuisance_params
 from .config import ExperimentConfig, ParamConfig, image_size
 from .randomize import randomized_scene
 
@@ -37,12 +38,15 @@ class Instance:
         self.scene = build_scene(self.scene_config, device, base=base)
         self.sim = self.scene.simulation
         self.torch_device = self.sim.torch_device
-        self.params = list(config.params)
+        #: the physical parameters, then the appearance values estimated with them (see .appearance)
+        self.params = list(config.params) + nuisance_params(config)
         self.external_target = config.target.video is not None
         self.truth = self._draw_truth(np.random.default_rng([self.seed, 1]))
         self.initial = self._draw_initial(np.random.default_rng([self.seed, 2]))
         self.faces = torch.as_tensor(np.asarray(self.scene.model.render_faces, dtype=np.int64), device=self.torch_device)
         self.colors = torch.as_tensor(np.asarray(self.scene.colors, dtype=np.float32), device=self.torch_device)
+        self.appearance = Appearance(config, self.colors)
+        self.mask_record = None
         self.size = image_size(config)
         self.frames = self.sim.frames
         self.loss_frames = loss_frames(config, self.frames)
@@ -57,20 +61,27 @@ class Instance:
 
             images = load_target(config.target.video, base, self.frames, self.size)
             self.target_images = torch.as_tensor(images, device=self.torch_device)
-            background = torch.tensor(config.render.background, device=self.torch_device)
-            self.target_alpha = ((self.target_images - background).abs().amax(-1) > 0.05).float()
+            self.target_alpha = self._target_mask() if config.loss.type == "mask" else None
         else:
             with torch.no_grad():
-                rgba = self.render(self.target_vertices)
+                target_look = Appearance(config, self.colors, target=True)
+                rgba = self.renderer(self.target_vertices, self.faces, **target_look.render_kwargs())
             if config.target.bits:
                 levels = float(2 ** config.target.bits - 1)
                 rgba = torch.round(rgba.clamp(0.0, 1.0) * levels) / levels
             self.target_images, self.target_alpha = rgba[..., :3].contiguous(), rgba[..., 3].contiguous()
+        if "background" in config.appearance.estimate and config.method not in ("average", "random"):
+            from .appearance import border_background
+
+            # the video shows its background along the border: a far better start than the assumed colour
+            self.initial["background"] = border_background(self.target_images).clamp(0.01, 0.99)
         if config.method == "diffphysics" and self.target_vertices is None:
             raise ConfigError("method diffphysics needs 3D ground truth: give params.N.true instead of a target video")
 
     # -- values ---------------------------------------------------------------------------------
     def full_shape(self, name: str) -> tuple:
+        if name in NUISANCE:
+            return (1,) + NUISANCE[name][0]
         return tuple(self.sim.default(name).shape)
 
     def value_shape(self, p: ParamConfig, per: str) -> tuple:
@@ -91,11 +102,13 @@ class Instance:
         return torch.tensor(np.array(value, dtype=np.float32), device=self.torch_device)
 
     def _draw_truth(self, rng):
-        if self.external_target and all(p.true is None for p in self.params):
+        physical = self.params[:len(self.config.params)]
+        if self.external_target and all(p.true is None for p in physical):
             return None
-        if self.external_target and any(p.true is None for p in self.params):
+        if self.external_target and any(p.true is None for p in physical):
             raise ConfigError("with a target video give every params.N.true or none of them")
-        return {p.name: self._value(p, p.true, p.true_per, rng, f"params.{i}.true") for i, p in enumerate(self.params)}
+        return {p.name: self._value(p, p.true, p.true_per, rng, f"params.{i}.true")
+                for i, p in enumerate(self.params) if p.true is not None or p in physical}
 
     def _draw_initial(self, rng):
         method = self.config.method
@@ -113,8 +126,8 @@ class Instance:
 
     # -- forward ----------------------------------------------------------------------------------
     def rollout(self, values: dict) -> torch.Tensor:
-        values = dict(values)
-        for p in self.params:
+        values = {k: v for k, v in values.items() if k not in NUISANCE}
+        for p in self.config.params:
             if p.per_vertex_of_body:
                 values[p.name] = values[p.name] / float(max(self.scene.model.shape_vertex_count, 1))
         return self.sim.rollout(values)
@@ -146,8 +159,25 @@ class Instance:
         return SoftRenderer(self.camera, image_size=self.size, sigma=r.sigma, gamma=r.gamma, shading=r.shading,
                             background=tuple(r.background))
 
-    def render(self, vertices: torch.Tensor) -> torch.Tensor:
-        return self.renderer(vertices, self.faces, colors=self.colors)
+    def render(self, vertices: torch.Tensor, values: dict | None = None) -> torch.Tensor:
+        """RGBA frames of ``vertices`` with the appearance of ``values`` (the estimated nuisance values;
+        the assumed appearance for the others)."""
+        return self.renderer(vertices, self.faces, **self.appearance.render_kwargs(values))
+
+    def _target_mask(self) -> torch.Tensor:
+        """The foreground mask of an external target: the user's mask video, or background subtraction."""
+        c = self.config
+        if c.loss.mask_video is not None:
+            from .target import load_target
+
+            masks = load_target(c.loss.mask_video, self.base, self.frames, self.size)
+            self.mask_record = {"source": "loss.mask_video", "path": c.loss.mask_video}
+            return torch.as_tensor(masks.mean(-1) > 0.5, dtype=torch.float32, device=self.torch_device)
+        try:
+            mask, self.mask_record = foreground_mask(self.target_images)
+        except ValueError as error:
+            raise ConfigError(f"target.video '{c.target.video}': {error}; give loss.mask_video") from None
+        return mask
 
     def horizon(self, iteration: int | None) -> int:
         """The last frame index the loss looks at, at optimisation step ``iteration`` (None: the whole video)."""
@@ -176,7 +206,7 @@ class Instance:
         if kind == "first_last":
             frames = sorted({0, horizon})
         index = torch.as_tensor(frames, device=self.torch_device)
-        rgba = self.render(vertices[index])
+        rgba = self.render(vertices[index], values)
         if kind == "mask":
             return (rgba[..., 3] - self.target_alpha[index]).reshape(-1), vertices
         return (rgba[..., :3] - self.target_images[index]).reshape(-1), vertices

@@ -33,6 +33,8 @@ def errors(instance, estimate: dict) -> dict:
 
     result = {}
     for p in instance.params:
+        if p.name not in instance.truth:  # an appearance value of a video wsim did not render
+            continue
         true = instance.truth[p.name].detach().cpu().numpy().astype(np.float64)
         est = estimate[p.name].detach().cpu().numpy().astype(np.float64)
         full = np.broadcast_shapes(true.shape, est.shape)
@@ -42,7 +44,7 @@ def errors(instance, estimate: dict) -> dict:
         if (spec is not None and spec.per == "particle" and free is not None and true_b.ndim
                 and true_b.shape[0] == instance.scene.model.particle_count):
             true_b, est_b = true_b[free], est_b[free]
-        elem = len(instance.sim.default(p.name).shape[1:]) if true_b.ndim else 0
+        elem = len(instance.value_shape(p, "one")) if true_b.ndim else 0
         diff = np.abs(est_b - true_b)
         if elem:
             diff_n = np.linalg.norm((est_b - true_b).reshape(-1, *true_b.shape[-elem:]).reshape(-1, int(np.prod(true_b.shape[-elem:]))), axis=1)

@@ -142,6 +142,9 @@ def format_summary(summary: dict, title: str = "", method: str = "gradsim", tabl
         lines.append(f"{title} - method {method}, {summary['instances']} instance(s), "
                      f"wall time {summary['wall_time_s']:.1f} s, converged {summary.get('converged', '?')}/"
                      f"{summary['instances']}")
+    if "loss" in summary:
+        estimated = ", ".join(summary.get("appearance_estimated") or []) or "none (assumed)"
+        lines.append(f"loss: {summary['loss']}; appearance estimated: {estimated}")
     lines.append(f"| parameter | mean abs err | mean rel err | median rel err | median video bound "
                  f"| paper abs ({table or 'paper'}) | paper rel |")
     lines.append("|---|---|---|---|---|---|---|")

@@ -58,7 +58,7 @@ def video_jacobian(instance, values: dict, step: float) -> tuple[np.ndarray, lis
     def images(trial: dict) -> np.ndarray:
         with torch.no_grad():
             vertices = instance.rollout(trial)
-            return instance.render(vertices[frames])[..., :3].detach().cpu().numpy().astype(np.float64).reshape(-1)
+            return instance.render(vertices[frames], trial)[..., :3].detach().cpu().numpy().astype(np.float64).reshape(-1)
 
     params = {p.name: p for p in instance.params}
     unknowns = _unknowns(instance, values)
@@ -124,7 +124,7 @@ def residual_rms(instance, values: dict) -> float:
     frames = torch.as_tensor(instance.loss_frames, device=instance.torch_device)
     with torch.no_grad():
         vertices = instance.rollout(values)
-        images = instance.render(vertices[frames])[..., :3]
+        images = instance.render(vertices[frames], values)[..., :3]
         return float(((images - instance.target_images[frames]) ** 2).mean().sqrt())
 
 

@@ -1,0 +1,149 @@
+"""The appearance of a target video: what wsim's renderer assumes (light, ambient, albedo, background)
+and the nuisance parameters that estimate it jointly with the physical ones, and foreground masks
+from a target by background subtraction.
+
+Image formation (Phong, :mod:`wsim.render.shading`) with one directional light:
+
+``colour = albedo * base * (ambient + diffuse * intensity * max(n.L, 0)) + specular * intensity * spec``
+
+over a constant ``background``. ``light`` is ``[elevation, azimuth]`` of the direction towards the
+light (elevation above the horizontal XZ plane, azimuth about +Y from +Z towards +X), in degrees in
+the config (``appearance.light``) and in radians as an estimated value (so that an optimiser step of
+0.1 turns the light by about 6 degrees, as it changes a log-space parameter by 10 %);
+``albedo`` multiplies the scene's per-vertex colours (RGB). A video rendered by another renderer, or
+filmed, never matches the assumed values; ``appearance.estimate`` names those to estimate. Their
+values enter the optimisation like physical parameters (:data:`NUISANCE` gives each one's space and
+range) and are reported under ``estimate`` (and ``errors`` when the target was rendered by wsim with a
+known ``appearance.target``), but they are not part of the simulation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+#: name -> (value shape, optimisation space, sampling range low/high, hard bounds)
+NUISANCE = {
+    "light": ((2,), "linear", -1.5, 1.5, (-7.0, 7.0)),
+    "light_intensity": ((), "log", 0.3, 3.0, (0.05, 20.0)),
+    "ambient": ((), "log", 0.02, 1.0, (0.005, 3.0)),
+    "albedo": ((3,), "log", 0.3, 3.0, (0.05, 20.0)),
+    "background": ((3,), "sigmoid", 0.0, 1.0, (0.0, 1.0)),
+}
+
+
+def light_direction(angles: torch.Tensor) -> torch.Tensor:
+    """The travel direction of a directional light (world, unit) from ``[elevation, azimuth]`` radians."""
+    el, az = angles[..., 0], angles[..., 1]
+    towards = torch.stack([torch.cos(el) * torch.sin(az), torch.sin(el), torch.cos(el) * torch.cos(az)], -1)
+    return -towards
+
+
+def light_angles(direction) -> list[float]:
+    """``[elevation, azimuth]`` degrees of a light travelling along ``direction``."""
+    d = -np.asarray(direction, dtype=np.float64)
+    d = d / np.linalg.norm(d)
+    return [math.degrees(math.asin(np.clip(d[1], -1.0, 1.0))), math.degrees(math.atan2(d[0], d[2]))]
+
+
+def assumed(config, target: bool = False) -> dict:
+    """The appearance values (floats/lists) wsim renders with: ``appearance`` and ``render.background``,
+    or with ``target=True`` those of a wsim-rendered target (``appearance.target`` overrides them)."""
+    a = config.appearance
+    values = {"light": [math.radians(x) for x in a.light], "light_intensity": a.light_intensity, "ambient": a.ambient,
+              "albedo": list(a.albedo), "background": list(config.render.background)}
+    if target and a.target is not None:
+        values.update({k: v for k, v in a.target.model_dump().items() if v is not None})
+        if a.target.light is not None:
+            values["light"] = [math.radians(x) for x in a.target.light]
+    return values
+
+
+def nuisance_params(config) -> list:
+    """The :class:`~wsim.sysid.config.ParamConfig` of every estimated appearance value, starting from
+    the assumed one (``true``: a wsim-rendered target's appearance; none for an external video)."""
+    from .config import ParamConfig
+
+    start, truth = assumed(config), assumed(config, target=True)
+    out = []
+    for name in config.appearance.estimate:
+        shape, space, low, high, bounds = NUISANCE[name]
+        out.append(ParamConfig(name=name, low=low, high=high, space=space, bounds=list(bounds), init=start[name],
+                               true=None if config.target.video is not None else truth[name]))
+    return out
+
+
+class Appearance:
+    """Builds the renderer's lights, material, colours and background from parameter values (the
+    nuisance ones when estimated, the assumed ones otherwise)."""
+
+    def __init__(self, config, colors: torch.Tensor, target: bool = False):
+        self.config = config
+        self.colors = colors
+        device = colors.device
+        self.fixed = {k: torch.as_tensor(v, dtype=torch.float32, device=device)
+                      for k, v in assumed(config, target).items()}
+
+    def render_kwargs(self, values: dict | None = None) -> dict:
+        from ..render import DirectionalLight, Material
+
+        a = self.config.appearance
+        v = dict(self.fixed)
+        if values:
+            v.update({k: values[k] for k in NUISANCE if k in values})
+        light = DirectionalLight(direction=light_direction(v["light"]), intensity=v["light_intensity"])
+        ambient = v["ambient"].reshape(1).expand(3)
+        material = Material(ambient=ambient, diffuse=(a.diffuse,) * 3, specular=(a.specular,) * 3,
+                            shininess=a.shininess)
+        return {"colors": self.colors * v["albedo"], "lights": [light], "material": material,
+                "background": v["background"]}
+
+
+# ----------------------------------------------------------------------------- foreground masks
+
+def border_background(images: torch.Tensor, width: int = 2) -> torch.Tensor:
+    """The background colour ``[3]`` of ``images`` ``[F, H, W, 3]``: the per-channel median of the
+    pixels within ``width`` of the image border over every frame (a framed object rarely touches it)."""
+    top, bottom = images[:, :width], images[:, -width:]
+    left, right = images[:, width:-width, :width], images[:, width:-width, -width:]
+    pixels = torch.cat([t.reshape(-1, images.shape[-1]) for t in (top, bottom, left, right)])
+    return pixels.median(dim=0).values
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a 1-D sample: the cut that maximises the between-class variance."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(centres[int(np.argmax(between))])
+
+
+def foreground_mask(images: torch.Tensor, background: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """A hard foreground mask ``[F, H, W]`` (1: object) of ``images`` ``[F, H, W, 3]`` by background
+    subtraction, and a record of how it was made.
+
+    The colour distance to the background (given, or :func:`border_background`) splits into object and
+    background by Otsu's threshold; a pixel counts as object where its distance exceeds half the
+    median distance of the object pixels, so that a pixel the object half covers (distance about half
+    the object's contrast) lies on the boundary: the mask's outline is the object's, unbiased like the
+    renderer's 0.5 level. A fixed small threshold would count every pixel the object touches."""
+    bg = border_background(images) if background is None else background.to(images)
+    distance = (images - bg).norm(dim=-1)
+    d = distance.detach().cpu().numpy().reshape(-1)
+    split = otsu_threshold(d)
+    above = d[d > split]
+    if above.size == 0 or split <= 0.0:
+        raise ValueError("the target shows no object against its background (no pixel differs from it)")
+    contrast = float(np.median(above))
+    mask = (distance > 0.5 * contrast).to(images.dtype)
+    record = {"source": "background subtraction", "background": bg.detach().cpu().tolist(),
+              "object_contrast": contrast, "threshold": 0.5 * contrast,
+              "foreground_fraction": float(mask.mean())}
+    return mask, record
