@@ -55,10 +55,14 @@ class Instance:
         if self.external_target:
             from .target import load_target
 
-            images = load_target(config.target.video, base, self.frames, self.size)
+            images, alpha, self.target_record = load_target(config.target.video, base, self.frames, self.size,
+                                                            config.render.background)
             self.target_images = torch.as_tensor(images, device=self.torch_device)
-            background = torch.tensor(config.render.background, device=self.torch_device)
-            self.target_alpha = ((self.target_images - background).abs().amax(-1) > 0.05).float()
+            if alpha is not None:
+                self.target_alpha = torch.as_tensor(alpha, device=self.torch_device)
+            else:
+                background = torch.tensor(config.render.background, device=self.torch_device)
+                self.target_alpha = ((self.target_images - background).abs().amax(-1) > 0.05).float()
         else:
             with torch.no_grad():
                 rgba = self.render(self.target_vertices)
@@ -66,6 +70,16 @@ class Instance:
                 levels = float(2 ** config.target.bits - 1)
                 rgba = torch.round(rgba.clamp(0.0, 1.0) * levels) / levels
             self.target_images, self.target_alpha = rgba[..., :3].contiguous(), rgba[..., 3].contiguous()
+            self.target_record = {"source": "rendered", "bits": config.target.bits, "frames": self.frames,
+                                  "size": list(self.size)}
+        self.target_record["truth"] = ("unknown" if self.truth is None else "seeded"
+                                       if not self.external_target or config.target.truth == "seeded" else "given")
+        from .uncertainty import target_noise
+
+        # the noise of the frames the residuals compare (after any resampling), which the uncertainty uses
+        self.target_noise = target_noise(self.target_images[self.loss_frames].detach().cpu().numpy(),
+                                         config.uncertainty.noise)
+        self.target_record["noise"] = self.target_noise
         if config.method == "diffphysics" and self.target_vertices is None:
             raise ConfigError("method diffphysics needs 3D ground truth: give params.N.true instead of a target video")
 
@@ -91,10 +105,14 @@ class Instance:
         return torch.tensor(np.array(value, dtype=np.float32), device=self.torch_device)
 
     def _draw_truth(self, rng):
-        if self.external_target and all(p.true is None for p in self.params):
-            return None
-        if self.external_target and any(p.true is None for p in self.params):
-            raise ConfigError("with a target video give every params.N.true or none of them")
+        """The truth drawn from the seed (``params.N.true`` where given); for a target video only with
+        ``target.truth: seeded``, else the given ``params.N.true`` (every one, or none: unknown)."""
+        if self.external_target and self.config.target.truth == "given":
+            if all(p.true is None for p in self.params):
+                return None
+            if any(p.true is None for p in self.params):
+                raise ConfigError("with a target video give every params.N.true or none of them (or "
+                                  "target.truth: seeded for the truth the seed draws)")
         return {p.name: self._value(p, p.true, p.true_per, rng, f"params.{i}.true") for i, p in enumerate(self.params)}
 
     def _draw_initial(self, rng):
@@ -130,14 +148,17 @@ class Instance:
                               margin=c.margin).to(self.torch_device)
 
     def camera_record(self) -> dict:
-        """The camera as ``render.camera`` keys of ``mode: look_at`` that reproduce it exactly (so a saved
-        target video can be reused with the camera that ``mode: auto`` chose), plus its view matrix."""
+        """The camera as ``render.camera`` keys of ``mode: look_at`` that reproduce it (view matrix to float32
+        round-off; a saved target video can be reused with the camera ``mode: auto`` chose, e.g. by
+        ``--set render.camera=results.json``), its ``resolution`` [H, W] and its view matrix."""
         view = self.camera.view[0].detach().cpu().double()
-        eye = self.camera.position()[0].detach().cpu().double()
+        # the eye a look_at camera was built from is exact; recomputing it from the view adds round-off
+        eye = getattr(self.camera, "eye", None)
+        eye = (self.camera.position() if eye is None else eye)[0].detach().cpu().double()
         forward, up = -view[2, :3], view[1, :3]
         return {"mode": "look_at", "eye": eye.tolist(), "target": (eye + forward).tolist(), "up": up.tolist(),
                 "fov_y": float(self.camera.fov_y.reshape(-1)[0]), "near": self.camera.near, "far": self.camera.far,
-                "view_matrix": view.tolist()}
+                "resolution": [int(self.size[0]), int(self.size[1])], "view_matrix": view.tolist()}
 
     def _renderer(self):
         from ..render import SoftRenderer
