@@ -138,27 +138,32 @@ class Instance:
         return self.sim.rollout(values)
 
     def _camera(self):
+        """The camera of ``render.camera``, always built by :meth:`Camera.look_at` from the keys that
+        :meth:`camera_record` writes, so that ``--set render.camera=results.json`` rebuilds it bit for bit
+        (``mode: auto`` frames the truth rollout, and its look_at keys are read off that framing)."""
         from ..render import Camera
 
         c = self.config.render.camera
         if c.mode == "look_at":
-            return Camera.look_at(c.eye, c.target, c.up, fov_y=c.fov_y, near=c.near, far=c.far,
-                                  device=self.torch_device)
-        return Camera.framing(self.target_vertices, elevation=c.elevation, azimuth=c.azimuth, fov_y=c.fov_y,
-                              margin=c.margin).to(self.torch_device)
+            keys = {"eye": list(c.eye), "target": list(c.target), "up": list(c.up), "fov_y": float(c.fov_y),
+                    "near": float(c.near), "far": float(c.far)}
+        else:
+            framed = Camera.framing(self.target_vertices, elevation=c.elevation, azimuth=c.azimuth, fov_y=c.fov_y,
+                                    margin=c.margin)
+            view = framed.view[0].detach().cpu().double()
+            eye = framed.eye[0].detach().cpu().double()
+            keys = {"eye": eye.tolist(), "target": (eye - view[2, :3]).tolist(), "up": view[1, :3].tolist(),
+                    "fov_y": float(c.fov_y), "near": float(framed.near), "far": float(framed.far)}
+        self.camera_keys = keys
+        return Camera.look_at(keys["eye"], keys["target"], keys["up"], fov_y=keys["fov_y"], near=keys["near"],
+                              far=keys["far"], device=self.torch_device)
 
     def camera_record(self) -> dict:
-        """The camera as ``render.camera`` keys of ``mode: look_at`` that reproduce it (view matrix to float32
-        round-off; a saved target video can be reused with the camera ``mode: auto`` chose, e.g. by
-        ``--set render.camera=results.json``), its ``resolution`` [H, W] and its view matrix."""
-        view = self.camera.view[0].detach().cpu().double()
-        # the eye a look_at camera was built from is exact; recomputing it from the view adds round-off
-        eye = getattr(self.camera, "eye", None)
-        eye = (self.camera.position() if eye is None else eye)[0].detach().cpu().double()
-        forward, up = -view[2, :3], view[1, :3]
-        return {"mode": "look_at", "eye": eye.tolist(), "target": (eye + forward).tolist(), "up": up.tolist(),
-                "fov_y": float(self.camera.fov_y.reshape(-1)[0]), "near": self.camera.near, "far": self.camera.far,
-                "resolution": [int(self.size[0]), int(self.size[1])], "view_matrix": view.tolist()}
+        """The camera as ``render.camera`` keys of ``mode: look_at`` that rebuild it exactly (so a saved
+        target video can be reused with the camera ``mode: auto`` chose: ``--set
+        render.camera=results.json``), its ``resolution`` [H, W] and its world-to-view matrix."""
+        return {"mode": "look_at", **self.camera_keys, "resolution": [int(self.size[0]), int(self.size[1])],
+                "view_matrix": self.camera.view[0].detach().cpu().double().tolist()}
 
     def _renderer(self):
         from ..render import SoftRenderer
