@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from wsim.config import to_dict
 from wsim.errors import ConfigError
+from wsim.harness import fingerprint
 from wsim.render import Camera
 from wsim.sysid import Instance, load_experiment, run_instance
 from wsim.sysid.target import read_frames
@@ -78,7 +80,12 @@ def test_estimate_from_saved_frames_and_recorded_camera_reproduces_the_run(first
     assert first["target"]["noise"]["bits"] == 8
     config = tiny(f"target.video={out / 'target_frames'}", f"render.camera={out / 'results.json'}",
                   "target.truth=seeded")
-    assert config.render.camera.mode == "look_at"  # the file became keys: the fingerprint sees values
+    # the file became keys: the fingerprint sees the camera's values, the same as when typed in
+    record = first["camera"]
+    typed = tiny(f"target.video={out / 'target_frames'}", "target.truth=seeded", "render.camera.mode=look_at",
+                 *(f"render.camera.{k}={record[k]!r}" for k in ("eye", "target", "up", "fov_y", "near", "far")))
+    assert fingerprint(to_dict(config), SEED, "sysid") == fingerprint(to_dict(typed), SEED, "sysid")
+    assert to_dict(config)["render"]["camera"]["mode"] == "look_at"
     second = run_instance(config, SEED, tmp_path / "again", "cpu", progress=False, write_outputs=False)
     assert second["camera"] == first["camera"]
     assert second["true"] == first["true"]
@@ -140,6 +147,9 @@ def test_grey_rgba_and_resized_frames_compare_as_the_rgb_target(tmp_path):
         assert torch.equal(built.target_images, rendered.target_images), name
         with torch.no_grad():
             assert float(built.loss(built.initial)[0]) == reference, name
+        if name == "rgba":  # the alpha channel is the target's object mask
+            assert built.target_record["mask"] == "alpha channel"
+            assert torch.equal(built.target_alpha, torch.as_tensor(~background, dtype=torch.float32))
     assert built.target_record["original_size"] == [64, 64] and built.target_record["size"] == [32, 32]
 
 

@@ -168,17 +168,18 @@ def load_target(video: str, base: Path | None, frames: int, size: tuple[int, int
         done += [step for step in steps if step not in done]
     images = np.stack([rgb for rgb, _, _ in converted])
     alpha = None
-    if all(a is not None for _, a, _ in converted):
-        alpha = np.stack([a for _, a, _ in converted])
-    elif any(a is not None for _, a, _ in converted):
-        done.append("alpha ignored: only some frames have an alpha channel")
+    alphas = [a for _, a, _ in converted if a is not None]
+    # the alpha is the object's mask only where every frame has one and it is not opaque everywhere
+    if len(alphas) == len(converted) and any(np.any(a < 1.0) for a in alphas):
+        alpha = np.stack(alphas)
     del raw, converted
     if (h, w) != size:
         images = resample(images, size)
         if alpha is not None:
             alpha = resample(alpha[..., None], size)[..., 0]
+        shrinks = h >= size[0] and w >= size[1]
         done.append(f"resampled from {w}x{h} to {size[1]}x{size[0]} pixels "
-                    f"({'area averaging' if h >= size[0] else 'bilinear'})")
+                    f"({'area averaging' if shrinks else 'bilinear'})")
     bits = {"uint8": 8, "uint16": 16}
     record = {"source": "video", "path": str(path), "frames": len(images), "original_size": [int(h), int(w)],
               "size": list(size), "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
