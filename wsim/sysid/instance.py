@@ -76,7 +76,8 @@ class Instance:
                                        if not self.external_target or config.target.truth == "seeded" else "given")
         from .uncertainty import target_noise
 
-        # the noise of the frames the residuals compare (after any resampling), which the uncertainty uses
+        # the noise of the frames the residuals compare (after any resampling): what the uncertainty step
+        # measures again (with its floor at that time) from the same frames
         self.target_noise = target_noise(self.target_images[self.loss_frames].detach().cpu().numpy(),
                                          config.uncertainty.noise)
         self.target_record["noise"] = self.target_noise

@@ -148,8 +148,7 @@ def video_uncertainty(instance, values: dict, converged: bool = True) -> dict:
         return {"skipped": f"{count} scalar unknowns > uncertainty.max_unknowns = {config.max_unknowns} "
                            f"(it costs 2 rollouts and renders per unknown)"}
     frames = list(instance.loss_frames)
-    estimate = getattr(instance, "target_noise", None) or target_noise(
-        instance.target_images[frames].detach().cpu().numpy(), config.noise)
+    estimate = target_noise(instance.target_images[frames].detach().cpu().numpy(), config.noise)
     noise = estimate["noise"]
     try:
         rms = residual_rms(instance, values)
