@@ -130,7 +130,7 @@ def test_config_and_target_errors(tmp_path, capsys):
     assert "method" in capsys.readouterr().err
     assert main(["run", "no-such-experiment"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="needs its camera"):
+    with pytest.raises(ConfigError, match="render.camera.mode: auto needs the scene's ground truth"):
         small("target.video=missing.mp4")
     with pytest.raises(ConfigError, match="does not exist"):
         run_instance(small(*LOOK_AT, f"target.video={tmp_path / 'missing.mp4'}"), 0, tmp_path / "m", "cpu",

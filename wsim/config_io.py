@@ -102,14 +102,15 @@ def _list_item(items: list, part: str, path: str):
 
 
 # -- validation ------------------------------------------------------------------------------------
-def from_dict(cls, data, path: str = ""):
-    """Validate a mapping against schema ``cls``; errors name the dotted key path (prefixed by ``path``)."""
+def from_dict(cls, data, path: str = "", context: dict | None = None):
+    """Validate a mapping against schema ``cls``; errors name the dotted key path (prefixed by ``path``).
+    ``context``: pydantic's validation context (e.g. ``{"base": folder}`` for files a config names)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config key '{path or '<root>'}' must be a mapping, got {data!r}")
     try:
-        return cls.model_validate(data)
+        return cls.model_validate(data, context=context)
     except ValidationError as error:
         raise ConfigError(describe_errors(error, cls, path)) from None
 

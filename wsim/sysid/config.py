@@ -10,12 +10,14 @@ are part of the schema (pydantic); what involves several sections is checked by
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..config import Color, NonNegative, Positive, SceneConfig, Vec3, Vector, list_default
-from ..config_io import ConfigModel, apply_overrides, check_kind, from_dict, load_raw, resolve_config_path
+from ..config_io import (ConfigModel, apply_overrides, check_kind, describe_errors, from_dict, load_raw,
+                         resolve_config_path)
 from ..errors import ConfigError
 
 METHODS = ("gradsim", "diffphysics", "average", "random")
@@ -24,6 +26,7 @@ SPACES = ("log", "sigmoid", "linear")
 PER = ("one", "all")
 OPTIMIZERS = ("adam", "lbfgs", "sgd", "lm")
 CAMERA_MODES = ("auto", "look_at")
+TRUTHS = ("given", "seeded")
 Pixels = Annotated[int, Field(ge=8)]
 
 #: the one resolver of every config kind, under its former name
@@ -89,7 +92,16 @@ class CameraConfig(ConfigModel):
 
 class RenderConfig(ConfigModel):
     """The differentiable renderer: ``resolution`` (H = W, or [H, W]), soft-rasteriser ``sigma``/``gamma``,
-    ``shading`` (flat or phong), ``background`` RGB; ``video_scale`` upsamples compare.mp4 frames."""
+    ``shading`` (flat or phong), ``background`` RGB; ``video_scale`` upsamples compare.mp4 frames.
+
+    ``camera`` is a mapping (:class:`CameraConfig`) or the path of a camera file: the ``results.json`` of a
+    previous run (its ``camera`` record) or a JSON/YAML file with ``eye``, ``target``, ``fov_y`` and
+    optionally ``up``, ``near``, ``far``, ``resolution`` (relative paths from the working folder, then the
+    config's folder). The file is read when the config is loaded and becomes ``mode: look_at`` keys (see
+    :mod:`wsim.sysid.camera_file`). A recorded ``resolution`` must have the aspect ratio of
+    ``render.resolution`` (else a ConfigError); its pixel count need not match, since the camera (its
+    vertical field of view) is the same at any pixel count: ``render.resolution`` decides how finely it is
+    sampled, and target frames of another size are resampled to it."""
 
     resolution: Union[Pixels, Annotated[list[Pixels], Field(min_length=2, max_length=2)]] = 64
     sigma: Positive = 1.0e-4
@@ -98,6 +110,24 @@ class RenderConfig(ConfigModel):
     background: Color = list_default(1.0, 1.0, 1.0)
     camera: CameraConfig = Field(default_factory=CameraConfig)
     video_scale: int = Field(3, ge=1)
+
+    @field_validator("camera", mode="before")
+    @classmethod
+    def _camera_file(cls, value, info: ValidationInfo):
+        if not isinstance(value, str):
+            return value
+        from .camera_file import camera_keys, check_aspect, read_camera_file, resolve_camera_path
+
+        base = (info.context or {}).get("base")
+        path = resolve_camera_path(value, None if base is None else Path(base))
+        keys, recorded = camera_keys(read_camera_file(path), path, CameraConfig.model_fields)
+        try:
+            camera = CameraConfig.model_validate(keys)
+        except ValidationError as error:
+            raise ConfigError(f"camera file '{path}': {describe_errors(error, CameraConfig)}") from None
+        if recorded is not None and "resolution" in info.data:
+            check_aspect(recorded, info.data["resolution"], path)
+        return camera
 
 
 class LossConfig(ConfigModel):
@@ -246,12 +276,25 @@ class UncertaintyConfig(ConfigModel):
 
 class TargetConfig(ConfigModel):
     """Where the target video comes from: ``video`` (an .mp4/.gif file or a folder of PNG/JPG frames,
-    relative paths from the config's folder) rendered with ``render.camera``; null renders it from the
-    ground-truth parameters. ``bits``: quantise a rendered target to that many bits per channel (8: as
-    if it had been saved as an ordinary video and read back) instead of keeping it in float32."""
+    relative paths from the working folder, then the config's folder) filmed with ``render.camera``; null
+    renders it from the ground-truth parameters. ``bits``: quantise a rendered target to that many bits
+    per channel (8: as if it had been saved as an ordinary video and read back) instead of keeping it in
+    float32. Frames are converted to what the renderer draws (:mod:`wsim.sysid.target`): grey to RGB,
+    RGBA composited over ``render.background``, another size of the same aspect ratio resampled to
+    ``render.resolution``.
+
+    ``truth`` (with a ``video``): where the ground truth of the scene comes from. ``given``: the
+    ``params.N.true`` values (every one or none; none: the truth is unknown, no errors are reported).
+    ``seeded``: the instance's truth drawn from its seed exactly as when wsim renders the target
+    (``params.N.true`` where given): for a video made from that seed's scene (another renderer, a
+    compressed copy), so that errors are measured against the seed's truth. A known truth also lets
+    ``render.camera.mode: auto`` frame the truth rollout as for a rendered target; without one the video
+    needs its camera (a camera file or ``look_at`` keys). Without a ``video`` the truth is always the
+    seeded one."""
 
     video: Optional[str] = None
     bits: Optional[Annotated[int, Field(ge=1, le=16)]] = None
+    truth: Literal[TRUTHS] = "given"
 
 
 class PaperConfig(ConfigModel):
@@ -302,8 +345,13 @@ class ExperimentConfig(ConfigModel):
             if name not in names + list(self.appearance.estimate):
                 raise ValueError(f"optim.restart_params.{i}: '{name}' is not an estimated parameter; "
                                  f"allowed: {', '.join(names)}")
-        if self.target.video is not None and self.render.camera.mode == "auto":
-            raise ValueError("a target video needs its camera: set render.camera.mode: look_at with eye/target/fov_y")
+        if self.target.video is not None and self.render.camera.mode == "auto" and not self.known_truth():
+            raise ValueError(
+                "a target video with render.camera.mode: auto needs the scene's ground truth, whose rollout the "
+                "camera frames: give the camera the video was filmed with as a camera file (--set "
+                "render.camera=path/to/results.json) or as look_at keys (render.camera.mode: look_at with "
+                "eye/target/fov_y), or give the truth (every params.N.true, or target.truth: seeded for a video "
+                "of the seed's own scene)")
         if self.randomize.enabled and not self.scene.bodies:
             raise ValueError("randomize.enabled needs a body in scene.bodies to randomise")
         from ..geometry.shapes import SHAPES
@@ -312,6 +360,12 @@ class ExperimentConfig(ConfigModel):
             if shape not in SHAPES:
                 raise ValueError(f"randomize.shapes.{i}: unknown shape '{shape}'; allowed: {', '.join(SHAPES)}")
         return self
+
+    def known_truth(self) -> bool:
+        """Whether an instance knows its ground truth: a rendered target, ``target.truth: seeded``, or
+        every ``params.N.true`` given."""
+        return (self.target.video is None or self.target.truth == "seeded"
+                or all(p.true is not None for p in self.params))
 
 
 def image_size(config: ExperimentConfig) -> tuple[int, int]:
@@ -327,6 +381,6 @@ def load_experiment(path, overrides: list[str] | None = None) -> ExperimentConfi
     data = load_raw(path)
     check_kind(name, data, "experiment")
     try:
-        return from_dict(ExperimentConfig, apply_overrides(data, overrides))
+        return from_dict(ExperimentConfig, apply_overrides(data, overrides), context={"base": path.parent})
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None

@@ -154,7 +154,7 @@ def results_dict(instance: Instance, optimisation: Optimisation, winner: dict, s
         "optimisation_time_s": optimisation.elapsed, "setup_time_s": setup, "wall_time_s": wall,
         "device": str(instance.sim.device), "torch_device": str(instance.torch_device),
         "frames": instance.frames, "loss_frames": instance.loss_frames, "image_size": list(instance.size),
-        "camera": instance.camera_record(),
+        "camera": instance.camera_record(), "target": instance.target_record,
         "appearance": {"estimated": list(config.appearance.estimate), "assumed": assumed(config),
                        "mask": instance.mask_record},
         "versions": _versions(), "scene": to_dict(instance.scene_config),

@@ -59,9 +59,10 @@ class Instance:
         if self.external_target:
             from .target import load_target
 
-            images = load_target(config.target.video, base, self.frames, self.size)
+            images, alpha, self.target_record = load_target(config.target.video, base, self.frames, self.size,
+                                                            config.render.background)
             self.target_images = torch.as_tensor(images, device=self.torch_device)
-            self.target_alpha = self._target_mask() if config.loss.type == "mask" else None
+            self.target_alpha = self._target_mask(alpha) if config.loss.type == "mask" else None
         else:
             with torch.no_grad():
                 target_look = Appearance(config, self.colors, target=True)
@@ -70,6 +71,17 @@ class Instance:
                 levels = float(2 ** config.target.bits - 1)
                 rgba = torch.round(rgba.clamp(0.0, 1.0) * levels) / levels
             self.target_images, self.target_alpha = rgba[..., :3].contiguous(), rgba[..., 3].contiguous()
+            self.target_record = {"source": "rendered", "bits": config.target.bits, "frames": self.frames,
+                                  "size": list(self.size)}
+        self.target_record["truth"] = ("unknown" if self.truth is None else "seeded"
+                                       if not self.external_target or config.target.truth == "seeded" else "given")
+        from .uncertainty import target_noise
+
+        # the noise of the frames the residuals compare (after any resampling): what the uncertainty step
+        # measures again (with its floor at that time) from the same frames
+        self.target_noise = target_noise(self.target_images[self.loss_frames].detach().cpu().numpy(),
+                                         config.uncertainty.noise)
+        self.target_record["noise"] = self.target_noise
         if "background" in config.appearance.estimate and config.method not in ("average", "random"):
             from .appearance import border_background
 
@@ -102,11 +114,16 @@ class Instance:
         return torch.tensor(np.array(value, dtype=np.float32), device=self.torch_device)
 
     def _draw_truth(self, rng):
+        """The truth drawn from the seed (``params.N.true`` where given); for a target video only with
+        ``target.truth: seeded``, else the given ``params.N.true`` (every one, or none: unknown). An
+        estimated appearance value has a truth only for a target wsim rendered (``appearance.target``)."""
         physical = self.params[:len(self.config.params)]
-        if self.external_target and all(p.true is None for p in physical):
-            return None
-        if self.external_target and any(p.true is None for p in physical):
-            raise ConfigError("with a target video give every params.N.true or none of them")
+        if self.external_target and self.config.target.truth == "given":
+            if all(p.true is None for p in physical):
+                return None
+            if any(p.true is None for p in physical):
+                raise ConfigError("with a target video give every params.N.true or none of them (or "
+                                  "target.truth: seeded for the truth the seed draws)")
         return {p.name: self._value(p, p.true, p.true_per, rng, f"params.{i}.true")
                 for i, p in enumerate(self.params) if p.true is not None or p in physical}
 
@@ -133,24 +150,32 @@ class Instance:
         return self.sim.rollout(values)
 
     def _camera(self):
+        """The camera of ``render.camera``, always built by :meth:`Camera.look_at` from the keys that
+        :meth:`camera_record` writes, so that ``--set render.camera=results.json`` rebuilds it bit for bit
+        (``mode: auto`` frames the truth rollout, and its look_at keys are read off that framing)."""
         from ..render import Camera
 
         c = self.config.render.camera
         if c.mode == "look_at":
-            return Camera.look_at(c.eye, c.target, c.up, fov_y=c.fov_y, near=c.near, far=c.far,
-                                  device=self.torch_device)
-        return Camera.framing(self.target_vertices, elevation=c.elevation, azimuth=c.azimuth, fov_y=c.fov_y,
-                              margin=c.margin).to(self.torch_device)
+            keys = {"eye": list(c.eye), "target": list(c.target), "up": list(c.up), "fov_y": float(c.fov_y),
+                    "near": float(c.near), "far": float(c.far)}
+        else:
+            framed = Camera.framing(self.target_vertices, elevation=c.elevation, azimuth=c.azimuth, fov_y=c.fov_y,
+                                    margin=c.margin)
+            view = framed.view[0].detach().cpu().double()
+            eye = framed.eye[0].detach().cpu().double()
+            keys = {"eye": eye.tolist(), "target": (eye - view[2, :3]).tolist(), "up": view[1, :3].tolist(),
+                    "fov_y": float(c.fov_y), "near": float(framed.near), "far": float(framed.far)}
+        self.camera_keys = keys
+        return Camera.look_at(keys["eye"], keys["target"], keys["up"], fov_y=keys["fov_y"], near=keys["near"],
+                              far=keys["far"], device=self.torch_device)
 
     def camera_record(self) -> dict:
-        """The camera as ``render.camera`` keys of ``mode: look_at`` that reproduce it exactly (so a saved
-        target video can be reused with the camera that ``mode: auto`` chose), plus its view matrix."""
-        view = self.camera.view[0].detach().cpu().double()
-        eye = self.camera.position()[0].detach().cpu().double()
-        forward, up = -view[2, :3], view[1, :3]
-        return {"mode": "look_at", "eye": eye.tolist(), "target": (eye + forward).tolist(), "up": up.tolist(),
-                "fov_y": float(self.camera.fov_y.reshape(-1)[0]), "near": self.camera.near, "far": self.camera.far,
-                "view_matrix": view.tolist()}
+        """The camera as ``render.camera`` keys of ``mode: look_at`` that rebuild it exactly (so a saved
+        target video can be reused with the camera ``mode: auto`` chose: ``--set
+        render.camera=results.json``), its ``resolution`` [H, W] and its world-to-view matrix."""
+        return {"mode": "look_at", **self.camera_keys, "resolution": [int(self.size[0]), int(self.size[1])],
+                "view_matrix": self.camera.view[0].detach().cpu().double().tolist()}
 
     def _renderer(self):
         from ..render import SoftRenderer
@@ -164,15 +189,19 @@ class Instance:
         the assumed appearance for the others)."""
         return self.renderer(vertices, self.faces, **self.appearance.render_kwargs(values))
 
-    def _target_mask(self) -> torch.Tensor:
-        """The foreground mask of an external target: the user's mask video, or background subtraction."""
+    def _target_mask(self, alpha) -> torch.Tensor:
+        """The foreground mask of an external target: the user's mask video, an RGBA video's alpha
+        channel (its coverage), or background subtraction."""
         c = self.config
         if c.loss.mask_video is not None:
             from .target import load_target
 
-            masks = load_target(c.loss.mask_video, self.base, self.frames, self.size)
-            self.mask_record = {"source": "loss.mask_video", "path": c.loss.mask_video}
+            masks, _, record = load_target(c.loss.mask_video, self.base, self.frames, self.size, (0.0, 0.0, 0.0))
+            self.mask_record = {"source": "loss.mask_video", **record}
             return torch.as_tensor(masks.mean(-1) > 0.5, dtype=torch.float32, device=self.torch_device)
+        if alpha is not None:
+            self.mask_record = {"source": "the video's alpha channel"}
+            return torch.as_tensor(alpha, dtype=torch.float32, device=self.torch_device)
         try:
             mask, self.mask_record = foreground_mask(self.target_images)
         except ValueError as error:
