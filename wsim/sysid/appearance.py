@@ -125,25 +125,27 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between))])
 
 
-def foreground_mask(images: torch.Tensor, background: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def foreground_mask(images: torch.Tensor, background: torch.Tensor | None = None,
+                    window: int = 5) -> tuple[torch.Tensor, dict]:
     """A hard foreground mask ``[F, H, W]`` (1: object) of ``images`` ``[F, H, W, 3]`` by background
     subtraction, and a record of how it was made.
 
-    The colour distance to the background (given, or :func:`border_background`) splits into object and
-    background by Otsu's threshold; a pixel counts as object where its distance exceeds half the
-    median distance of the object pixels, so that a pixel the object half covers (distance about half
-    the object's contrast) lies on the boundary: the mask's outline is the object's, unbiased like the
-    renderer's 0.5 level. A fixed small threshold would count every pixel the object touches."""
+    A pixel the object covers by a fraction ``a`` differs from the background (given, or
+    :func:`border_background`) by about ``a`` times the object's local contrast, the largest difference
+    within ``window`` pixels (an interior pixel nearby). The mask is where that ratio exceeds 1/2, so its
+    outline is the object's half-coverage line, unbiased like the renderer's 0.5 level, whatever the
+    shading; a fixed small threshold would count every pixel the object touches. Pixels whose local
+    contrast is below Otsu's threshold of all differences are background."""
+    import torch.nn.functional as F
+
     bg = border_background(images) if background is None else background.to(images)
     distance = (images - bg).norm(dim=-1)
     d = distance.detach().cpu().numpy().reshape(-1)
     split = otsu_threshold(d)
-    above = d[d > split]
-    if above.size == 0 or split <= 0.0:
+    if not (d > split).any() or split <= 0.0:
         raise ValueError("the target shows no object against its background (no pixel differs from it)")
-    contrast = float(np.median(above))
-    mask = (distance > 0.5 * contrast).to(images.dtype)
+    local = F.max_pool2d(distance.unsqueeze(1), window, stride=1, padding=window // 2).squeeze(1)
+    mask = ((distance > 0.5 * local) & (local > split)).to(images.dtype)
     record = {"source": "background subtraction", "background": bg.detach().cpu().tolist(),
-              "object_contrast": contrast, "threshold": 0.5 * contrast,
-              "foreground_fraction": float(mask.mean())}
+              "otsu_threshold": split, "window": window, "foreground_fraction": float(mask.mean())}
     return mask, record

@@ -1,0 +1,88 @@
+"""Appearance as nuisance parameters, and foreground masks by background subtraction.
+
+A target rendered by wsim under another light, ambient and background than wsim assumes: estimating
+them jointly recovers them and the mass; assuming them biases the mass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wsim.errors import ConfigError
+from wsim.sysid import load_experiment, run_instance
+from wsim.sysid.appearance import foreground_mask, light_angles, light_direction
+from wsim.sysid.instance import Instance
+
+SMALL = ["seed=3", "scene.sim.frames=8", "render.resolution=32", "render.sigma=4e-3", "render.video_scale=1",
+         "uncertainty.enabled=false"]
+OTHER_LOOK = ["appearance.target.light=[40.0, 50.0]", "appearance.target.ambient=0.45",
+              "appearance.target.background=[0.8, 0.85, 0.95]"]
+ESTIMATE = ["appearance.estimate=[light, ambient, background]"]
+
+
+def test_light_angles_round_trip_and_default():
+    """The default angles give the renderer's default light (0, -1, -0.5) normalised."""
+    config = load_experiment("rigid-mass")
+    d = light_direction(torch.tensor([math.radians(a) for a in config.appearance.light], dtype=torch.float64))
+    expected = torch.tensor([0.0, -1.0, -0.5], dtype=torch.float64)
+    assert torch.allclose(d, expected / expected.norm(), atol=1e-9)
+    for direction in ([0.3, -0.8, 0.2], [-0.5, -0.1, -0.7]):
+        back = light_direction(torch.tensor([math.radians(a) for a in light_angles(direction)], dtype=torch.float64))
+        assert torch.allclose(back, torch.tensor(direction, dtype=torch.float64) / np.linalg.norm(direction), atol=1e-9)
+
+
+def test_the_truth_explains_the_target_only_with_its_appearance(tmp_path):
+    """At the true physics the assumed appearance leaves large residuals; the true appearance none."""
+    inst = Instance(load_experiment("rigid-mass", SMALL + OTHER_LOOK + ESTIMATE), 3, tmp_path)
+    with torch.no_grad():
+        assumed_look = {k: v for k, v in inst.truth.items() if k == "density"}
+        wrong = float(inst.loss({**assumed_look, **{k: inst.initial[k] for k in ("light", "ambient")},
+                                 "background": torch.tensor([1.0, 1.0, 1.0])})[0])
+        right = float(inst.loss(inst.truth)[0])
+    assert right < 1e-12 and wrong > 1e-3, (right, wrong)
+    # the background starts from the video's border, not from the assumed white
+    assert torch.allclose(inst.initial["background"], torch.tensor([0.8, 0.85, 0.95]), atol=2e-3)
+
+
+def test_known_appearance_recovered_with_the_mass(tmp_path):
+    """Light (23 degrees of elevation and 50 of azimuth away), ambient and background are recovered
+    from a wsim-rendered target, and the mass with them (measured: light 1e-4 rad, ambient 1.2e-4,
+    density 5e-5 relative)."""
+    result = run_instance(load_experiment("rigid-mass", SMALL + OTHER_LOOK + ESTIMATE + ["optim.iterations=40"]),
+                          3, tmp_path, progress=False, write_outputs=False)
+    e = result["errors"]
+    assert e["light"]["abs"] < 2e-3 and e["ambient"]["rel"] < 2e-3 and e["background"]["abs"] < 1e-3, e
+    assert e["density"]["rel"] < 1e-3, e
+    assert result["appearance"]["estimated"] == ["light", "ambient", "background"]
+
+
+def test_foreground_mask_by_background_subtraction_follows_the_outline(tmp_path):
+    """On an 8-bit target over a tinted background the mask is close to the rendered alpha > 1/2 (the
+    object's outline), far closer than a fixed small threshold, which counts every pixel the object
+    touches. Measured at 32 px: IoU 0.87 (the misses are rim pixels of alpha 0.44-0.5 whose grazing
+    shading is darker than the interior next to them), against 0.51 for the fixed threshold."""
+    inst = Instance(load_experiment("rigid-mass", SMALL + OTHER_LOOK + ["target.bits=8"]), 3, tmp_path)
+    mask, record = foreground_mask(inst.target_images)
+    truth = inst.target_alpha > 0.5
+
+    def iou(m):
+        return float((m & truth).sum() / (m | truth).sum())
+
+    touched = (inst.target_images - torch.tensor([0.8, 0.85, 0.95])).abs().amax(-1) > 0.05
+    assert iou(mask.bool()) > 0.85 and iou(touched) < 0.6, (iou(mask.bool()), iou(touched))
+    assert np.allclose(record["background"], [0.8, 0.85, 0.95], atol=2.0 / 255.0)
+
+
+def test_appearance_config_errors():
+    with pytest.raises(ConfigError, match="appearance value"):
+        load_experiment("rigid-mass", ["params.0.name=ambient"])
+    with pytest.raises(ConfigError, match="mask_video"):
+        load_experiment("rigid-mass", ["loss.mask_video=masks/"])
+    with pytest.raises(ConfigError, match="estimate"):
+        load_experiment("rigid-mass", ["appearance.estimate=[light, light]"])
+    with pytest.raises(ConfigError, match="appearance.estimate"):
+        load_experiment("rigid-mass", ["appearance.estimate=[shadow]"])
