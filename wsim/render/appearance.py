@@ -45,13 +45,15 @@ class AreaLight:
 class Ground:
     """A horizontal checkerboard plane (Lambertian) at world height ``height`` (m; None: the lowest
     vertex of the rollout), squares of side ``checker`` (m) in the albedos ``color_a`` and ``color_b``
-    (equal colours: a plain ground). It is a square around the scene centre of half side 50 times the
-    larger of the scene radius and the camera's distance from the centre, so it reaches the horizon."""
+    (equal colours: a plain ground). It is a square around the scene centre of side ``size`` times the
+    rollout's larger horizontal extent (3 in wsim's rollout videos), or with ``size`` None one that
+    reaches the horizon (half side 50 times the larger of the scene radius and the camera distance)."""
 
     height: float | None = None
     color_a: tuple = VIDEO_GROUND_COLOR
     color_b: tuple = VIDEO_GROUND_COLOR
     checker: float = 0.25
+    size: float | None = None
 
 
 @dataclass
@@ -100,11 +102,12 @@ class Appearance:
                                         float(a.size), _rgb("appearance area_light strength", a.strength))
         if self.ground is not None:
             g = self.ground
-            if not g.checker > 0:
-                raise ParameterError(f"appearance ground checker must be > 0 m, got {g.checker}")
+            if not g.checker > 0 or (g.size is not None and not g.size > 0):
+                raise ParameterError(f"appearance ground checker and size must be > 0, got {g.checker}, {g.size}")
             self.ground = Ground(None if g.height is None else float(g.height),
                                  _rgb("appearance ground color_a", g.color_a, high=1.0),
-                                 _rgb("appearance ground color_b", g.color_b, high=1.0), float(g.checker))
+                                 _rgb("appearance ground color_b", g.color_b, high=1.0), float(g.checker),
+                                 None if g.size is None else float(g.size))
 
     # -------------------------------------------------------------------------------------------
     @classmethod
@@ -116,13 +119,13 @@ class Appearance:
         ``material`` (default :class:`~wsim.render.shading.Material`): the same light direction, strength
         ``kd * I * c``, ambient ``ka``, background, and a diffuse material with the per-vertex colours.
         Flat shading is an ambient light of 1 alone. Not reproduced: Phong's specular highlight, and
-        wsim draws no shadows. ``ground_height`` adds the plain ground of wsim's rollout videos."""
+        wsim draws no shadows. ``ground_height`` adds the plain ground square of wsim's rollout videos."""
         from .shading import DirectionalLight, Material
 
         shading = getattr(render_config, "shading", "phong")
         if background is None:
             background = tuple(getattr(render_config, "background", (1.0, 1.0, 1.0)))
-        ground = None if ground_height is None else Ground(height=float(ground_height))
+        ground = None if ground_height is None else Ground(height=float(ground_height), size=3.0)
         if shading == "flat":
             return cls(background=background, light=(0.0, 0.0, 0.0), ambient=(1.0, 1.0, 1.0), ground=ground)
         lights = list(lights) if lights is not None else [DirectionalLight()]

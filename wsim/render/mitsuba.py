@@ -198,7 +198,7 @@ def _mesh(mi, name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.nda
 
 
 def _lights_and_ground(mi, appearance: Appearance, centre: np.ndarray, radius: float, low: float,
-                       reach: float) -> dict:
+                       reach: float, extent: float) -> dict:
     items = {}
     if max(appearance.light) > 0.0:
         items["sun"] = {"type": "directional", "direction": list(appearance.light_direction),
@@ -217,7 +217,7 @@ def _lights_and_ground(mi, appearance: Appearance, centre: np.ndarray, radius: f
     ground = appearance.ground
     if ground is not None:
         height = low if ground.height is None else float(ground.height)
-        half = reach
+        half = reach if ground.size is None else 0.5 * ground.size * extent
         # the rectangle spans [-1, 1]^2 in its XY plane facing +Z; turn +Z to +Y (-90 deg about X)
         turn = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
         to_world = _translate_scale((centre[0], height, centre[2]), 1.0) @ turn @ _translate_scale(np.zeros(3),
@@ -276,7 +276,8 @@ def render_mitsuba(vertices, faces, colors=None, camera=None, size=(64, 64), app
     # the ground reaches far beyond the scene and the cameras, so that it meets the horizon
     eyes = np.stack([p["to_world"][:3, 3] for p in poses])
     reach = 50.0 * max(radius, float(np.linalg.norm(eyes - centre, axis=1).max()))
-    lights = _lights_and_ground(mi, appearance, centre, radius, float(lo[1]), reach)
+    extent = max(float(hi[0] - lo[0]), float(hi[2] - lo[2]), 1e-3)
+    lights = _lights_and_ground(mi, appearance, centre, radius, float(lo[1]), reach, extent)
     bsdf = mi.load_dict(_object_bsdf(appearance))
     near = float(camera.near)
     far = max(float(camera.far), 4.0 * reach)
