@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wsim", description="Differentiable multiphysics simulation and rendering. A scene runs with "
         "`wsim simulate` or `wsim gradcheck`, an experiment or a control task with `wsim run`; `wsim list` "
-        "shows the shipped ones.")
+        "shows the shipped ones; `wsim render` draws a saved rollout or run again (e.g. path traced by Mitsuba 3).")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the shipped scenes, experiments and control tasks with their descriptions")
     simulate = commands.add_parser("simulate", help="run a scene (e.g. box-drop) and write rollout.npz and rollout.usda")

@@ -95,8 +95,17 @@ def _mitsuba():
     mi = _import_mitsuba()
     variant = mitsuba_variant()
     if mi.variant() != variant:
-        mi.set_variant(variant)
+        try:
+            mi.set_variant(variant)
+        except Exception as error:  # e.g. a cuda variant without a GPU
+            raise ConfigError(f"Mitsuba variant {variant} cannot be used here ({error}); set {VARIANT_ENV} "
+                              f"to another one, e.g. scalar_rgb") from None
     return mi
+
+
+def mitsuba_version() -> str:
+    """The installed Mitsuba's version (a clear error when it is missing)."""
+    return str(_import_mitsuba().__version__)
 
 
 # ----------------------------------------------------------------------------------- geometry helpers

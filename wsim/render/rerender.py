@@ -215,13 +215,11 @@ def render_command(path, renderer: str = "mitsuba", out=None, spp: int = 64, app
     started = time.perf_counter()
     settings = {}
     if renderer == "mitsuba":
-        import mitsuba
-
-        from .mitsuba import mitsuba_variant, render_mitsuba
+        from .mitsuba import mitsuba_variant, mitsuba_version, render_mitsuba
 
         images = render_mitsuba(source.vertices, source.faces, source.colors, source.camera, size, look, spp=spp,
                                 seed=seed, max_depth=max_depth)
-        settings = {"spp": spp, "max_depth": max_depth, "variant": mitsuba_variant(), "version": mitsuba.__version__,
+        settings = {"spp": spp, "max_depth": max_depth, "variant": mitsuba_variant(), "version": mitsuba_version(),
                     "integrator": "path", "pixel_filter": "box"}
     else:
         images = render_wsim(source, look, size, device)
