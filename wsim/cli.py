@@ -1,7 +1,8 @@
-"""The ``wsim`` command line: ``list`` (the shipped configs), ``simulate`` and ``gradcheck`` (scenes) and
-``run`` (experiments: system identification from video; and control tasks).
+"""The ``wsim`` command line: ``list`` (the shipped configs), ``simulate`` and ``gradcheck`` (scenes),
+``run`` (experiments: system identification from video; and control tasks) and ``render`` (a saved
+rollout or run drawn again, e.g. path traced by Mitsuba 3).
 
-Every command but ``list`` takes a config file (a path, or the name of a shipped config, see
+Every command but ``list`` and ``render`` takes a config file (a path, or the name of a shipped config, see
 ``wsim list``), ``--set key=value`` overrides (repeatable) and ``--device auto|cpu|cuda[:N]``.
 """
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wsim", description="Differentiable multiphysics simulation and rendering. A scene runs with "
         "`wsim simulate` or `wsim gradcheck`, an experiment or a control task with `wsim run`; `wsim list` "
-        "shows the shipped ones.")
+        "shows the shipped ones; `wsim render` draws a saved rollout or run again (e.g. path traced by Mitsuba 3).")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the shipped scenes, experiments and control tasks with their descriptions")
     simulate = commands.add_parser("simulate", help="run a scene (e.g. box-drop) and write rollout.npz and rollout.usda")
@@ -58,7 +59,42 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reuse the finished instances in the output folder and continue an interrupted one from "
                           "its checkpoint; a result or checkpoint of another config or seed is an error")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _render_parser(commands)
     return parser
+
+
+def _render_parser(commands) -> None:
+    from .render.appearance import KINDS
+
+    render = commands.add_parser(
+        "render", help="draw a rollout (wsim simulate's rollout.npz) or a wsim run instance again, with wsim's "
+        "renderer or path traced by Mitsuba 3 (pip install wsim[mitsuba]): PNG frames, render.mp4, appearance.json")
+    render.add_argument("path", help="a rollout.npz (or the folder of wsim simulate holding it), or a wsim run "
+                                     "instance folder (with results.json)")
+    render.add_argument("--renderer", choices=("wsim", "mitsuba"), default="mitsuba", help="default: mitsuba")
+    render.add_argument("--out", default=None, help="output folder (default: render-<renderer>-<appearance> beside "
+                                                    "the rollout or inside the run folder)")
+    render.add_argument("--spp", type=int, default=64, help="Mitsuba samples per pixel (default 64)")
+    render.add_argument("--appearance", choices=KINDS, default="matched",
+                        help="matched (wsim's light and background) or a draw of another light, background, or "
+                             "everything (wsim/render/appearance.py states the distributions)")
+    render.add_argument("--seed", type=int, default=0, help="seed of the appearance draw and the path tracer")
+    render.add_argument("--resolution", type=int, default=None,
+                        help="square frame size in pixels (default: the run's, or 256 for a rollout)")
+    render.add_argument("--rollout", choices=("target", "estimate"), default="target",
+                        help="for a run folder: draw the target (true) or the estimated motion")
+    render.add_argument("--device", default="cpu", help="torch device of the wsim renderer")
+
+
+def cmd_render(args) -> int:
+    from .render.rerender import render_command
+
+    record = render_command(args.path, args.renderer, args.out, args.spp, args.appearance, args.seed,
+                            args.resolution, args.rollout, args.device)
+    print(f"{record['frames']} frames of {record['image_size'][0]}x{record['image_size'][1]} px with {args.renderer} "
+          f"in {record['render_time_s']:.1f} s ({record['seconds_per_frame']:.2f} s a frame)")
+    print(f"wrote {record['frames_dir']}/, {record['video']}, {record['folder']}/appearance.json")
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -175,7 +211,8 @@ def cmd_simulate(args) -> int:
     parameters = {name: np.asarray(value) for name, value in scene.model.defaults.items()}
     model = scene.model
     write_rollout_npz(out / "rollout.npz", vertices, model.render_faces, scene.fps, parameters,
-                      sim.frame_states(), model.body_vertex_start, model.body_names, scene.colors)
+                      sim.frame_states(), model.body_vertex_start, model.body_names, scene.colors,
+                      model.ground_height if model.ground else None)
     write_rollout_usd(out / "rollout.usda", vertices, model.render_faces, scene.fps, model.body_vertex_start,
                       model.body_names, scene.colors, model.ground_height if model.ground else None)
     print(f"{scene.config.name}: {sim.frames} frames, {sim.steps} physics steps of {sim.dt:g} s on {sim.device} "
@@ -183,6 +220,7 @@ def cmd_simulate(args) -> int:
     written = [out / "rollout.npz", out / "rollout.usda"]
     if args.video:
         from .render import render_rollout_video
+        from .render.rerender import display_mesh
 
         display_vertices, display_faces, display_colors = display_mesh(vertices, model.render_faces, scene.colors,
                                                                        model.shape_vertex_count)
@@ -194,25 +232,6 @@ def cmd_simulate(args) -> int:
             ground_height=model.ground_height if model.ground else None))
     print("wrote " + ", ".join(str(path) for path in written))
     return 0
-
-
-def display_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, particle_start: int):
-    """Vertex buffer, faces and colours for display: particles that no face uses are drawn as small
-    octahedra (radius 2 % of the scene size) so that mass-spring systems show up in videos."""
-    used = np.zeros(vertices.shape[1], dtype=bool)
-    used[np.asarray(faces, dtype=np.int64).reshape(-1)] = True
-    loose = np.flatnonzero(~used[particle_start:]) + particle_start
-    if len(loose) == 0:
-        return vertices, faces, colors
-    extent = float(np.ptp(vertices.reshape(-1, 3), axis=0).max()) or 1.0
-    offsets = 0.02 * extent * np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
-    octahedron = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
-    blobs = vertices[:, loose, None, :] + offsets[None, None]  # [F, loose, 6, 3]
-    base = vertices.shape[1]
-    blob_faces = (octahedron[None] + base + 6 * np.arange(len(loose))[:, None, None]).reshape(-1, 3)
-    all_vertices = np.concatenate([vertices, blobs.reshape(len(vertices), -1, 3)], axis=1)
-    all_colors = np.concatenate([colors, np.repeat(colors[loose], 6, axis=0)])
-    return all_vertices.astype(np.float32), np.concatenate([faces, blob_faces]).astype(np.int64), all_colors
 
 
 def cmd_gradcheck(args) -> int:
@@ -267,7 +286,8 @@ def cmd_list(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"simulate": cmd_simulate, "gradcheck": cmd_gradcheck, "run": cmd_run, "list": cmd_list}
+    handlers = {"simulate": cmd_simulate, "gradcheck": cmd_gradcheck, "run": cmd_run, "list": cmd_list,
+                "render": cmd_render}
     try:
         return handlers[args.command](args)
     except WsimError as error:

@@ -66,9 +66,10 @@ def strict_json(value):
 
 def write_rollout_npz(path, vertices: np.ndarray, faces: np.ndarray, fps: float, parameters: dict,
                       frame_states: dict | None = None, body_vertex_start=None, body_names=None,
-                      colors=None) -> None:
+                      colors=None, ground_height: float | None = None) -> None:
     """Write ``vertices`` [F, V, 3] (m), ``faces`` [T, 3], ``times`` [F] (s), the parameters used
-    (``param_<name>`` arrays plus a JSON copy in ``parameters_json``) and per-frame states."""
+    (``param_<name>`` arrays plus a JSON copy in ``parameters_json``), per-frame states and, for a
+    scene with a ground, its height (``ground_height``, m)."""
     arrays = {
         "vertices": np.asarray(vertices, dtype=np.float32),
         "faces": np.asarray(faces, dtype=np.int32),
@@ -85,6 +86,8 @@ def write_rollout_npz(path, vertices: np.ndarray, faces: np.ndarray, fps: float,
         arrays["body_names"] = np.asarray(body_names)
     if colors is not None:
         arrays["colors"] = np.asarray(colors, dtype=np.float32)
+    if ground_height is not None:
+        arrays["ground_height"] = np.asarray(float(ground_height))
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as handle:
             np.savez_compressed(handle, **arrays)

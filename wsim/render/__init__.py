@@ -26,3 +26,9 @@ __all__ = [
 from .video import render_rollout_video, write_frames, write_png, write_video  # noqa: E402
 
 __all__ += ["render_rollout_video", "write_frames", "write_png", "write_video"]
+
+# Mitsuba itself is imported only when render_mitsuba runs (pip install wsim[mitsuba])
+from .appearance import Appearance, sample_appearance  # noqa: E402
+from .mitsuba import render_mitsuba  # noqa: E402
+
+__all__ += ["Appearance", "render_mitsuba", "sample_appearance"]

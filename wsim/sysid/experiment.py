@@ -172,7 +172,7 @@ def results_dict(instance: Instance, optimisation: Optimisation, winner: dict, s
 def write_instance_outputs(instance: Instance, optimisation: Optimisation, estimate: dict, out: Path,
                            search=None) -> None:
     from ..export import write_rollout_usd
-    from .outputs import write_compare_video, write_loss_plot, write_target_frames
+    from .outputs import write_compare_video, write_loss_plot, write_rollouts, write_target_frames
 
     model = instance.scene.model
     with torch.no_grad():
@@ -183,6 +183,7 @@ def write_instance_outputs(instance: Instance, optimisation: Optimisation, estim
                         instance.scene.fps, instance.config.render.video_scale)
     if not instance.external_target:
         write_target_frames(out / "target_frames", instance.target_images)
+    write_rollouts(out, instance, vertices, estimate)
     write_rollout_usd(out / "estimate.usda", vertices.cpu().numpy(), model.render_faces, instance.scene.fps,
                       model.body_vertex_start, model.body_names, instance.scene.colors,
                       model.ground_height if model.ground else None)

@@ -98,6 +98,23 @@ def write_target_frames(folder: Path, target: torch.Tensor) -> None:
     write_frames(target.detach().cpu(), folder)
 
 
+def write_rollouts(folder: Path, instance, vertices: torch.Tensor, estimate: dict) -> None:
+    """``estimate_rollout.npz`` (the rollout of ``estimate``) and, when the truth is known,
+    ``target_rollout.npz`` (:func:`wsim.export.write_rollout_npz`), so that ``wsim render`` can draw
+    either with another renderer."""
+    from ..export import write_rollout_npz
+
+    model = instance.scene.model
+    runs = [("estimate", vertices, estimate), ("target", instance.target_vertices, instance.truth)]
+    for name, verts, values in runs:
+        if verts is None:
+            continue
+        parameters = {k: v.detach().cpu().numpy() for k, v in (values or {}).items()}
+        write_rollout_npz(folder / f"{name}_rollout.npz", verts.detach().cpu().numpy(), model.render_faces,
+                          instance.scene.fps, parameters, body_vertex_start=model.body_vertex_start,
+                          body_names=model.body_names, colors=instance.scene.colors)
+
+
 # -- summaries ------------------------------------------------------------------------------------
 def summarize(results: list[dict], paper=None) -> dict:
     """Mean absolute and mean relative error per parameter over instances (with the paper's numbers)."""
