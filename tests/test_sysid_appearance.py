@@ -66,7 +66,7 @@ def test_foreground_mask_by_background_subtraction_follows_the_outline(tmp_path)
     touches. Measured at 32 px: IoU 0.87 (the misses are rim pixels of alpha 0.44-0.5 whose grazing
     shading is darker than the interior next to them), against 0.51 for the fixed threshold."""
     inst = Instance(load_experiment("rigid-mass", SMALL + OTHER_LOOK + ["target.bits=8"]), 3, tmp_path)
-    mask, record = foreground_mask(inst.target_images)
+    mask, record = foreground_mask(inst.target_images, soft=False)
     truth = inst.target_alpha > 0.5
 
     def iou(m):
@@ -75,6 +75,38 @@ def test_foreground_mask_by_background_subtraction_follows_the_outline(tmp_path)
     touched = (inst.target_images - torch.tensor([0.8, 0.85, 0.95])).abs().amax(-1) > 0.05
     assert iou(mask.bool()) > 0.85 and iou(touched) < 0.6, (iou(mask.bool()), iou(touched))
     assert np.allclose(record["background"], [0.8, 0.85, 0.95], atol=2.0 / 255.0)
+
+
+def _antialiased_discs(size=48, supersample=8):
+    """Two frames of a shaded disc over a coloured background, box filtered from ``supersample``^2
+    samples per pixel (what a camera or a path tracer gives), and their exact coverage."""
+    n = size * supersample
+    y, x = (np.mgrid[0:n, 0:n] + 0.5) / supersample
+    frames, coverages = [], []
+    for cx, cy, r in ((20.3, 23.7, 11.4), (25.85, 22.1, 9.6)):
+        inside = ((x - cx) ** 2 + (y - cy) ** 2 < r * r).astype(np.float64)
+        shade = np.clip(0.35 + 0.6 * (cx + r - x) / (2 * r), 0.0, 1.0)[..., None] * np.array([0.9, 0.4, 0.2])
+        image = inside[..., None] * shade + (1 - inside[..., None]) * np.array([0.3, 0.6, 0.8])
+        pool = lambda a: a.reshape(size, supersample, size, supersample, -1).mean((1, 3))  # noqa: E731
+        frames.append(np.round(pool(image) * 255) / 255)
+        coverages.append(pool(inside[..., None])[..., 0])
+    return torch.tensor(np.stack(frames), dtype=torch.float32), np.stack(coverages)
+
+
+def test_soft_matte_recovers_subpixel_coverage():
+    """On anti-aliased frames (8x8 box-filtered samples, shaded from 0.35 to 0.95, 8 bits) the matte's
+    area is within 0.3 % of the exact one and each pixel within 0.1 of its coverage, where rounding to a
+    hard mask leaves whole-pixel errors on the outline (measured: matte area error 0.07 % / 0.1 %, at
+    most 0.015 per pixel, mean abs 1.4e-4; hard mask area 0.4 % / 0.9 %, mean abs 7.2e-3)."""
+    frames, coverage = _antialiased_discs()
+    matte, record = foreground_mask(frames)
+    hard, _ = foreground_mask(frames, soft=False)
+    matte, hard = matte.numpy(), hard.numpy()
+    assert record["soft"] and np.allclose(record["background"], [0.3, 0.6, 0.8], atol=1.0 / 255.0)
+    area, matte_area = coverage.sum((1, 2)), matte.sum((1, 2))
+    assert np.all(np.abs(matte_area / area - 1) < 3e-3), matte_area / area
+    assert np.abs(matte - coverage).max() < 0.05
+    assert np.abs(matte - coverage).mean() < 0.5 * np.abs(hard - coverage).mean()
 
 
 def test_appearance_config_errors():
