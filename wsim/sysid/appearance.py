@@ -137,9 +137,10 @@ def foreground_mask(images: torch.Tensor, background: torch.Tensor | None = None
     the shading; a fixed small threshold would count every pixel the object touches. Pixels whose local
     contrast is below Otsu's threshold of all differences are background.
 
-    ``soft`` (default) returns a matte instead: 1 inside, 0 outside, and on the one-pixel band along the
-    outline the coverage that solves the compositing equation ``I = a F + (1 - a) B`` (least squares over
-    RGB) with ``F`` the mean colour of the interior pixels within ``window``. An anti-aliased video
+    ``soft`` (default) returns a matte instead: 1 inside (every pixel whose 3x3 neighbours all differ from
+    the background by more than Otsu's cut), 0 outside, and on the band between them the coverage that
+    solves the compositing equation ``I = a F + (1 - a) B`` (least squares over RGB) with ``F`` the mean
+    colour of the nearest interior pixels (3x3, else within ``window``). An anti-aliased video
     (any camera or path tracer) carries the outline's sub-pixel position in those pixels; a hard mask
     rounds it to whole pixels, which biases an estimate from a few hundred outline pixels by about 1 %."""
     import torch.nn.functional as F
@@ -157,20 +158,27 @@ def foreground_mask(images: torch.Tensor, background: torch.Tensor | None = None
               "soft": bool(soft)}
     if not soft:
         return mask, record
-    m = mask.unsqueeze(1)
-    interior = -F.max_pool2d(-m, 3, stride=1, padding=1)  # every 3x3 neighbour is object
-    exterior = 1.0 - F.max_pool2d(m, 3, stride=1, padding=1)  # no 3x3 neighbour is object
+    # The matte's interior is every pixel whose 3x3 neighbourhood is object by Otsu's cut alone: deep
+    # inside, a dark face next to a bright one can fail the local ratio and would leave holes.
+    core = (distance > split).to(images.dtype).unsqueeze(1)
+    interior = -F.max_pool2d(-core, 3, stride=1, padding=1)
+    exterior = 1.0 - F.max_pool2d(torch.maximum(core, mask.unsqueeze(1)), 3, stride=1, padding=1)
     rgb = images.permute(0, 3, 1, 2)
-    count = F.avg_pool2d(interior, window, stride=1, padding=window // 2, count_include_pad=False)
-    fg = F.avg_pool2d(rgb * interior, window, stride=1, padding=window // 2,
-                      count_include_pad=False) / count.clamp_min(1e-12)
-    towards = fg - bg.view(1, 3, 1, 1)
-    coverage = (((rgb - bg.view(1, 3, 1, 1)) * towards).sum(1, keepdim=True)
+    back = bg.view(1, 3, 1, 1)
+
+    def near_interior(size):
+        count = F.avg_pool2d(interior, size, stride=1, padding=size // 2, count_include_pad=False)
+        total = F.avg_pool2d(rgb * interior, size, stride=1, padding=size // 2, count_include_pad=False)
+        return total / count.clamp_min(1e-12), count > 0
+
+    # the nearest interior colours (3x3, else within the window) stand for the object's colour at the rim
+    fg3, has3 = near_interior(3)
+    fgw, hasw = near_interior(window)
+    towards = torch.where(has3, fg3, fgw) - back
+    coverage = (((rgb - back) * towards).sum(1, keepdim=True)
                 / (towards * towards).sum(1, keepdim=True).clamp_min(1e-12)).clamp(0.0, 1.0)
     # a band pixel with no interior pixel near (a part thinner than 3 pixels) keeps its hard value
-    contrast = (towards * towards).sum(1, keepdim=True).sqrt()
-    solvable = (count > 0) & (contrast > split)
-    band = torch.where(solvable, coverage, m)
-    matte = torch.where(interior > 0, torch.ones_like(m), torch.where(exterior > 0, torch.zeros_like(m), band))
+    band = torch.where(hasw, coverage, mask.unsqueeze(1))
+    matte = torch.where(interior > 0, torch.ones_like(band), torch.where(exterior > 0, torch.zeros_like(band), band))
     record["foreground_fraction"] = float(matte.mean())
     return matte.squeeze(1), record
