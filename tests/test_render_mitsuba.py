@@ -81,6 +81,32 @@ def test_silhouette_matches_wsim_hard_coverage(name, size):
     assert abs(alpha[0].sum() - hard.sum()) < 0.02 * hard.sum()  # covered area, not only its outline
 
 
+@pytest.mark.parametrize("name", ["box", "sphere", "l_prism", "star_prism"])
+def test_supersampled_alpha_is_the_covered_area(name):
+    """With ``supersample`` the soft alpha averages s x s samples per pixel: the covered fraction of each
+    pixel, which Mitsuba's box-filtered film gives independently. Measured at 64 px (rms difference on
+    the outline pixels; area): s = 1, sigma 1e-3 (the shipped sigma) 0.28-0.31, up to 3.4 % of the area;
+    s = 1, sigma 1e-4 0.09-0.10; s = 2, sigma 2.5e-5 0.036-0.041; s = 4, sigma 6e-6 0.024-0.028, area
+    within 0.21 %."""
+    vertices, faces = _posed(name)
+    camera = _camera()
+    size = (64, 64)
+    _, alpha = wmi.render_mitsuba(vertices, faces, None, camera, size, spp=256, return_alpha=True)
+    edge = (alpha[0] > 0) & (alpha[0] < 1)
+
+    def rms(supersample, sigma):
+        a = SoftRenderer(camera, image_size=size, sigma=sigma, supersample=supersample)(vertices, faces)
+        assert a.shape == (1, *size, 4)
+        d = a[0, ..., 3].numpy() - alpha[0]
+        return float(np.sqrt((d[edge] ** 2).mean())), float(a[0, ..., 3].sum() / alpha[0].sum() - 1)
+
+    single, _ = rms(1, 1e-4)
+    double, _ = rms(2, 2.5e-5)
+    quad, area = rms(4, 6e-6)
+    assert quad < 0.035 and double < 0.05 and double < 0.5 * single, (single, double, quad)
+    assert abs(area) < 3e-3, area
+
+
 def test_camera_projection_matches_wsim_without_flip():
     """Small balls at known points, non-square image, off-centre target: where Mitsuba draws each one
     (alpha-weighted centre) is where wsim's camera projects it (pixel (i, j) is centred at (j+0.5, i+0.5))."""

@@ -166,6 +166,9 @@ def test_backend_and_argument_checks():
         SoftRenderer(cam, shading="toon")
     with pytest.raises(ParameterError, match="sigma"):
         SoftRenderer(cam, sigma=0.0)
+    for bad in (0, 2.5, 17):
+        with pytest.raises(ParameterError, match="supersample"):
+            SoftRenderer(cam, supersample=bad)
     with pytest.raises(ParameterError, match="face indices"):
         SoftRenderer(cam)(v, f + 8)
     with pytest.raises(ParameterError, match="uvs"):

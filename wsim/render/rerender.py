@@ -185,7 +185,8 @@ def render_wsim(source: Source, appearance: Appearance, size, device: str = "cpu
     specular = tuple(np.asarray(default.specular, dtype=float) / np.asarray(default.diffuse, dtype=float))
     renderer = SoftRenderer(source.camera, image_size=size, sigma=source.render.sigma, gamma=source.render.gamma,
                             background=a.background, shading=source.render.shading, lights=[light],
-                            material=Material(ambient=a.ambient, diffuse=(1.0, 1.0, 1.0), specular=specular))
+                            material=Material(ambient=a.ambient, diffuse=(1.0, 1.0, 1.0), specular=specular),
+                            supersample=getattr(source.render, "supersample", 1))
     chunks = []
     with torch.no_grad():
         for start in range(0, all_v.shape[0], batch):

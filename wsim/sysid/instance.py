@@ -182,7 +182,7 @@ class Instance:
 
         r = self.config.render
         return SoftRenderer(self.camera, image_size=self.size, sigma=r.sigma, gamma=r.gamma, shading=r.shading,
-                            background=tuple(r.background))
+                            background=tuple(r.background), supersample=r.supersample)
 
     def render(self, vertices: torch.Tensor, values: dict | None = None) -> torch.Tensor:
         """RGBA frames of ``vertices`` with the appearance of ``values`` (the estimated nuisance values;
