@@ -4,6 +4,10 @@ not render").
     .venv/bin/python benchmarks/bench_crossdomain.py rigid-mass [fem-material] --instances 10 --seed0 1000
         [--conditions matched,light,background,h264] [--methods pixel,nuisance,mask] [--spp 64]
         [--set key=value ...] [--out benchmarks/results] [--work DIR]
+    .venv/bin/python benchmarks/bench_crossdomain.py --combine A/crossdomain_rigid-mass.json B/... [--out DIR]
+
+``--combine`` merges the results of runs over other seeds of the same experiment (one table, every
+instance; run them side by side on separate cores).
 
 For each experiment and seed the truth rollout of the instance (the seed's drawn scene and parameters)
 is path traced by Mitsuba (:func:`wsim.render.render_mitsuba`, shadows and interreflections, 8-bit
@@ -20,6 +24,9 @@ camera (``target.truth: seeded``, camera ``auto`` on the truth rollout, as a cal
 - ``own``: wsim's own 8-bit target with the pixel loss, the figure every other table reports.
 
 wsim assumes a diffuse material (``appearance.specular=0``): Mitsuba's matched material is Lambertian.
+A camera's or a path tracer's pixel holds the fraction of its area an object covers: give wsim's
+renderer the same box filter, ``--set render.supersample=2 --set render.sigma=...`` with sigma near
+``0.1 (2 / (2 W))^2`` (see ``wsim/render/renderer.py``); the results record the command.
 Every row gives the mean, median and worst relative error over the instances and the number that
 converged, next to the paper's gradSim row. Results go to ``<out>/crossdomain_<experiment>.md`` and
 ``.json`` with the command line.
@@ -100,7 +107,6 @@ def run(experiment: str, args) -> dict:
     config = load_experiment(experiment, base_overrides)
     names = [p.name for p in config.params] + (["mass"] if any(p.name == "density" for p in config.params) else [])
     work = Path(args.work) / experiment
-    rows: dict[str, dict] = {}
     records = []
     seeds = list(range(args.seed0, args.seed0 + args.instances))
     started = time.perf_counter()
@@ -127,14 +133,22 @@ def run(experiment: str, args) -> dict:
               f"ETA {elapsed / (i + 1) * (len(seeds) - i - 1):.0f} s): "
               + ", ".join(f"{k} {v['errors'].get(names[-1], float('nan')):.2e}" for k, v in
                           ((k, {"errors": relative_errors(r, names)}) for k, r in runs.items())), flush=True)
-    for key in ["own/pixel"] + [f"{c}/{m}" for c in args.conditions for m in args.methods]:
-        condition, method = key.split("/")
-        chosen = [r for r in records if r["condition"] == condition and r["method"] == method]
-        rows[key] = {"converged": sum(r["status"] == "done" for r in chosen), "instances": len(chosen),
-                     "errors": {n: stats([r["errors"][n] for r in chosen]) for n in names}}
+    rows = summarise(records, args.conditions, args.methods, names)
     return {"experiment": experiment, "seeds": seeds, "rows": rows, "records": records,
+            "conditions": args.conditions, "methods": args.methods, "overrides": base_overrides,
             "paper": config.paper.rel, "paper_table": config.paper.table, "names": names,
             "wall_time_s": time.perf_counter() - started}
+
+
+def summarise(records: list[dict], conditions: list[str], methods: list[str], names: list[str]) -> dict:
+    rows = {}
+    for key in ["own/pixel"] + [f"{c}/{m}" for c in conditions for m in methods]:
+        condition, method = key.split("/")
+        chosen = [r for r in records if r["condition"] == condition and r["method"] == method]
+        if chosen:
+            rows[key] = {"converged": sum(r["status"] == "done" for r in chosen), "instances": len(chosen),
+                         "errors": {n: stats([r["errors"][n] for r in chosen]) for n in names}}
+    return rows
 
 
 def table(result: dict) -> str:
@@ -148,12 +162,84 @@ def table(result: dict) -> str:
         lines.append(f"| {condition} | {method} | {row['converged']}/{row['instances']} | " + " | ".join(cells) + " |")
     paper = [f"{result['paper'].get(n):.3g}" if result["paper"].get(n) is not None else "-" for n in names]
     lines.append(f"| paper ({result['paper_table']}, own renderer) | gradSim | - | " + " | ".join(paper) + " |")
+    mass = "mass" if "mass" in names else names[0]
+    lines.append("")
+    lines.append(f"Best method per condition (lowest mean {mass} error):")
+    for condition in result["conditions"]:
+        keys = [k for k in result["rows"] if k.startswith(condition + "/")]
+        if keys:
+            best = min(keys, key=lambda k: result["rows"][k]["errors"][mass]["mean"])
+            lines.append(f"- {condition}: {best.split('/')[1]}, {result['rows'][best]['errors'][mass]['mean']:.2e}")
     return "\n".join(lines)
+
+
+def write_result(result: dict, out: Path, spp, wall: float) -> None:
+    experiment = result["experiment"]
+    text = (f"# {experiment}: estimates from Mitsuba 3 targets ({len(result['seeds'])} instances, seeds "
+            f"{', '.join(seed_ranges(result['seeds']))}, {spp} spp, CPU, {wall:.0f} s)\n\n"
+            f"command: `{result['command']}`\n\noverrides of every run: `{' '.join(result['overrides'])}`\n\n"
+            f"Relative errors. own: wsim's own 8-bit target. See the script's docstring for the conditions "
+            f"and methods.\n\n{table(result)}\n")
+    print(text)
+    write_text(out / f"crossdomain_{experiment}.md", text)
+    write_json(out / f"crossdomain_{experiment}.json", result)
+
+
+def seed_ranges(seeds: list[int]) -> list[str]:
+    seeds, out = sorted(seeds), []
+    start = prev = seeds[0]
+    for s in seeds[1:] + [None]:
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        out.append(f"{start}-{prev}" if prev != start else str(start))
+        if s is not None:
+            start = prev = s
+    return out
+
+
+def _completed(part: dict) -> dict:
+    """Fills the keys that results written before they were recorded lack, from the records and the command."""
+    import shlex
+
+    def ordered(key):
+        return list(dict.fromkeys(r[key] for r in part["records"] if r["condition"] != "own"))
+
+    part.setdefault("conditions", ordered("condition"))
+    part.setdefault("methods", ordered("method"))
+    if "overrides" not in part:
+        tokens = shlex.split(part["command"])
+        sets = [tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == "--set"]
+        part["overrides"] = ["appearance.specular=0", "uncertainty.enabled=false", "render.video_scale=1"] + sets
+    if "spp" not in part:
+        tokens = part["command"].split()
+        part["spp"] = int(tokens[tokens.index("--spp") + 1]) if "--spp" in tokens else 64
+    return part
+
+
+def combine(paths: list[str], out: Path, command: str) -> None:
+    parts = [_completed(json.loads(Path(p).read_text())) for p in paths]
+    first = parts[0]
+    for part in parts[1:]:
+        for key in ("experiment", "names", "overrides", "conditions", "methods"):
+            if part[key] != first[key]:
+                raise SystemExit(f"--combine: {key} differs between {paths[0]} and the others: "
+                                 f"{first[key]} != {part[key]}")
+    seeds = sorted(s for part in parts for s in part["seeds"])
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit("--combine: the results share seeds")
+    records = [r for part in parts for r in part["records"]]
+    result = {**first, "seeds": seeds, "records": records,
+              "rows": summarise(records, first["conditions"], first["methods"], first["names"]),
+              "wall_time_s": sum(part["wall_time_s"] for part in parts),
+              "command": "; ".join(part["command"] for part in parts) + f"; {command}"}
+    write_result(result, out, first["spp"], result["wall_time_s"])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiments", nargs="+")
+    parser.add_argument("experiments", nargs="*")
+    parser.add_argument("--combine", nargs="+", metavar="JSON", help="merge results over other seeds")
     parser.add_argument("--instances", type=int, default=10)
     parser.add_argument("--seed0", type=int, default=1000)
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
@@ -172,24 +258,24 @@ def main(argv=None) -> int:
     for m in args.methods:
         if m not in METHODS:
             parser.error(f"unknown method '{m}'; allowed: {', '.join(METHODS)}")
+    command = "benchmarks/bench_crossdomain.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.combine:
+        combine(args.combine, Path(args.out), command)
+        return 0
+    if not args.experiments:
+        parser.error("name an experiment (or --combine results)")
     import tempfile
 
     temporary = None
     if args.work is None:
         temporary = tempfile.TemporaryDirectory(prefix="wsim-crossdomain-")
         args.work = temporary.name
-    command = "benchmarks/bench_crossdomain.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     for experiment in args.experiments:
         result = run(experiment, args)
         result["command"] = command
-        text = (f"# {experiment}: estimates from Mitsuba 3 targets ({len(result['seeds'])} instances, seeds "
-                f"{result['seeds'][0]}-{result['seeds'][-1]}, {args.spp} spp, CPU, {result['wall_time_s']:.0f} s)\n\n"
-                f"command: `{command}`\n\nRelative errors. own: wsim's own 8-bit target. See the script's "
-                f"docstring for the conditions and methods.\n\n{table(result)}\n")
-        print(text)
-        write_text(out / f"crossdomain_{experiment}.md", text)
-        write_json(out / f"crossdomain_{experiment}.json", result)
+        result["spp"] = args.spp
+        write_result(result, out, args.spp, result["wall_time_s"])
     if temporary is not None:
         temporary.cleanup()
     return 0
