@@ -77,7 +77,7 @@ def target_frames(instance, condition: str, seed: int, folder: Path, spp: int, c
     if condition == "h264":
         path = folder / "target.mp4"
         writer = imageio.get_writer(path, fps=instance.scene.fps, codec="libx264", macro_block_size=1,
-                                    ffmpeg_params=["-crf", str(crf), "-pix_fmt", "yuv420p"])
+                                    pixelformat="yuv420p", ffmpeg_params=["-crf", str(crf)])
         for frame in frames:
             writer.append_data(frame)
         writer.close()
