@@ -3,7 +3,7 @@ not render").
 
     .venv/bin/python benchmarks/bench_crossdomain.py rigid-mass [fem-material] --instances 10 --seed0 1000
         [--conditions matched,light,background,h264] [--methods pixel,nuisance,mask] [--spp 64]
-        [--set key=value ...] [--out benchmarks/results] [--work DIR]
+        [--set key=value ...] [--out benchmarks/results] [--work DIR] [--resume]
     .venv/bin/python benchmarks/bench_crossdomain.py --combine A/crossdomain_rigid-mass.json B/... [--out DIR]
 
 ``--combine`` merges the results of runs over other seeds of the same experiment (one table, every
@@ -100,44 +100,64 @@ def stats(values: list[float]) -> dict:
     return {"mean": float(a.mean()), "median": float(np.median(a)), "worst": float(a.max()), "n": int(a.size)}
 
 
-def run(experiment: str, args) -> dict:
+def run(experiment: str, args, out: Path, command: str) -> dict:
+    """Runs every seed, writing the table after each one; with ``--resume`` the seeds already in
+    ``out``'s results (of the same overrides, conditions, methods and spp) are kept, not run again."""
     from wsim.sysid.instance import Instance
 
     base_overrides = ["appearance.specular=0", "uncertainty.enabled=false", "render.video_scale=1"] + args.overrides
     config = load_experiment(experiment, base_overrides)
     names = [p.name for p in config.params] + (["mass"] if any(p.name == "density" for p in config.params) else [])
     work = Path(args.work) / experiment
-    records = []
     seeds = list(range(args.seed0, args.seed0 + args.instances))
+    result = {"experiment": experiment, "seeds": [], "records": [], "conditions": args.conditions,
+              "methods": args.methods, "overrides": base_overrides, "spp": args.spp, "crf": args.crf,
+              "paper": config.paper.rel, "paper_table": config.paper.table, "names": names,
+              "wall_time_s": 0.0, "command": command}
+    previous = out / f"crossdomain_{experiment}.json"
+    if args.resume and previous.exists():
+        old = json.loads(previous.read_text())
+        same = all(old.get(k) == result[k] for k in ("overrides", "conditions", "methods", "spp", "crf"))
+        if not same:
+            raise SystemExit(f"--resume: {previous} was made with other overrides, conditions, methods, spp "
+                             "or crf; give another --out")
+        result.update(seeds=[s for s in old["seeds"] if s in seeds],
+                      records=[r for r in old["records"] if r["seed"] in seeds], wall_time_s=old["wall_time_s"])
+    todo = [s for s in seeds if s not in result["seeds"]]
+    base_wall = result["wall_time_s"]
     started = time.perf_counter()
-    for i, seed in enumerate(seeds):
+    for i, seed in enumerate(todo):
         own = run_instance(load_experiment(experiment, base_overrides + ["target.bits=8"]), seed,
                            work / f"seed{seed}" / "own", progress=False, write_outputs=False)
         runs = {"own": own}
+        records = []
         instance = Instance(config, seed, work / f"seed{seed}" / "truth")
         for condition in args.conditions:
             target = target_frames(instance, condition, seed, work / f"seed{seed}" / condition, args.spp, args.crf)
             for method in args.methods:
                 overrides = base_overrides + [f"target.video={target['path']}", "target.truth=seeded"] + METHODS[method]
-                result = run_instance(load_experiment(experiment, overrides), seed,
-                                      work / f"seed{seed}" / condition / method, progress=False, write_outputs=False)
-                runs[f"{condition}/{method}"] = result
+                run_result = run_instance(load_experiment(experiment, overrides), seed,
+                                          work / f"seed{seed}" / condition / method, progress=False,
+                                          write_outputs=False)
+                runs[f"{condition}/{method}"] = run_result
                 records.append({"seed": seed, "condition": condition, "method": method,
-                                "appearance": target["appearance"], "status": result["status"],
-                                "errors": relative_errors(result, names), "final_loss": result["final_loss"],
-                                "estimate": result["estimate"], "true": result["true"]})
+                                "appearance": target["appearance"], "status": run_result["status"],
+                                "errors": relative_errors(run_result, names), "final_loss": run_result["final_loss"],
+                                "estimate": run_result["estimate"], "true": run_result["true"]})
         records.append({"seed": seed, "condition": "own", "method": "pixel", "status": own["status"],
                         "errors": relative_errors(own, names), "final_loss": own["final_loss"]})
         elapsed = time.perf_counter() - started
-        print(f"{experiment}: seed {seed} done ({i + 1}/{len(seeds)}, {elapsed:.0f} s, "
-              f"ETA {elapsed / (i + 1) * (len(seeds) - i - 1):.0f} s): "
-              + ", ".join(f"{k} {v['errors'].get(names[-1], float('nan')):.2e}" for k, v in
-                          ((k, {"errors": relative_errors(r, names)}) for k, r in runs.items())), flush=True)
-    rows = summarise(records, args.conditions, args.methods, names)
-    return {"experiment": experiment, "seeds": seeds, "rows": rows, "records": records,
-            "conditions": args.conditions, "methods": args.methods, "overrides": base_overrides,
-            "paper": config.paper.rel, "paper_table": config.paper.table, "names": names,
-            "wall_time_s": time.perf_counter() - started}
+        result["records"] += records
+        result["seeds"] = sorted(result["seeds"] + [seed])
+        result["wall_time_s"] = base_wall + elapsed
+        result["rows"] = summarise(result["records"], args.conditions, args.methods, names)
+        write_result(result, out, args.spp, result["wall_time_s"], echo=False)
+        mass = "mass" if "mass" in names else names[0]
+        print(f"{experiment}: seed {seed} done ({i + 1}/{len(todo)}, {elapsed:.0f} s, "
+              f"ETA {elapsed / (i + 1) * (len(todo) - i - 1):.0f} s): "
+              + ", ".join(f"{k} {relative_errors(r, names).get(mass, float('nan')):.2e}" for k, r in runs.items()),
+              flush=True)
+    return result
 
 
 def summarise(records: list[dict], conditions: list[str], methods: list[str], names: list[str]) -> dict:
@@ -173,14 +193,15 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_result(result: dict, out: Path, spp, wall: float) -> None:
+def write_result(result: dict, out: Path, spp, wall: float, echo: bool = True) -> None:
     experiment = result["experiment"]
     text = (f"# {experiment}: estimates from Mitsuba 3 targets ({len(result['seeds'])} instances, seeds "
             f"{', '.join(seed_ranges(result['seeds']))}, {spp} spp, CPU, {wall:.0f} s)\n\n"
             f"command: `{result['command']}`\n\noverrides of every run: `{' '.join(result['overrides'])}`\n\n"
             f"Relative errors. own: wsim's own 8-bit target. See the script's docstring for the conditions "
             f"and methods.\n\n{table(result)}\n")
-    print(text)
+    if echo:
+        print(text)
     write_text(out / f"crossdomain_{experiment}.md", text)
     write_json(out / f"crossdomain_{experiment}.json", result)
 
@@ -248,6 +269,8 @@ def main(argv=None) -> int:
     parser.add_argument("--crf", type=int, default=23, help="H.264 constant rate factor (23: ffmpeg's default)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the seeds already in --out's results (same settings) and run the others")
     parser.add_argument("--work", default=None, help="folder of the instance runs (default: a temporary one)")
     args = parser.parse_args(argv)
     args.conditions = [c for c in args.conditions.split(",") if c]
@@ -272,10 +295,9 @@ def main(argv=None) -> int:
         args.work = temporary.name
     out = Path(args.out)
     for experiment in args.experiments:
-        result = run(experiment, args)
-        result["command"] = command
-        result["spp"] = args.spp
-        write_result(result, out, args.spp, result["wall_time_s"])
+        result = run(experiment, args, out, command)
+        if result["seeds"]:
+            write_result(result, out, args.spp, result["wall_time_s"])
     if temporary is not None:
         temporary.cleanup()
     return 0
