@@ -35,6 +35,9 @@ Image formation, per frame and pixel ``p`` (row 0 at the top, see :mod:`wsim.ren
    on an uncovered one ``RGB = A E_near + (1 - A) bg``; the alpha channel is ``A`` (the three group
    coverages multiply to ``1 - A``). An object's edge thus blends the same way over the background, the
    ground or another object.
+5. **Pixel filter** (``supersample`` s > 1): steps 1-4 run on ``s x s`` samples per pixel, and the RGBA
+   of a pixel is their mean (a box filter), as a camera sensor or a path tracer's film integrates over
+   the pixel's area; with a small sigma the alpha is then the covered fraction of the pixel.
 
 As ``sigma -> 0`` the image tends to the hard rasterisation (``A`` -> coverage; the near and behind
 groups vanish), and at every sigma the image is continuous across a silhouette (``A = 1/2`` on the edge
