@@ -1,6 +1,7 @@
 """The ``wsim`` command line: ``list`` (the shipped configs), ``simulate`` and ``gradcheck`` (scenes),
-``run`` (experiments: system identification from video; and control tasks) and ``render`` (a saved
-rollout or run drawn again, e.g. path traced by Mitsuba 3).
+``run`` (experiments: system identification from video; and control tasks), ``render`` (a saved
+rollout or run drawn again, e.g. path traced by Mitsuba 3) and ``risp`` (training data and training of
+RISP's state predictor).
 
 Every command but ``list`` and ``render`` takes a config file (a path, or the name of a shipped config, see
 ``wsim list``), ``--set key=value`` overrides (repeatable) and ``--device auto|cpu|cuda[:N]``.
@@ -60,7 +61,57 @@ def build_parser() -> argparse.ArgumentParser:
                           "its checkpoint; a result or checkpoint of another config or seed is an error")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _render_parser(commands)
+    _risp_parser(commands)
     return parser
+
+
+def _risp_parser(commands) -> None:
+    risp = commands.add_parser(
+        "risp", help="RISP: make training images (data), train the rendering-invariant state predictor (train)",
+        description="RISP (ICLR 2022) on an experiment config with a risp section (e.g. risp-cube): `data` renders "
+        "states of its instances under random rendering parameters with their image Jacobians, `train` fits the "
+        "network; a run with --set loss.type=risp --set risp.checkpoint=OUT/risp.pt then compares states.")
+    actions = risp.add_subparsers(dest="risp_command", required=True)
+    data = actions.add_parser("data", help="render the training images (resumable shards)")
+    _common(data)
+    data.add_argument("--count", type=int, default=None, help="number of images (default: risp.data.count)")
+    data.add_argument("--out", default=None, help="dataset folder (default: runs/risp/<experiment>/data)")
+    data.add_argument("--quiet", action="store_true", help="no progress bar")
+    train = actions.add_parser("train", help="train the network on a dataset (checkpoints every epoch)")
+    _common(train)
+    train.add_argument("--data", default=None, help="dataset folder (default: runs/risp/<experiment>/data)")
+    train.add_argument("--out", default=None, help="output folder (default: runs/risp/<experiment>/net)")
+    train.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint.pt")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def cmd_risp(args) -> int:
+    from .sysid import load_experiment, resolve_experiment_path
+
+    config = load_experiment(args.config, args.overrides)
+    base = resolve_experiment_path(args.config).parent
+    root = Path("runs") / "risp" / config.name
+    if args.risp_command == "data":
+        from .risp.data import generate
+
+        if args.count is not None and args.count < 1:
+            print("wsim: error: --count must be >= 1", file=sys.stderr)
+            return 2
+        out = Path(args.out or root / "data")
+        manifest = generate(config, out, args.count, device=args.device, base=base, progress=not args.quiet)
+        print(f"{manifest['count']} images of {manifest['image_size'][0]}x{manifest['image_size'][1]} px in "
+              f"{manifest['shards']} shards: {out} ({manifest['seconds']:.0f} s)")
+        return 0
+    from .risp.train import train
+
+    out = Path(args.out or root / "net")
+    summary = train(config, Path(args.data or root / "data"), out, device=args.device, progress=not args.quiet,
+                    resume=args.resume)
+    held = summary["holdout"]
+    if held["count"]:
+        print(f"held-out state error (L1, {held['count']} images): {held['l1_mean']:.4g} +- {held['l1_std']:.3g}")
+    print(f"wrote {out}/risp.pt, history.json, summary.json, training.png")
+    return 0
 
 
 def _render_parser(commands) -> None:
@@ -287,7 +338,7 @@ def cmd_list(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"simulate": cmd_simulate, "gradcheck": cmd_gradcheck, "run": cmd_run, "list": cmd_list,
-                "render": cmd_render}
+                "render": cmd_render, "risp": cmd_risp}
     try:
         return handlers[args.command](args)
     except WsimError as error:

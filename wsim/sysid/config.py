@@ -19,9 +19,10 @@ from ..config import Color, NonNegative, Positive, SceneConfig, Vec3, Vector, li
 from ..config_io import (ConfigModel, apply_overrides, check_kind, describe_errors, from_dict, load_raw,
                          resolve_config_path)
 from ..errors import ConfigError
+from ..risp.config import RispConfig
 
 METHODS = ("gradsim", "diffphysics", "average", "random")
-LOSSES = ("pixel", "first_last", "mask", "vertices")
+LOSSES = ("pixel", "first_last", "mask", "vertices", "risp")
 SPACES = ("log", "sigmoid", "linear")
 PER = ("one", "all")
 OPTIMIZERS = ("adam", "lbfgs", "sgd", "lm")
@@ -143,7 +144,9 @@ class LossConfig(ConfigModel):
     ``vertices``: mean squared 3D vertex distance at every frame (the DiffPhysics baseline). The
     ``mask`` target is the foreground of the target video by background subtraction
     (:func:`wsim.sysid.appearance.foreground_mask`), or ``mask_video``: a mask video or folder of mask
-    frames (white object on black) of the target's size and frame count.
+    frames (white object on black) of the target's size and frame count. ``risp``: the mean squared
+    difference of the states a trained RISP network (``risp.checkpoint``) reads off the rendered and the
+    target frames (every ``every``-th), so that the look of the video need not match wsim's.
     ``horizon_start`` > 0 starts with the frames up to that index only and lengthens the horizon linearly
     to the whole video over ``horizon_iterations`` steps (a curriculum: while rendered and target objects
     still overlap the image gradient points the right way, so a far initial guess is not lost)."""
@@ -331,6 +334,7 @@ class ExperimentConfig(ConfigModel):
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
     appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
     paper: PaperConfig = Field(default_factory=PaperConfig)
+    risp: RispConfig = Field(default_factory=RispConfig)
     video_format: Literal["mp4", "gif"] = "mp4"
 
     @model_validator(mode="after")
@@ -344,6 +348,10 @@ class ExperimentConfig(ConfigModel):
         for i, name in enumerate(names):
             if name in APPEARANCE:
                 raise ValueError(f"params.{i}: '{name}' is an appearance value; list it in appearance.estimate")
+        if self.loss.type == "risp" and self.risp.checkpoint is None:
+            raise ValueError("loss.type: risp needs risp.checkpoint: the risp.pt of `wsim risp train`")
+        if self.loss.type == "risp" and self.render.camera.mode != "look_at":
+            raise ValueError("loss.type: risp needs the camera the network was trained with: render.camera.mode: look_at")
         if self.loss.mask_video is not None and self.loss.type != "mask":
             raise ValueError("loss.mask_video is the target of loss.type: mask; set loss.type: mask or drop it")
         if self.appearance.estimate and self.method == "diffphysics":

@@ -47,6 +47,7 @@ class Instance:
         self.colors = torch.as_tensor(np.asarray(self.scene.colors, dtype=np.float32), device=self.torch_device)
         self.appearance = Appearance(config, self.colors)
         self.mask_record = None
+        self._risp = None  # (network, target states) of loss.type risp, loaded on first use
         self.size = image_size(config)
         self.frames = self.sim.frames
         self.loss_frames = loss_frames(config, self.frames)
@@ -238,7 +239,32 @@ class Instance:
         rgba = self.render(vertices[index], values)
         if kind == "mask":
             return (rgba[..., 3] - self.target_alpha[index]).reshape(-1), vertices
+        if kind == "risp":
+            net, target_states = self.risp_states()
+            return ((net(rgba[..., :3]) - target_states[index]) / net.state_scale).reshape(-1), vertices
         return (rgba[..., :3] - self.target_images[index]).reshape(-1), vertices
+
+    def risp_states(self) -> tuple:
+        """The RISP network of ``risp.checkpoint`` and the states it reads off the target frames
+        (normalised residuals: each state component in units of its spread in the training data)."""
+        if self._risp is None:
+            from ..risp.network import load_network
+            from .target import resolve_target_path
+
+            path = resolve_target_path(self.config.risp.checkpoint, self.base)
+            if not path.exists():
+                raise ConfigError(f"risp.checkpoint '{self.config.risp.checkpoint}' does not exist")
+            try:
+                net, record = load_network(path, self.torch_device)
+            except ValueError as error:
+                raise ConfigError(f"risp.checkpoint: {error}") from None
+            if list(record.get("image_size", self.size)) != list(self.size):
+                raise ConfigError(f"risp.checkpoint was trained on {record['image_size']} images; this run renders "
+                                  f"{list(self.size)} (set render.resolution to match)")
+            with torch.no_grad():
+                target = net(self.target_images)
+            self._risp = (net, target)
+        return self._risp
 
     def loss(self, values: dict, iteration: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The configured loss of ``values`` and the rollout's vertices (over the horizon of ``iteration``)."""

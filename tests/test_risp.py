@@ -1,0 +1,203 @@
+"""RISP: the rendering-gradient regulariser (Theorem 1) against full double backpropagation, the image
+Jacobian against the renderer's reverse-mode gradients, the state against the simulator, the network's
+architecture, resumable data and training, and the risp loss in a system-identification instance."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from wsim.errors import ConfigError
+from wsim.risp import data as risp_data
+from wsim.risp import domain
+from wsim.risp.network import RispNet, load_network
+from wsim.risp.state import StateMap
+from wsim.risp.train import train, training_loss
+from wsim.sysid.config import load_experiment
+from wsim.sysid.instance import Instance
+
+SMALL = ["render.resolution=16", "scene.sim.frames=4", "risp.data.count=8", "risp.data.shard_size=4",
+         "risp.width=4", "risp.train.epochs=3", "risp.train.batch=4", "risp.train.holdout=0.25"]
+
+
+def _small_net(state_dim=3):
+    torch.manual_seed(0)
+    return RispNet(state_dim, width=4, blocks=(1, 1, 1, 1), image_size=(32, 32))
+
+
+def test_regulariser_gradient_equals_double_backward_through_the_renderer():
+    """Theorem 1: with dI/dpsi precomputed, the regulariser's gradient in theta equals the one of full
+    double backpropagation through a (here smooth, torch) renderer."""
+    torch.manual_seed(1)
+    H = W = 32
+    P, B = 4, 2
+    weight = torch.randn(H * W * 3, P, dtype=torch.float64) * 0.5
+    bias = torch.randn(H * W * 3, dtype=torch.float64)
+
+    def render(psi):  # [B, P] -> [B, H, W, 3], nonlinear in psi
+        return torch.sigmoid(psi @ weight.T + bias + 0.3 * torch.sin(psi @ weight.T)).reshape(-1, H, W, 3)
+
+    net = _small_net().double()
+    net.state_scale.fill_(0.7)
+    psi = torch.randn(B, P, dtype=torch.float64)
+    states = torch.randn(B, 3, dtype=torch.float64)
+    gamma = 2.5
+
+    jac = torch.stack([torch.autograd.functional.jacobian(lambda p: render(p[None])[0], psi[b]) for b in range(B)])
+    jac = jac.permute(0, 4, 1, 2, 3)  # [B, P, H, W, 3]
+    total, _, reg = training_loss(net, render(psi).detach(), states, jac, gamma)
+    mine = torch.autograd.grad(total, list(net.parameters()))
+
+    leaf = psi.clone().requires_grad_(True)
+    per_image = ((net(render(leaf)) - states) / net.state_scale).abs().sum(-1)
+    (dpsi,) = torch.autograd.grad(per_image.sum(), leaf, create_graph=True)
+    reference_reg = torch.sqrt((dpsi ** 2).sum(-1) + 1e-12).mean()
+    assert reg.item() == pytest.approx(reference_reg.item(), rel=1e-10)
+    reference = torch.autograd.grad(per_image.mean() + gamma * reference_reg, list(net.parameters()))
+    for a, b in zip(mine, reference):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-12)
+    assert any(float(g.abs().max()) > 0 for g in mine)
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    config = load_experiment("risp-cube", SMALL)
+    return config, Instance(config, 7, tmp_path_factory.mktemp("cube"))
+
+
+def test_image_jacobian_matches_reverse_mode(cube):
+    config, instance = cube
+    rng = np.random.default_rng(3)
+    psi = torch.as_tensor(domain.sample(config.risp.domain, 1, rng)[0])
+    step = domain.steps(config.risp.domain, 1e-3)
+    vertices = instance.target_vertices[2]
+    image, jac = domain.image_and_jacobian(instance.renderer, vertices, instance.faces, instance.colors, psi, step)
+    for k in range(3):
+        leaf = psi.clone().requires_grad_(True)
+        rgba = instance.renderer(vertices[None], instance.faces, **domain.render_kwargs(leaf[None], instance.colors))
+        assert torch.allclose(rgba[0, ..., :3], image, atol=1e-6)
+        u = torch.as_tensor(rng.normal(size=image.shape), dtype=torch.float32)
+        (grad,) = torch.autograd.grad((rgba[0, ..., :3] * u).sum(), leaf)
+        forward = torch.einsum("phwc,hwc->p", jac, u)
+        scale = float(grad.abs().max())
+        assert scale > 0
+        assert torch.allclose(forward, grad, atol=2e-3 * scale), (forward, grad)
+
+
+def test_rigid_pose_state_matches_the_simulator(cube):
+    from scipy.spatial.transform import Rotation
+
+    config, instance = cube
+    states = StateMap("rigid_pose", instance.scene)(instance.target_vertices).numpy()
+    instance.rollout(instance.truth)
+    frames = instance.sim.frame_states()
+    assert np.abs(states[:, :3] - frames["body_q"][:, 0]).max() < 1e-5
+    rot = Rotation.from_quat(frames["body_r"][:, 0]).as_matrix()
+    yaw, pitch, roll = np.arctan2(rot[:, 0, 2], rot[:, 2, 2]), np.arcsin(-rot[:, 1, 2]), np.arctan2(rot[:, 1, 0], rot[:, 1, 1])
+    expected = np.stack([np.sin(yaw), np.sin(pitch), np.sin(roll), np.cos(yaw), np.cos(pitch), np.cos(roll)], -1)
+    assert np.abs(states[:, 3:] - expected).max() < 1e-5
+    # a rotation that is not near identity: the decomposition holds for any pose
+    quat = Rotation.from_euler("YXZ", [2.0, 0.7, -1.1]).as_quat()
+    vertices = instance.sim.rollout({"body_rotation": torch.as_tensor(quat[None], dtype=torch.float32)})
+    moved = StateMap("rigid_pose", instance.scene)(vertices[:1]).numpy()[0]
+    assert np.allclose(moved[3:], [np.sin(2.0), np.sin(0.7), np.sin(-1.1), np.cos(2.0), np.cos(0.7), np.cos(-1.1)],
+                       atol=1e-5)
+
+
+def test_network_architecture():
+    net = RispNet(9, width=8, image_size=(32, 32))
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(norms) == len(convs) == 1 + 2 * 8 + 3  # stem, 8 blocks of 2, 3 projections
+    assert all(not m.affine for m in norms)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in net.modules())
+    assert sum(isinstance(m, torch.nn.SiLU) for m in net.modules()) == 1 + 2 * 8
+    x = torch.rand(2, 32, 32, 3, requires_grad=True)
+    out = net(x)
+    assert out.shape == (2, 9)
+    # the input gradient depends on the weights (second derivatives exist: what the regulariser needs)
+    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    second = torch.autograd.grad((g ** 2).sum(), net.head.weight)[0]
+    assert float(second.abs().max()) > 0
+
+
+def test_data_are_deterministic_resumable_and_tied_to_their_config(tmp_path):
+    config = load_experiment("risp-cube", SMALL)
+    folder = tmp_path / "data"
+    manifest = risp_data.generate(config, folder, progress=False)
+    assert manifest["count"] == 8 and manifest["shards"] == 2 and len(manifest["state_names"]) == 9
+    _, arrays = risp_data.load(folder)
+    assert arrays["images"].shape == (8, 16, 16, 3) and arrays["jacobians"].shape == (8, domain.SIZE, 16, 16, 3)
+    first = (folder / "shard_0001.npz").read_bytes()
+    (folder / "shard_0001.npz").unlink()
+    risp_data.generate(config, folder, progress=False)
+    assert (folder / "shard_0001.npz").read_bytes() == first
+    # the states of image i are frame i mod F of instance seed data.seed + i div F
+    instance = Instance(config, config.risp.data.seed + 1, tmp_path / "check")
+    states = StateMap("rigid_pose", instance.scene)(instance.target_vertices).numpy()
+    assert np.allclose(arrays["states"][4:8], states, atol=1e-6)
+    other = load_experiment("risp-cube", SMALL + ["risp.domain.ambient=[0.2, 0.3]"])
+    with pytest.raises(ConfigError, match="another config"):
+        risp_data.generate(other, folder, progress=False)
+    with pytest.raises(ConfigError, match="another config"):
+        train(other, folder, tmp_path / "net-other", progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("risp")
+    config = load_experiment("risp-cube", SMALL)
+    risp_data.generate(config, root / "data", progress=False)
+    summary = train(config, root / "data", root / "net", progress=False)
+    return config, root, summary
+
+
+def test_training_resumes_exactly_and_writes_a_loadable_network(trained):
+    config, root, summary = trained
+    assert summary["status"] == "done" and summary["holdout"]["count"] == 2
+    net, record = load_network(root / "net" / "risp.pt")
+    assert record["image_size"] == [16, 16] and record["state"] == "rigid_pose"
+    part = train(config, root / "data", root / "net2", progress=False, stop_after=1)
+    assert part == {"status": "interrupted", "epoch": 0}
+    train(config, root / "data", root / "net2", progress=False, resume=True)
+    resumed, _ = load_network(root / "net2" / "risp.pt")
+    for (name, a), b in zip(net.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    history = __import__("json").loads((root / "net" / "history.json").read_text())
+    assert len(history) == 3 and history[-1]["gamma"] == pytest.approx(config.risp.train.gamma)
+
+
+def test_risp_loss_in_a_sysid_instance(trained, tmp_path):
+    config, root, _ = trained
+    run = load_experiment("risp-cube", SMALL + ["loss.type=risp", f"risp.checkpoint={root / 'net' / 'risp.pt'}",
+                                                "loss.every=3", "scene.sim.frames=31"])
+    instance = Instance(run, 3, tmp_path)
+    loss_true, _ = instance.loss(instance.truth)
+    assert float(loss_true) < 1e-10  # the target is wsim's rendering of the truth: identical states
+    values = {"ke": (instance.truth["ke"] * 2.0).requires_grad_(True)}
+    loss, _ = instance.loss(values)
+    (grad,) = torch.autograd.grad(loss, values["ke"])
+    assert loss.item() > 0 and torch.isfinite(grad).all() and grad.abs().sum().item() > 0
+    bad = load_experiment("risp-cube", SMALL + ["loss.type=risp", f"risp.checkpoint={root / 'missing.pt'}"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        Instance(bad, 3, tmp_path / "bad").loss(instance.truth)
+    with pytest.raises(ConfigError, match="risp.checkpoint"):
+        load_experiment("risp-cube", SMALL + ["loss.type=risp"])
+    shutil.rmtree(tmp_path / "bad", ignore_errors=True)
+
+
+def test_risp_command_line(tmp_path, capsys):
+    from wsim.cli import main
+
+    sets = [x for item in SMALL + ["risp.train.epochs=1"] for x in ("--set", item)]
+    assert main(["risp", "data", "risp-cube", *sets, "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    assert main(["risp", "train", "risp-cube", *sets, "--data", str(tmp_path / "d"), "--out", str(tmp_path / "n"),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "8 images of 16x16 px in 2 shards" in out and "held-out state error" in out
+    assert (tmp_path / "n" / "training.png").exists()
+    assert main(["risp", "data", "risp-cube", *sets, "--count", "0", "--out", str(tmp_path / "d")]) == 2
+    assert main(["risp", "train", "rigid-mass", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "x")]) == 2
