@@ -68,21 +68,28 @@ def cube(tmp_path_factory):
     return config, Instance(config, 7, tmp_path_factory.mktemp("cube"))
 
 
-def test_image_jacobian_matches_reverse_mode(cube):
+@pytest.mark.parametrize("with_ground", [False, True])
+def test_image_jacobian_matches_reverse_mode(cube, with_ground):
     config, instance = cube
     rng = np.random.default_rng(3)
     psi = torch.as_tensor(domain.sample(config.risp.domain, 1, rng)[0])
     step = domain.steps(config.risp.domain, 1e-3)
-    vertices = instance.target_vertices[2]
-    image, jac = domain.image_and_jacobian(instance.renderer, vertices, instance.faces, instance.colors, psi, step)
+    vertices, faces, colors, ground = instance.target_vertices[2], instance.faces, instance.colors, 0
+    if with_ground:
+        plane, plane_faces = risp_data.ground_plane(instance)
+        faces = torch.cat([faces, plane_faces + vertices.shape[0]])
+        vertices, colors, ground = torch.cat([vertices, plane]), torch.cat([colors, torch.ones_like(plane)]), len(plane)
+    image, jac = domain.image_and_jacobian(instance.renderer, vertices, faces, colors, psi, step, ground=ground)
+    ground_columns = jac[domain.slices()["ground"]].abs().amax()
+    assert (ground_columns > 0.1) if with_ground else (ground_columns == 0)
     for k in range(3):
         leaf = psi.clone().requires_grad_(True)
-        rgba = instance.renderer(vertices[None], instance.faces, **domain.render_kwargs(leaf[None], instance.colors))
+        rgba = instance.renderer(vertices[None], faces, **domain.render_kwargs(leaf[None], colors, ground))
         assert torch.allclose(rgba[0, ..., :3], image, atol=1e-6)
         u = torch.as_tensor(rng.normal(size=image.shape), dtype=torch.float32)
         (grad,) = torch.autograd.grad((rgba[0, ..., :3] * u).sum(), leaf)
         forward = torch.einsum("phwc,hwc->p", jac, u)
-        scale = float(grad.abs().max())
+        scale = grad.abs().max().item()
         assert scale > 0
         assert torch.allclose(forward, grad, atol=2e-3 * scale), (forward, grad)
 

@@ -25,7 +25,10 @@ class DomainConfig(ConfigModel):
     """Rendering parameters psi (:mod:`wsim.risp.domain`): each field uniform in ``[low, high]`` (per
     component). ``light``: elevation and azimuth of the direction towards the light, radians.
     ``camera_jitter``: the camera's eye moves by up to this fraction of its distance to the target along
-    each axis (drawn with psi, not regularised)."""
+    each axis (drawn with psi, not regularised). In a scene with a ground (``scene.ground``) a
+    fraction ``ground_fraction`` of the images show the ground as a plane of psi's ``ground`` colour
+    (reaching about 20 camera distances, near the horizon); the others show the background behind the
+    object alone, as wsim's system identification renders it."""
 
     light: Range = _range(0.35, 1.4)
     light_intensity: Range = _range(0.4, 1.0)
@@ -35,12 +38,14 @@ class DomainConfig(ConfigModel):
     specular: Range = _range(0.0, 0.4)
     shininess: Range = _range(4.0, 48.0)
     background: Range = _range(0.0, 1.0)
+    ground: Range = _range(0.1, 0.9)
+    ground_fraction: float = Field(0.5, ge=0.0, le=1.0)
     camera_jitter: NonNegative = 0.0
 
     @model_validator(mode="after")
     def _ordered(self):
         for name in ("light", "light_intensity", "light_color", "ambient", "albedo", "specular", "shininess",
-                     "background"):
+                     "background", "ground"):
             low, high = getattr(self, name)
             if not low <= high:
                 raise ValueError(f"risp.domain.{name}: low {low} is above high {high}")

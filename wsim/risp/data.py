@@ -80,12 +80,36 @@ class Rollouts:
         return self.current
 
 
+def ground_plane(instance) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ground of the instance's scene as a square reaching about 20 camera distances around the
+    camera's target: ``(vertices [V, 3], faces [T, 3])``."""
+    from ..render.meshes import grid_plane
+
+    keys = instance.camera_keys
+    eye, target = np.asarray(keys["eye"]), np.asarray(keys["target"])
+    size = 40.0 * float(np.linalg.norm(eye - target))
+    vertices, faces, _ = grid_plane(size, divisions=16, height=instance.config.scene.ground.height,
+                                    center=(float(target[0]), float(target[2])), device=instance.torch_device)
+    return vertices, faces
+
+
 def render_sample(instance, vertices: torch.Tensor, psi: np.ndarray, config, rng) -> tuple:
-    """Image ``[H, W, 3]`` and Jacobian ``[|psi|, H, W, 3]`` of one state under ``psi``."""
-    camera = jittered_camera(instance, config.risp.domain.camera_jitter, rng)
-    step = domain.steps(config.risp.domain, config.risp.data.jacobian_step)
-    return domain.image_and_jacobian(instance.renderer, vertices, instance.faces, instance.colors,
-                                     torch.as_tensor(psi, device=instance.torch_device), step, camera=camera)
+    """Image ``[H, W, 3]`` and Jacobian ``[|psi|, H, W, 3]`` of one state under ``psi`` (with the ground
+    plane in ``domain.ground_fraction`` of the draws of a scene with a ground)."""
+    d = config.risp.domain
+    camera = jittered_camera(instance, d.camera_jitter, rng)
+    with_ground = config.scene.ground.enabled and rng.uniform() < d.ground_fraction
+    faces, colors, ground = instance.faces, instance.colors, 0
+    if with_ground:
+        plane, plane_faces = ground_plane(instance)
+        faces = torch.cat([faces, plane_faces + vertices.shape[0]])
+        vertices = torch.cat([vertices, plane])
+        colors = torch.cat([colors, torch.ones_like(plane)])
+        ground = plane.shape[0]
+    step = domain.steps(d, config.risp.data.jacobian_step)
+    return domain.image_and_jacobian(instance.renderer, vertices, faces, colors,
+                                     torch.as_tensor(psi, device=instance.torch_device), step, camera=camera,
+                                     ground=ground)
 
 
 def _save_npz(path: Path, **arrays) -> None:

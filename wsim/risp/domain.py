@@ -15,6 +15,8 @@ albedo         3     RGB factor on the scene's per-vertex colours
 specular       1     specular coefficient (grey)
 shininess      1     Phong exponent
 background     3     RGB background colour
+ground         3     RGB albedo of the ground plane (scenes with a ground; the plane is drawn in a
+                     stated fraction of the images, :class:`~wsim.risp.config.DomainConfig`)
 ============== ===== ======================================================================
 
 so that ``colour = albedo * base * (ambient + intensity * light_color * max(n.L, 0)) + specular *
@@ -41,7 +43,7 @@ from ..sysid.appearance import light_direction
 
 #: field -> width, in the order of the psi vector
 FIELDS = {"light": 2, "light_intensity": 1, "light_color": 3, "ambient": 1, "albedo": 3, "specular": 1,
-          "shininess": 1, "background": 3}
+          "shininess": 1, "background": 3, "ground": 3}
 SIZE = sum(FIELDS.values())
 
 
@@ -70,16 +72,21 @@ def sample(domain, count: int, rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(low, high, size=(count, SIZE)).astype(np.float32)
 
 
-def render_kwargs(psi: torch.Tensor, colors: torch.Tensor) -> dict:
+def render_kwargs(psi: torch.Tensor, colors: torch.Tensor, ground: int = 0) -> dict:
     """Keyword arguments of :class:`~wsim.render.SoftRenderer` for ``psi`` ``[B, SIZE]`` (one row per
-    rendered frame; differentiable) and the scene's per-vertex ``colors`` ``[V, 3]``."""
+    rendered frame; differentiable) and the per-vertex ``colors`` ``[V, 3]`` of the scene, whose last
+    ``ground`` vertices are the ground plane's (they take psi's ground colour)."""
     s = slices()
     light = DirectionalLight(direction=light_direction(psi[:, s["light"]]), color=psi[:, s["light_color"]],
                              intensity=psi[:, s["light_intensity"]][:, 0])
     grey = torch.ones(1, 3, dtype=psi.dtype, device=psi.device)
     material = Material(ambient=psi[:, s["ambient"]] * grey, diffuse=(1.0, 1.0, 1.0),
                         specular=psi[:, s["specular"]] * grey, shininess=psi[:, s["shininess"]][:, 0])
-    return {"colors": colors.unsqueeze(0) * psi[:, s["albedo"]].unsqueeze(1), "lights": [light],
+    shaded = colors.unsqueeze(0) * psi[:, s["albedo"]].unsqueeze(1)
+    if ground:
+        plane = psi[:, s["ground"]].unsqueeze(1).expand(-1, ground, -1)
+        shaded = torch.cat([shaded[:, :colors.shape[0] - ground], plane], 1)
+    return {"colors": shaded, "lights": [light],
             "material": material, "background": psi[:, s["background"]]}
 
 
@@ -90,16 +97,16 @@ def steps(domain, relative: float = 1e-3) -> torch.Tensor:
 
 
 def image_and_jacobian(renderer, vertices: torch.Tensor, faces: torch.Tensor, colors: torch.Tensor,
-                       psi: torch.Tensor, step: torch.Tensor, camera=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The RGB image ``[H, W, 3]`` of one state (``vertices`` ``[V, 3]``) rendered under ``psi`` ``[SIZE]``
-    and its Jacobian ``dI/dpsi`` ``[SIZE, H, W, 3]`` by central differences with per-component ``step``
-    ``[SIZE]``: ``2 SIZE + 1`` frames in one render call."""
+                       psi: torch.Tensor, step: torch.Tensor, camera=None, ground: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The RGB image ``[H, W, 3]`` of one state (``vertices`` ``[V, 3]``, the last ``ground`` of them a
+    ground plane's) rendered under ``psi`` ``[SIZE]`` and its Jacobian ``dI/dpsi`` ``[SIZE, H, W, 3]`` by
+    central differences with per-component ``step`` ``[SIZE]``: ``2 SIZE + 1`` frames in one render call."""
     n = psi.shape[0]
     h = step.to(psi.device)
     offsets = torch.diag(h)
     batch = torch.cat([psi.unsqueeze(0), psi + offsets, psi - offsets])  # [2n + 1, n]
     with torch.no_grad():
         rgba = renderer(vertices.unsqueeze(0).expand(2 * n + 1, -1, -1), faces, camera=camera,
-                        **render_kwargs(batch, colors))
+                        **render_kwargs(batch, colors, ground))
     rgb = rgba[..., :3]
     return rgb[0], (rgb[1:n + 1] - rgb[n + 1:]) / (2.0 * h).reshape(n, 1, 1, 1)
