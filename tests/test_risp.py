@@ -143,7 +143,7 @@ def test_data_are_deterministic_resumable_and_tied_to_their_config(tmp_path):
     risp_data.generate(config, folder, progress=False)
     assert (folder / "shard_0001.npz").read_bytes() == first
     # the states of image i are frame i mod F of instance seed data.seed + i div F
-    instance = Instance(config, config.risp.data.seed + 1, tmp_path / "check")
+    instance = Instance(risp_data.state_distribution(config), config.risp.data.seed + 1, tmp_path / "check")
     states = StateMap("rigid_pose", instance.scene)(instance.target_vertices).numpy()
     assert np.allclose(arrays["states"][4:8], states, atol=1e-6)
     other = load_experiment("risp-cube", SMALL + ["risp.domain.ambient=[0.2, 0.3]"])

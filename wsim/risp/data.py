@@ -3,7 +3,7 @@ instances, each frame rendered by wsim under its own rendering parameters psi, w
 dI/dpsi the regulariser needs (Theorem 1: precomputed, no second derivatives of the renderer).
 
 Image ``i`` is frame ``i mod F`` of the rollout of instance seed ``data.seed + i div F`` (``F`` frames
-per rollout); its psi and camera jitter are drawn from ``rng([data.seed, i])``. A folder holds
+per rollout; every parameter drawn from its range, :func:`state_distribution`); its psi and camera jitter are drawn from ``rng([data.seed, i])``. A folder holds
 ``manifest.json`` (the config fingerprint, sizes, state names, camera) and ``shard_NNNN.npz`` files of
 ``shard_size`` images: ``images`` ``[n, H, W, 3]`` and ``jacobians`` ``[n, |psi|, H, W, 3]`` float16,
 ``states`` ``[n, S]`` and ``psi`` ``[n, |psi|]`` float32, ``index`` ``[n]``. Shards are written atomically
@@ -62,12 +62,24 @@ def jittered_camera(instance, jitter: float, rng: np.random.Generator):
                           far=keys["far"], device=instance.torch_device)
 
 
+def state_distribution(config):
+    """The experiment config whose instances the training states come from: every parameter drawn
+    from its ``[low, high]`` by the seed (a given ``params.N.true`` is the truth of one video, not the
+    distribution a network must cover)."""
+    config = config.model_copy(deep=True)
+    for p in config.params:
+        p.true = None
+    return config
+
+
 class Rollouts:
-    """The instances behind the images, built on demand (one at a time) with their states."""
+    """The instances behind the images (of :func:`state_distribution`), built on demand (one at a
+    time) with their states."""
 
     def __init__(self, config, work: Path, device=None, base=None):
         from ..sysid.instance import Instance
 
+        config = state_distribution(config)
         self.Instance, self.config, self.work, self.device, self.base = Instance, config, work, device, base
         self.seed, self.current = None, None
 
