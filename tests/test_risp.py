@@ -208,3 +208,25 @@ def test_risp_command_line(tmp_path, capsys):
     assert (tmp_path / "n" / "training.png").exists()
     assert main(["risp", "data", "risp-cube", *sets, "--count", "0", "--out", str(tmp_path / "d")]) == 2
     assert main(["risp", "train", "rigid-mass", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_heights_state_of_a_rod_fixed_at_both_ends(tmp_path):
+    config = load_experiment("risp-rod", ["render.resolution=16", "scene.sim.frames=6"])
+    instance = Instance(config, 0, tmp_path)
+    vertices = instance.target_vertices
+    rest = vertices[0]
+    ends = (rest[:, 0] <= -0.499) | (rest[:, 0] >= 0.499)
+    assert int(ends.sum()) == 8  # the two end faces of a one-cell-thick bar
+    assert torch.equal(vertices[:, ends], rest[ends].expand(len(vertices), -1, -1))  # pinned
+    assert float((vertices[-1, ~ends, 1] - rest[~ends, 1]).abs().max()) > 1e-3  # the rest moves
+    states = StateMap("heights", instance.scene, points=10)
+    assert states.dim == 10
+    x = rest[states.index, 0]
+    assert torch.allclose(x, torch.linspace(-0.5, 0.5, 10), atol=0.051)  # vertices every 0.1 m along x
+    assert torch.equal(states(vertices), vertices[:, states.index, 1])
+    with pytest.raises(ConfigError, match="rigid"):
+        StateMap("rigid_pose", instance.scene)
+    with pytest.raises(ConfigError, match="particles"):
+        StateMap("heights", Instance(load_experiment("risp-cube", SMALL), 0, tmp_path / "c").scene)
+    with pytest.raises(ConfigError, match="ends"):
+        load_experiment("risp-rod", ["scene.soft_bodies.0.pin.above=-0.6"])

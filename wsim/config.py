@@ -134,17 +134,21 @@ class ChainConfig(ConfigModel):
 
 class ParticleSelection(ConfigModel):
     """Particles of a soft body or cloth: explicit mesh vertex ``indices``, and/or every vertex whose
-    (placed, world) coordinate along ``axis`` (x, y or z) is ``below`` / ``above`` a value (m)."""
+    (placed, world) coordinate along ``axis`` (x, y or z) is ``below`` / ``above`` a value (m): both
+    (a slab), or with ``ends: true`` either one (both ends of a bar: ``below`` < ``above``)."""
 
     indices: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
     axis: Optional[Literal["x", "y", "z"]] = None
     below: Optional[float] = None
     above: Optional[float] = None
+    ends: bool = False
 
     @model_validator(mode="after")
     def _axis_for_bounds(self):
         if (self.below is not None or self.above is not None) and self.axis is None:
             raise ValueError("below/above need an axis (x, y or z)")
+        if self.ends and (self.below is None or self.above is None or not self.below < self.above):
+            raise ValueError("ends: true needs below < above (the two ends of a bar along axis)")
         return self
 
 

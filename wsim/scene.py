@@ -115,11 +115,14 @@ def _selected(selection, vertices: np.ndarray, where: str) -> np.ndarray:
         if selection.axis not in axes:
             raise ConfigError(f"{where}.axis must be x, y or z when below/above is given, got {selection.axis!r}")
         coordinate = vertices[:, axes[selection.axis]]
-        selected = np.ones(len(vertices), dtype=bool)
-        if selection.below is not None:
-            selected &= coordinate <= selection.below
-        if selection.above is not None:
-            selected &= coordinate >= selection.above
+        if selection.ends:
+            selected = (coordinate <= selection.below) | (coordinate >= selection.above)
+        else:
+            selected = np.ones(len(vertices), dtype=bool)
+            if selection.below is not None:
+                selected &= coordinate <= selection.below
+            if selection.above is not None:
+                selected &= coordinate >= selection.above
         mask |= selected
     return np.flatnonzero(mask)
 
