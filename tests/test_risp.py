@@ -230,3 +230,25 @@ def test_heights_state_of_a_rod_fixed_at_both_ends(tmp_path):
         StateMap("heights", Instance(load_experiment("risp-cube", SMALL), 0, tmp_path / "c").scene)
     with pytest.raises(ConfigError, match="ends"):
         load_experiment("risp-rod", ["scene.soft_bodies.0.pin.above=-0.6"])
+
+
+def test_perceptual_loss_with_a_user_given_feature_network(tmp_path):
+    torch.manual_seed(0)
+    features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.Tanh(), torch.nn.Conv2d(4, 4, 3))
+    path = tmp_path / "features.pt"
+    torch.export.save(torch.export.export(features.eval(), (torch.rand(1, 3, 16, 16),)), str(path))
+    config = load_experiment("risp-cube", SMALL + ["loss.type=perceptual", f"loss.features={path}",
+                                                   "scene.sim.frames=31", "loss.every=3"])
+    instance = Instance(config, 3, tmp_path / "run")
+    loss_true, _ = instance.loss(instance.truth)
+    assert loss_true.item() < 1e-12
+    values = {"ke": (instance.truth["ke"] * 2.0).requires_grad_(True)}
+    loss, _ = instance.loss(values)
+    (grad,) = torch.autograd.grad(loss, values["ke"])
+    assert loss.item() > 0 and grad.abs().sum().item() > 0
+    with pytest.raises(ConfigError, match="loss.features"):
+        load_experiment("risp-cube", SMALL + ["loss.type=perceptual"])
+    (tmp_path / "junk.pt").write_bytes(b"not a module")
+    junk = load_experiment("risp-cube", SMALL + ["loss.type=perceptual", f"loss.features={tmp_path / 'junk.pt'}"])
+    with pytest.raises(ConfigError, match="torch.export"):
+        Instance(junk, 3, tmp_path / "junk").loss(instance.truth)

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..risp.config import RispConfig
 
 METHODS = ("gradsim", "diffphysics", "average", "random")
-LOSSES = ("pixel", "first_last", "mask", "vertices", "risp")
+LOSSES = ("pixel", "first_last", "mask", "vertices", "risp", "perceptual")
 SPACES = ("log", "sigmoid", "linear")
 PER = ("one", "all")
 OPTIMIZERS = ("adam", "lbfgs", "sgd", "lm")
@@ -147,12 +147,18 @@ class LossConfig(ConfigModel):
     frames (white object on black) of the target's size and frame count. ``risp``: the mean squared
     difference of the states a trained RISP network (``risp.checkpoint``) reads off the rendered and the
     target frames (every ``every``-th), so that the look of the video need not match wsim's.
+    ``perceptual``: the mean squared difference of image features (Johnson et al. 2016) of the rendered
+    and target frames, from ``features``: a file of ``torch.export.save`` (a program exported for one
+    image ``[1, 3, H, W]`` in [0, 1], at the run's resolution) or a TorchScript module, mapping images to
+    a feature tensor; a perceptual loss needs pretrained weights, which wsim never downloads, so the
+    user gives them (e.g. a VGG's first blocks, exported).
     ``horizon_start`` > 0 starts with the frames up to that index only and lengthens the horizon linearly
     to the whole video over ``horizon_iterations`` steps (a curriculum: while rendered and target objects
     still overlap the image gradient points the right way, so a far initial guess is not lost)."""
 
     type: Literal[LOSSES] = "pixel"
     mask_video: Optional[str] = None
+    features: Optional[str] = None
     every: int = Field(1, ge=1)
     horizon_start: int = Field(0, ge=0)
     horizon_iterations: int = Field(0, ge=0)
@@ -348,6 +354,9 @@ class ExperimentConfig(ConfigModel):
         for i, name in enumerate(names):
             if name in APPEARANCE:
                 raise ValueError(f"params.{i}: '{name}' is an appearance value; list it in appearance.estimate")
+        if (self.loss.type == "perceptual") != (self.loss.features is not None):
+            raise ValueError("loss.type: perceptual needs loss.features (a TorchScript feature network the user "
+                             "gives; nothing is downloaded), and loss.features is only for it")
         if self.loss.type == "risp" and self.risp.checkpoint is None:
             raise ValueError("loss.type: risp needs risp.checkpoint: the risp.pt of `wsim risp train`")
         if self.loss.type == "risp" and self.render.camera.mode != "look_at":

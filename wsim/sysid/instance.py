@@ -48,6 +48,7 @@ class Instance:
         self.appearance = Appearance(config, self.colors)
         self.mask_record = None
         self._risp = None  # (network, target states) of loss.type risp, loaded on first use
+        self._features = None  # (network, target features) of loss.type perceptual
         self.size = image_size(config)
         self.frames = self.sim.frames
         self.loss_frames = loss_frames(config, self.frames)
@@ -242,6 +243,9 @@ class Instance:
         if kind == "risp":
             net, target_states = self.risp_states()
             return ((net(rgba[..., :3]) - target_states[index]) / net.state_scale).reshape(-1), vertices
+        if kind == "perceptual":
+            net, target_features = self.perceptual_features()
+            return (net(rgba[..., :3].permute(0, 3, 1, 2)) - target_features[index]).reshape(-1), vertices
         return (rgba[..., :3] - self.target_images[index]).reshape(-1), vertices
 
     def risp_states(self) -> tuple:
@@ -265,6 +269,35 @@ class Instance:
                 target = net(self.target_images)
             self._risp = (net, target)
         return self._risp
+
+    def perceptual_features(self) -> tuple:
+        """The user's feature network of ``loss.features`` (applied one frame at a time) and its
+        features of the target frames."""
+        if self._features is None:
+            from .target import resolve_target_path
+
+            path = resolve_target_path(self.config.loss.features, self.base)
+            if not path.exists():
+                raise ConfigError(f"loss.features '{self.config.loss.features}' does not exist")
+            try:
+                module = torch.export.load(str(path)).module()
+            except Exception:  # not an exported program: TorchScript, or neither
+                try:
+                    module = torch.jit.load(str(path), map_location=self.torch_device)
+                except RuntimeError as error:
+                    raise ConfigError(f"loss.features '{path}' is neither a torch.export program (torch.export.save) "
+                                      f"nor a TorchScript module: {str(error).splitlines()[0]}") from None
+            module = module.to(self.torch_device)
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+            def net(images: torch.Tensor) -> torch.Tensor:  # [B, 3, H, W] -> [B, ...], one frame per call
+                return torch.stack([module(image[None])[0] for image in images])
+
+            with torch.no_grad():
+                target = net(self.target_images.permute(0, 3, 1, 2))
+            self._features = (net, target)
+        return self._features
 
     def loss(self, values: dict, iteration: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The configured loss of ``values`` and the rollout's vertices (over the horizon of ``iteration``)."""
