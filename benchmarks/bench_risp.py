@@ -57,16 +57,23 @@ PAPER_TABLE2 = {"risp-cube": ("absolute error of log10 ke",
 TEST_SEED0 = 900000
 
 
-def mitsuba_base(config):
-    """wsim's matched appearance, with the scene's ground plane when it has one."""
+def mitsuba_appearance(config, kind: str, rng):
+    """A Mitsuba appearance of ``kind`` (:func:`wsim.render.appearance.sample_appearance`) around wsim's
+    matched one: the scene's ground plane when it has one; without one, the ``random`` kind's
+    checkerboard ground lies 0.6 m below the camera's target (not under the lowest vertex of the
+    frame, which would move with the object)."""
     from dataclasses import replace
 
-    from wsim.render.appearance import Appearance, Ground
+    from wsim.render.appearance import Appearance, Ground, sample_appearance
 
     base = Appearance.matched(config.render)
     if config.scene.ground.enabled:
         base = replace(base, ground=Ground(height=config.scene.ground.height))
-    return base
+    appearance = sample_appearance(rng, kind, base)
+    if appearance.ground is not None and appearance.ground.height is None:
+        below = float(config.render.camera.target[1]) - 0.6
+        appearance = replace(appearance, ground=replace(appearance.ground, height=below))
+    return appearance
 
 
 def train_networks(config_name, overrides, work: Path, count: int) -> dict:
@@ -89,7 +96,6 @@ def train_networks(config_name, overrides, work: Path, count: int) -> dict:
 def test_sets(config_name, overrides, work: Path, count: int, kinds: list[str], spp: int) -> dict:
     """Held-out states and their images: ``wsim`` (psi from the training domain) and ``mitsuba-<kind>``."""
     from wsim.render import render_mitsuba
-    from wsim.render.appearance import sample_appearance
     from wsim.risp.data import generate, load
     from wsim.risp.state import StateMap
     from wsim.sysid.instance import Instance
@@ -99,7 +105,6 @@ def test_sets(config_name, overrides, work: Path, count: int, kinds: list[str], 
     _, arrays = load(work / "test-wsim")
     sets = {"wsim (unseen psi)": (arrays["images"].astype(np.float32), arrays["states"])}
     frames = int(config.scene.sim.frames)
-    base = mitsuba_base(config)
     for kind in kinds:
         path = work / f"test-mitsuba-{kind}.npz"
         if not path.exists():
@@ -109,7 +114,7 @@ def test_sets(config_name, overrides, work: Path, count: int, kinds: list[str], 
                     seed = TEST_SEED0 + i // frames
                     instance = Instance(config, seed, work / "test-instances")
                     state = StateMap(config.risp.state, instance.scene, config.risp.points)(instance.target_vertices)
-                appearance = sample_appearance(np.random.default_rng([seed, i, 11]), kind, base)
+                appearance = mitsuba_appearance(config, kind, np.random.default_rng([seed, i, 11]))
                 rgb = render_mitsuba(instance.target_vertices[i % frames].numpy(), instance.faces.numpy(),
                                      instance.colors.numpy(), instance.camera, instance.size, appearance, spp=spp,
                                      seed=i)[0]
@@ -147,7 +152,6 @@ def sysid(config_name, overrides, nets: dict, work: Path, seeds: list[int], kind
     import imageio.v2 as imageio
 
     from wsim.render import render_mitsuba
-    from wsim.render.appearance import sample_appearance
     from wsim.sysid.instance import Instance
 
     base_overrides = ["uncertainty.enabled=false", "render.video_scale=1"] + overrides
@@ -165,7 +169,7 @@ def sysid(config_name, overrides, nets: dict, work: Path, seeds: list[int], kind
         folder = work / "sysid" / f"seed{seed}"
         frames_dir = folder / "target"
         instance = Instance(config, seed, folder / "truth")
-        appearance = sample_appearance(np.random.default_rng([seed, 13]), kind, mitsuba_base(config))
+        appearance = mitsuba_appearance(config, kind, np.random.default_rng([seed, 13]))
         if not (frames_dir / "done").exists():
             rgb = render_mitsuba(instance.target_vertices.numpy(), instance.faces.numpy(), instance.colors.numpy(),
                                  instance.camera, instance.size, appearance, spp=spp, seed=seed)
