@@ -142,6 +142,7 @@ def train(config, data_folder, out, device=None, progress: bool = True, resume: 
     for _ in range(first_epoch):
         rng.permutation(len(train_idx))  # the same batches as an uninterrupted run
     start = time.time()
+    held = None
     warm_steps = tc.warmup * total_steps
     for epoch in range(first_epoch, tc.epochs):
         net.train()
@@ -173,7 +174,8 @@ def train(config, data_folder, out, device=None, progress: bool = True, resume: 
                   f"ETA {eta:.0f} s", flush=True)
         if stop_after is not None and epoch + 1 - first_epoch >= stop_after and epoch + 1 < tc.epochs:
             return {"status": "interrupted", "epoch": epoch}
-    held = risp_data_errors(net, arrays, held_idx, device)
+    if held is None:  # resumed after the last epoch
+        held = risp_data_errors(net, arrays, held_idx, device)
     train_err = risp_data_errors(net, arrays, train_idx[:len(held_idx) or None], device)
     summary = {"status": "done", "experiment": config.name, "images": count, "train_images": int(len(train_idx)),
                "holdout_images": int(holdout), "epochs": tc.epochs, "gamma": tc.gamma, "width": config.risp.width,
