@@ -77,16 +77,20 @@ def test_foreground_mask_by_background_subtraction_follows_the_outline(tmp_path)
     assert np.allclose(record["background"], [0.8, 0.85, 0.95], atol=2.0 / 255.0)
 
 
-def _antialiased_discs(size=48, supersample=8, rim=0.0, rim_shade=1.0, background=(0.3, 0.6, 0.8)):
+def _antialiased_discs(size=48, supersample=8, rim=0.0, rim_shade=1.0, background=(0.3, 0.6, 0.8), halves=None):
     """Two frames of a shaded disc over a coloured background, box filtered from ``supersample``^2
     samples per pixel (what a camera or a path tracer gives), and their exact coverage; the samples
-    within ``rim`` pixels of the outline are shaded ``rim_shade`` times darker (a grazing rim)."""
+    within ``rim`` pixels of the outline are shaded ``rim_shade`` times darker (a grazing rim);
+    ``halves``: two constant shadings of the left and right halves instead of the ramp."""
     n = size * supersample
     y, x = (np.mgrid[0:n, 0:n] + 0.5) / supersample
     frames, coverages = [], []
     for cx, cy, r in ((20.3, 23.7, 11.4), (25.85, 22.1, 9.6)):
         inside = ((x - cx) ** 2 + (y - cy) ** 2 < r * r).astype(np.float64)
-        shade = np.clip(0.35 + 0.6 * (cx + r - x) / (2 * r), 0.0, 1.0)[..., None] * np.array([0.9, 0.4, 0.2])
+        shade = np.clip(0.35 + 0.6 * (cx + r - x) / (2 * r), 0.0, 1.0)
+        if halves is not None:
+            shade = np.where(x < cx, halves[0], halves[1])
+        shade = shade[..., None] * np.array([0.9, 0.4, 0.2])
         shade = np.where((np.hypot(x - cx, y - cy) > r - rim)[..., None], rim_shade * shade, shade)
         image = inside[..., None] * shade + (1 - inside[..., None]) * np.asarray(background)
         pool = lambda a: a.reshape(size, supersample, size, supersample, -1).mean((1, 3))  # noqa: E731
@@ -122,6 +126,19 @@ def test_soft_matte_is_not_fooled_by_a_darker_rim():
     held = foreground_mask(frames, rim_prior=1e6)[0].numpy().sum((1, 2)) / area - 1
     assert np.all(np.abs(free) < 2e-3), free
     assert np.all(held > 1e-2), held
+
+
+def test_matte_keeps_an_object_whose_colour_nears_the_background():
+    """Half of the disc is lit to within 0.09 of a brick-red background, the other half is dark: Otsu's
+    cut of the differences falls between the two halves (measured 0.16) and loses the bright half
+    (-46 % / -42 % area with the cut held at Otsu's); the contrast floor keeps it (+0.1 % / +0.1 %)."""
+    frames, coverage = _antialiased_discs(background=(0.6, 0.3, 0.22), halves=(0.35, 0.7))
+    area = coverage.sum((1, 2))
+    matte, record = foreground_mask(frames)
+    assert record["otsu_threshold"] > 0.1 and record["threshold"] == pytest.approx(0.05)
+    assert np.all(np.abs(matte.numpy().sum((1, 2)) / area - 1) < 5e-3)
+    otsu_only = foreground_mask(frames, contrast=1.0)[0].numpy().sum((1, 2)) / area - 1
+    assert np.all(otsu_only < -0.2), otsu_only
 
 
 def test_appearance_config_errors():
