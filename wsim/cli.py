@@ -221,7 +221,7 @@ def _print_result(result: dict) -> None:
             text += f", abs err {err['abs']:.3g}, rel err {err['rel']:.3g}"
         print(text)
     mass = result.get("errors", {}).get("mass")
-    if mass:
+    if mass and "estimate" in mass:  # the mass derived from an estimated density (a mass parameter has its line)
         print(f"  mass: estimate {mass['estimate'] if not isinstance(mass['estimate'], list) else mass['estimate']} kg,"
               f" true {mass['true']} kg, abs err {mass['abs']:.3g} kg, rel err {mass['rel']:.3g}")
     weakest = uncertainty.get("weakest_direction")

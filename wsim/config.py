@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .config_io import (ConfigModel, apply_overrides, check_kind, config_kind, from_dict, load_raw,
                         resolve_config_path, shipped_configs, to_dict)
@@ -94,9 +94,32 @@ class PushConfig(ConfigModel):
     duration: NonNegative = 0.0
 
 
+class RotorConfig(ConfigModel):
+    """A rotor fixed to its body (:mod:`wsim.models.rotors`). At ``position`` (m, body frame, relative to the
+    centre of mass) it pushes along ``axis`` (body frame, normalised; default up) with ``thrust`` (N): one
+    number for the whole rollout, or a list of one value per frame interval (``sim.frames - 1`` values),
+    clamped to [0, ``max_thrust``] (N; the default is the magnitude RISP clamps its quadrotor's actions
+    to) where it acts. Its propeller adds the reaction torque ``spin * torque_ratio * thrust`` (N m,
+    ``torque_ratio`` in m) about the axis: ``spin`` +1 along it, -1 against it."""
+
+    position: Vec3 = list_default(0.0, 0.0, 0.0)
+    axis: Vec3 = list_default(0.0, 1.0, 0.0)
+    spin: Literal[1, -1] = 1
+    torque_ratio: NonNegative = 0.016
+    max_thrust: Positive = 500.0
+    thrust: Union[float, Annotated[list[float], Field(min_length=1)]] = 0.0
+
+    @field_validator("axis")
+    @classmethod
+    def _direction(cls, axis):
+        if sum(c * c for c in axis) < 1e-24:
+            raise ValueError(f"the rotor axis must be a non-zero vector (body frame), got {axis}")
+        return axis
+
+
 class BodyConfig(ConfigModel):
     """A rigid body. Give ``density`` (kg/m^3) or ``mass`` (kg, then used instead of the density);
-    ``rotation`` is a quaternion (x, y, z, w)."""
+    ``rotation`` is a quaternion (x, y, z, w); ``rotors``: thrusters fixed to it (:class:`RotorConfig`)."""
 
     name: Optional[str] = None
     shape: ShapeConfig = Field(default_factory=ShapeConfig)
@@ -108,6 +131,7 @@ class BodyConfig(ConfigModel):
     angular_velocity: Vec3 = list_default(0.0, 0.0, 0.0)
     contact: ContactOverride = Field(default_factory=ContactOverride)
     push: PushConfig = Field(default_factory=PushConfig)
+    rotors: list[RotorConfig] = Field(default_factory=list)
     color: Color = list_default(0.8, 0.3, 0.2)
 
     @model_validator(mode="after")
@@ -288,6 +312,16 @@ class SceneConfig(ConfigModel):
     def _not_empty(self):
         if not (self.bodies or self.chains or self.soft_bodies or self.cloths):
             raise ValueError("the scene has no bodies, chains, soft_bodies or cloths: nothing to simulate")
+        return self
+
+    @model_validator(mode="after")
+    def _rotor_schedules(self):
+        intervals = self.sim.frames - 1
+        for i, body in enumerate(self.bodies):
+            for j, rotor in enumerate(body.rotors):
+                if isinstance(rotor.thrust, list) and len(rotor.thrust) != intervals:
+                    raise ValueError(f"bodies.{i}.rotors.{j}.thrust has {len(rotor.thrust)} values; give one number "
+                                     f"or one value per frame interval: sim.frames - 1 = {intervals}")
         return self
 
 

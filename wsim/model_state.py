@@ -31,6 +31,12 @@ class Model:
     External pushes: ``body_push_start_step`` / ``body_push_end_step`` [B] int32 (force applied on the
     physics steps in [start, end)); ``body_push_point`` [B] vec3 body frame; ``particle_push_start_step`` /
     ``particle_push_end_step`` [P] int32 (None when no particle is pushed).
+    Rotors (:mod:`wsim.models.rotors`): ``rotor_count``; ``rotor_body`` [R] int32 the body each pushes;
+    ``rotor_position`` [R] vec3 m, body frame, relative to the centre of mass; ``rotor_axis`` [R] vec3 unit
+    thrust direction, body frame; ``rotor_spin`` [R] float +1 or -1 (sign of the reaction torque along
+    the axis); ``rotor_torque_ratio`` [R] float m (reaction torque per newton of thrust);
+    ``rotor_max_thrust`` [R] float N (the thrust is clamped to [0, max]). Their thrust schedule is the
+    parameter ``control_rotor_thrust`` [frames - 1, R] N.
     Contact: ``material_count``; ``ground`` (bool), ``ground_height`` m, ``contact_margin`` m,
     ``contact_smoothing`` m (see :mod:`wsim.models.contact`).
     Tetrahedra (FEM, :mod:`wsim.models.fem`): ``tet_count``; ``tet_indices`` [T, 4] int32 particle indices
@@ -67,6 +73,13 @@ class Model:
     body_push_point: wp.array | None = None
     particle_push_start_step: wp.array | None = None
     particle_push_end_step: wp.array | None = None
+    rotor_count: int = 0
+    rotor_body: wp.array | None = None
+    rotor_position: wp.array | None = None
+    rotor_axis: wp.array | None = None
+    rotor_spin: wp.array | None = None
+    rotor_torque_ratio: wp.array | None = None
+    rotor_max_thrust: wp.array | None = None
     ground: bool = True
     ground_height: float = 0.0
     contact_margin: float = 0.0
@@ -125,7 +138,8 @@ class Control:
     k and k + 1), as torch tensors; ``None`` leaves an actuator off.
 
     ``particle_force`` [frames-1, P, 3] and ``body_force``/``body_torque`` [frames-1, B, 3] are external
-    forces (N, N m, world frame, torque about the centre of mass); ``tet_activation`` [frames-1, T],
+    forces (N, N m, world frame, torque about the centre of mass); ``rotor_thrust`` [frames-1, R] is the
+    commanded thrust of every rotor (N, along its body-fixed axis, see :mod:`wsim.models.rotors`); ``tet_activation`` [frames-1, T],
     ``tri_activation`` [frames-1, triangles] and ``bending_activation`` [frames-1, edges] are added to the
     elements' static activations (dimensionless). Pass it as ``Simulation.rollout(params, control)``;
     it maps onto the ``control_*`` parameters of the registry, so every field receives gradients.
@@ -134,6 +148,7 @@ class Control:
     particle_force: object = None
     body_force: object = None
     body_torque: object = None
+    rotor_thrust: object = None
     tet_activation: object = None
     tri_activation: object = None
     bending_activation: object = None

@@ -8,7 +8,10 @@ meaning. Physical models declare their parameters next to their kernels as a mod
 :data:`PARAMETER_MODULES` on first use, whatever was imported before (a test checks that every module
 declaring parameters is listed). The simulation bridge uses the registry to size, validate and convert
 tensors. The leading dimension of ``interval_*`` parameters
-is ``frames - 1`` (the physics steps between rendered frame k and k + 1 use row k).
+is ``frames - 1`` (the physics steps between rendered frame k and k + 1 use row k). Most of them have no
+default (an actuator left off); one that has (``control_rotor_thrust``: a rotor's configured thrust) may
+store a single row in ``Model.defaults``, which the Simulation repeats over every interval of its rollout
+(the Model does not know the frame count).
 
 A kind ``K`` is counted by the Model attribute ``K_count`` (``body_count``, ``particle_count``...),
 so a new model that adds ``tet_count`` to the Model can declare per-``"tet"`` parameters.
@@ -82,7 +85,7 @@ PARAMETER_SPECS = declare(
 PARAMETER_MODULES = (
     "wsim.parameters", "wsim.simulation", "wsim.integrators.semi_implicit", "wsim.models.springs",
     "wsim.models.fem", "wsim.models.cloth", "wsim.models.bending", "wsim.models.aerodynamics",
-    "wsim.models.contact", "wsim.models.external",
+    "wsim.models.contact", "wsim.models.external", "wsim.models.rotors",
 )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from .builder import ModelBuilder
 from .config import SceneConfig
 from .device import resolve_device
-from .errors import ConfigError, MeshError
+from .errors import ConfigError, MeshError, ParameterError
 from .geometry import load_mesh, primitive
 from .model_state import Model
 from .simulation import Simulation
@@ -72,6 +72,13 @@ def build_scene(config: SceneConfig, device: str | None = None, base: Path | Non
                          velocity=body.velocity, angular_velocity=body.angular_velocity, material=material,
                          name=body.name or f"body{index}", push_impulse=body.push.impulse,
                          push_point=body.push.point, push_start=body.push.start, push_duration=body.push.duration)
+        for j, rotor in enumerate(body.rotors):
+            try:
+                builder.add_rotor(len(builder.bodies) - 1, position=rotor.position, axis=rotor.axis, spin=rotor.spin,
+                                  torque_ratio=rotor.torque_ratio, max_thrust=rotor.max_thrust, thrust=rotor.thrust,
+                                  name=f"{where}.rotors.{j}")
+            except ParameterError as error:
+                raise ConfigError(str(error)) from None
         colors.append(np.tile(np.asarray(body.color, dtype=np.float32)[:3], (len(mesh.vertices), 1)))
     for chain in config.chains:
         if chain.count < 2:
@@ -159,8 +166,6 @@ def soft_body_mesh(mesh_config, base: Path | None = None, where: str = "mesh"):
 
 
 def _add_soft_body(builder: ModelBuilder, soft, index: int, base, material: int) -> np.ndarray:
-    from .errors import ParameterError
-
     where = f"soft_bodies.{index}"
     mesh = soft_body_mesh(soft.mesh, base, f"{where}.mesh")
     mu, lam = soft.mu, soft.lam
@@ -195,7 +200,6 @@ def _add_soft_body(builder: ModelBuilder, soft, index: int, base, material: int)
 
 
 def _add_cloth(builder: ModelBuilder, cloth, index: int, base, material: int) -> np.ndarray:
-    from .errors import ParameterError
     from .geometry.cloth import grid, load_cloth
     from .geometry.transforms import transform_points
 

@@ -131,9 +131,14 @@ class Simulation:
         self.torch_device = torch_device(self.device)
         self.input_dtypes = {name: spec.dtype for name, spec in PARAMETERS.items() if self._applies(spec)}
         self._defaults = {}
+        self._default_values = {}
         for name, value in model.defaults.items():
             spec = PARAMETERS[name]
-            self._defaults[name] = wp.array(np.asarray(value, dtype=np.float32), dtype=spec.dtype, device=self.device)
+            value = np.asarray(value, dtype=np.float32)
+            if spec.per.startswith("interval_"):
+                value = self._schedule(spec, value)
+            self._default_values[name] = value
+            self._defaults[name] = wp.array(value, dtype=spec.dtype, device=self.device)
         self.last_buffers = None
         self._bad_step = None
         self._push_seconds = None
@@ -144,6 +149,18 @@ class Simulation:
             return int(np.prod(spec.count_shape(self.model, self.frames))) > 0
         except ParameterError:
             return False
+
+    def _schedule(self, spec: ParameterSpec, value: np.ndarray) -> np.ndarray:
+        """A model default of an ``interval_*`` parameter with one row per frame interval of this rollout
+        (a single row is a constant schedule, repeated)."""
+        shape = spec.count_shape(self.model, self.frames) + spec.element_shape()
+        if value.shape[:1] == (1,) and shape[0] != 1:
+            return np.ascontiguousarray(np.broadcast_to(value, shape))
+        if value.shape != shape:
+            raise ParameterError(
+                f"the schedule of '{spec.name}' has {value.shape[0]} row(s); it needs one per frame interval "
+                f"(sim.frames - 1 = {shape[0]}) or a single row for a constant value")
+        return value
 
     def parameter_names(self) -> list[str]:
         """Every parameter name this simulation accepts (registry names and conveniences)."""
@@ -162,9 +179,9 @@ class Simulation:
 
             young, poisson = young_poisson_from_lame(self.default("lame_mu"), self.default("lame_lambda"))
             return young if name == "young_modulus" else poisson
-        if name not in self.model.defaults:
+        if name not in self._default_values:
             raise ParameterError(f"parameter '{name}' has no default in this model")
-        return torch.tensor(np.asarray(self.model.defaults[name], dtype=np.float32), device=self.torch_device)
+        return torch.tensor(self._default_values[name], device=self.torch_device)
 
     def resolve(self, params: dict) -> dict[str, torch.Tensor]:
         """Map user parameters (aliases, conveniences, broadcastable shapes) to full registry tensors."""

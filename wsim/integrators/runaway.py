@@ -9,11 +9,13 @@ so they neither touch the tape nor synchronise inside the step loop. They are bo
 
 * **rigid-body energy** (per body): ``E = m |v|^2 / 2 + L . w / 2 - m g . x``. Ground contact (penalty
   springs that only store energy, dissipative damping and friction) can only lower ``E`` below its
-  initial value plus the work of the known pushes and controls; the check fires when ``E - E0``
-  exceeds ``A``, twice the kinetic energy of the body moving at the fastest speed gravity, its initial
-  velocity and every push could give it (``V = |v0| + (|J| + |F_c| T) / m + sqrt(2 |g_y| H) + |g_xz| T``,
-  ``H`` the drop to the ground, ``|g| T`` without a ground) and spinning with every angular impulse
-  added to its initial angular momentum, plus ``m |g| R`` (R its bounding radius). Physically
+  initial value plus the work of the known pushes and controls (rotors: their largest clamped thrust,
+  summed per body, as a control force, with the lever arm plus the reaction ratio as its torque arm);
+  the check fires when ``E - E0`` exceeds ``A``, twice the kinetic energy of the body moving at the
+  fastest speed gravity, its initial velocity and every push could give it
+  (``V = |v0| + (|J| + |F_c| T) / m + sqrt(2 |g_y| H) + |g_xz| T``, ``H`` the drop to the ground,
+  ``|g| T`` without a ground) and spinning with every angular impulse added to its initial angular
+  momentum, plus ``m |g| R`` (R its bounding radius). Physically
   ``E - E0`` stays below the push work, which is at most half of ``A`` (a push on a body at rest:
   ``J^2 / 2m`` against ``A >= J^2 / m``).
 * **displacement per step** (bodies and particles): ``|v| dt > S + 2 V dt`` (``S`` the diagonal of the
@@ -58,6 +60,12 @@ class RunawayCheck:
             np.maximum.at(radius, owner, np.linalg.norm(vertices, axis=1))
             self.body_radius = torch.tensor(radius, dtype=torch.float64, device=device)
             self.push_arm = _norm(torch.tensor(model.body_push_point.numpy(), dtype=torch.float64, device=device))
+        if model.rotor_count:
+            self.rotor_body = torch.tensor(model.rotor_body.numpy(), dtype=torch.long, device=device)
+            self.rotor_max = torch.tensor(model.rotor_max_thrust.numpy(), dtype=torch.float64, device=device)
+            # torque per newton of thrust: the lever arm plus the propeller's reaction
+            self.rotor_arm = (_norm(torch.tensor(model.rotor_position.numpy(), dtype=torch.float64, device=device))
+                              + torch.tensor(model.rotor_torque_ratio.numpy(), dtype=torch.float64, device=device))
 
     def check(self, params: dict, buffers: dict) -> str | None:
         """A sentence naming the first physics step that ran away and why, or None."""
@@ -135,6 +143,11 @@ class RunawayCheck:
             force = _norm(_torch(params["control_body_force"])).amax(0).double()
         if "control_body_torque" in params:
             torque = _norm(_torch(params["control_body_torque"])).amax(0).double()
+        if model.rotor_count and "control_rotor_thrust" in params:
+            thrust = _torch(params["control_rotor_thrust"]).double().clamp_min(0.0).amax(0)
+            thrust = torch.minimum(thrust, self.rotor_max)
+            force = force.index_add(0, self.rotor_body, thrust)
+            torque = torque.index_add(0, self.rotor_body, thrust * self.rotor_arm)
         g_vertical, g = abs(float(gravity[1])), float(_norm(gravity))
         speed = _norm(v[0]) + (impulse + force * duration) / mass
         if model.ground:

@@ -3,9 +3,9 @@
 and the declaration of its parameters. :data:`FORCE_MODELS` lists them in evaluation order.
 """
 
-from . import aerodynamics, bending, cloth, contact, external, fem, springs
+from . import aerodynamics, bending, cloth, contact, external, fem, rotors, springs
 
-FORCE_MODELS = [springs, fem, cloth, bending, aerodynamics, contact, external]
+FORCE_MODELS = [springs, fem, cloth, bending, aerodynamics, contact, external, rotors]
 
 
 def apply_all_forces(model, state, params, step: int, interval: int) -> None:

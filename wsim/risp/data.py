@@ -65,7 +65,9 @@ def jittered_camera(instance, jitter: float, rng: np.random.Generator):
 def state_distribution(config):
     """The experiment config whose instances the training states come from: every parameter drawn
     from its ``[low, high]`` by the seed (a given ``params.N.true`` is the truth of one video, not the
-    distribution a network must cover)."""
+    distribution a network must cover), and the scene drawn by ``randomize`` from the same seed (pose,
+    velocities, and with ``randomize.rotor_thrust_low/high`` a random thrust schedule for every rotor, so
+    that the states are those random actions reach)."""
     config = config.model_copy(deep=True)
     for p in config.params:
         p.true = None

@@ -213,7 +213,9 @@ class RandomizeConfig(ConfigModel):
     ``impulse_per_volume`` the draw is per m^3 of the body, so that the velocity it causes, impulse /
     (density x volume), has the same range for every shape and scale). With ``position_from_ground`` the
     drawn height (position y) is the gap between the body's lowest vertex and the ground plane instead of
-    the height of its centre of mass, so that every shape and scale starts the same distance above it."""
+    the height of its centre of mass, so that every shape and scale starts the same distance above it.
+    ``rotor_thrust_low``/``rotor_thrust_high`` (N, both or neither): every rotor of the body gets a thrust
+    schedule drawn uniformly in that range, one value per frame interval (random actions)."""
 
     enabled: bool = False
     shapes: list[str] = Field(default_factory=list)
@@ -232,6 +234,17 @@ class RandomizeConfig(ConfigModel):
     position_from_ground: bool = False
     push_point_low: Vec3 = list_default(0.0, 0.0, 0.0)
     push_point_high: Vec3 = list_default(0.0, 0.0, 0.0)
+    rotor_thrust_low: Optional[float] = None
+    rotor_thrust_high: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _thrust_range(self):
+        low, high = self.rotor_thrust_low, self.rotor_thrust_high
+        if (low is None) != (high is None):
+            raise ValueError("give both rotor_thrust_low and rotor_thrust_high (N) or neither")
+        if low is not None and not low <= high:
+            raise ValueError(f"rotor_thrust_low ({low}) must be <= rotor_thrust_high ({high})")
+        return self
 
 
 APPEARANCE = ("light", "light_intensity", "ambient", "albedo", "background")
@@ -378,6 +391,10 @@ class ExperimentConfig(ConfigModel):
                 "of the seed's own scene)")
         if self.randomize.enabled and not self.scene.bodies:
             raise ValueError("randomize.enabled needs a body in scene.bodies to randomise")
+        if (self.randomize.enabled and self.randomize.rotor_thrust_low is not None
+                and not self.scene.bodies[0].rotors):
+            raise ValueError("randomize.rotor_thrust_low/high draw the thrusts of scene.bodies.0.rotors, which "
+                             "has no rotors")
         from ..geometry.shapes import SHAPES
 
         for i, shape in enumerate(self.randomize.shapes):

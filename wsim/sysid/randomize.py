@@ -1,4 +1,5 @@
-"""Per-instance randomisation of an experiment's scene (shape, scale, pose, velocities, known push)."""
+"""Per-instance randomisation of an experiment's scene (shape, scale, pose, velocities, known push, rotor
+thrust schedules)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ def randomized_scene(config: ExperimentConfig, rng, out: Path):
         volume = mass_properties(body_mesh(body.shape)).volume
         body.push.impulse = [volume * j for j in body.push.impulse]
     body.push.point = _uniform(rng, r.push_point_low, r.push_point_high)
+    if r.rotor_thrust_low is not None and body.rotors:
+        # drawn last, and only when asked, so that the draws above stay those of earlier versions
+        intervals = scene.sim.frames - 1
+        thrust = _uniform(rng, np.full((intervals, len(body.rotors)), r.rotor_thrust_low), r.rotor_thrust_high)
+        for j, rotor in enumerate(body.rotors):
+            rotor.thrust = [row[j] for row in thrust]
     return scene
 
 
