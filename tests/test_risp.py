@@ -94,6 +94,47 @@ def test_image_jacobian_matches_reverse_mode(cube, with_ground):
         assert torch.allclose(forward, grad, atol=2e-3 * scale), (forward, grad)
 
 
+def test_regulariser_gradient_matches_finite_differences_on_a_tiny_render(cube):
+    """The Eq. 12 regulariser of two wsim renders (16 px, dI/dpsi by the renderer's differences): its
+    gradient in the network weights (Theorem 1, the network differentiated twice) against central
+    differences of the regulariser itself, weight by weight, in float64."""
+    config, instance = cube
+    rng = np.random.default_rng(4)
+    step = domain.steps(config.risp.domain, 1e-3)
+    images, jacobians = [], []
+    for frame in (1, 3):
+        psi = torch.as_tensor(domain.sample(config.risp.domain, 1, rng)[0])
+        image, jac = domain.image_and_jacobian(instance.renderer, instance.target_vertices[frame], instance.faces,
+                                               instance.colors, psi, step)
+        images.append(image.double())
+        jacobians.append(jac.double())
+    images, jacobians = torch.stack(images), torch.stack(jacobians)
+    torch.manual_seed(2)
+    net = RispNet(9, width=4, blocks=(1, 1, 1, 1), image_size=(16, 16)).double()
+    states = torch.randn(2, 9, dtype=torch.float64)
+
+    def regulariser():
+        return training_loss(net, images, states, jacobians, 1.0)[2]
+
+    params = dict(net.named_parameters())
+    grads = dict(zip(params, torch.autograd.grad(regulariser(), list(params.values()))))
+    checked = 0
+    for name in ("features.0.weight", "features.4.body.0.weight", "features.6.body.3.weight", "head.weight", "head.bias"):
+        flat = params[name].data.view(-1)
+        for index in rng.choice(flat.numel(), 2, replace=False):
+            keep = flat[index].item()
+            flat[index] = keep + 1e-6  # .data: outside autograd
+            up = regulariser().item()
+            flat[index] = keep - 1e-6
+            down = regulariser().item()
+            flat[index] = keep
+            difference = (up - down) / 2e-6
+            analytic = grads[name].reshape(-1)[index].item()
+            assert analytic == pytest.approx(difference, rel=1e-4, abs=1e-7 * max(1.0, abs(difference))), name
+            checked += abs(difference) > 1e-6
+    assert checked >= 6
+
+
 def test_rigid_pose_state_matches_the_simulator(cube):
     from scipy.spatial.transform import Rotation
 

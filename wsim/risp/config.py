@@ -57,10 +57,14 @@ class DomainConfig(ConfigModel):
 class DataConfig(ConfigModel):
     """Training images: ``count`` of them, from rollouts of the experiment's instances (seeds from
     ``seed``, every frame of each), each frame under its own psi; ``shard_size`` images per file;
-    ``jacobian_step``: the central-difference step of dI/dpsi, relative to each field's range."""
+    ``jacobian_step``: the central-difference step of dI/dpsi, relative to each field's range.
+    ``configurations``: how many distinct rendering configurations (psi and camera jitter) the images
+    share, image ``i`` taking configuration ``i mod configurations`` (RISP Fig. 6a varies it from 1 to
+    10); 0 (default) draws one per image."""
 
     count: int = Field(512, ge=1)
     seed: int = Field(100000, ge=0)
+    configurations: int = Field(0, ge=0)
     shard_size: int = Field(64, ge=1)
     jacobian_step: Positive = 1.0e-3
 

@@ -3,11 +3,13 @@ instances, each frame rendered by wsim under its own rendering parameters psi, w
 dI/dpsi the regulariser needs (Theorem 1: precomputed, no second derivatives of the renderer).
 
 Image ``i`` is frame ``i mod F`` of the rollout of instance seed ``data.seed + i div F`` (``F`` frames
-per rollout; every parameter drawn from its range, :func:`state_distribution`); its psi and camera jitter are drawn from ``rng([data.seed, i])``. A folder holds
-``manifest.json`` (the config fingerprint, sizes, state names, camera) and ``shard_NNNN.npz`` files of
-``shard_size`` images: ``images`` ``[n, H, W, 3]`` and ``jacobians`` ``[n, |psi|, H, W, 3]`` float16,
-``states`` ``[n, S]`` and ``psi`` ``[n, |psi|]`` float32, ``index`` ``[n]``. Shards are written atomically
-and are deterministic, so an interrupted run resumes at the first missing shard; a folder made for
+per rollout; every parameter drawn from its range, :func:`state_distribution`); its psi and camera
+jitter are drawn from ``rng([data.seed, i])`` (from ``rng([data.seed, 2^31 + i mod C])`` when the images
+share ``C = data.configurations`` rendering configurations). A folder holds ``manifest.json`` (the
+config fingerprint, sizes, state names, camera) and ``shard_NNNN.npz`` files of ``shard_size`` images:
+``images`` ``[n, H, W, 3]`` and ``jacobians`` ``[n, |psi|, H, W, 3]`` float16, ``states`` ``[n, S]`` and
+``psi`` ``[n, |psi|]`` float32, ``index`` ``[n]``. Shards are written atomically and are deterministic,
+so an interrupted run resumes at the first missing shard; a folder made for
 another config is an error, never reused.
 """
 
@@ -173,7 +175,9 @@ def generate(config, out, count: int | None = None, device=None, base=None, prog
         for i in indices:
             instance, state = rollouts.get(rc.data.seed + i // frames)
             names = names or StateMap(rc.state, instance.scene, rc.points).names
-            rng = np.random.default_rng([rc.data.seed, i])
+            # a shared configuration draws from its own stream: psi and jitter are the same for its images
+            configuration = i if not rc.data.configurations else 2 ** 31 + i % rc.data.configurations
+            rng = np.random.default_rng([rc.data.seed, configuration])
             psi = domain.sample(rc.domain, 1, rng)[0]
             image, jac = render_sample(instance, instance.target_vertices[i % frames], psi, config, rng)
             images.append(image.cpu().numpy().astype(np.float16))
