@@ -192,6 +192,10 @@ def test_data_are_deterministic_resumable_and_tied_to_their_config(tmp_path):
         risp_data.generate(other, folder, progress=False)
     with pytest.raises(ConfigError, match="another config"):
         train(other, folder, tmp_path / "net-other", progress=False)
+    shared = load_experiment("risp-cube", SMALL + ["risp.data.count=4", "risp.data.configurations=2"])
+    risp_data.generate(shared, tmp_path / "shared", progress=False)
+    psi = risp_data.load(tmp_path / "shared")[1]["psi"]
+    assert np.array_equal(psi[0], psi[2]) and np.array_equal(psi[1], psi[3]) and not np.allclose(psi[0], psi[1])
 
 
 @pytest.fixture(scope="module")
