@@ -173,6 +173,25 @@ def test_fingerprint_separates_families_seeds_and_configs():
                 fingerprint(dict(base, a=2), 0, "sysid")}) == 4
 
 
+def test_fields_added_later_leave_old_fingerprints_alone_at_their_defaults():
+    """A config saved before rotors and shared RISP configurations existed keeps its fingerprint while
+    it does not use them; using them changes it."""
+    from wsim.config_io import to_dict
+    from wsim.sysid.config import load_experiment
+
+    new = to_dict(load_experiment("rigid-mass"))
+    assert new["scene"]["bodies"][0]["rotors"] == [] and new["randomize"]["rotor_thrust_low"] is None
+    old = json.loads(json.dumps(new))
+    del old["scene"]["bodies"][0]["rotors"], old["randomize"]["rotor_thrust_low"], old["randomize"]["rotor_thrust_high"]
+    assert fingerprint(new, 3, "sysid") == fingerprint(old, 3, "sysid")
+    used = json.loads(json.dumps(new))
+    used["randomize"]["rotor_thrust_low"] = [1.0]
+    assert fingerprint(used, 3, "sysid") != fingerprint(new, 3, "sysid")
+    risp = {"risp": {"data": {"count": 8, "configurations": 0}}}
+    assert fingerprint(risp, 0, "d") == fingerprint({"risp": {"data": {"count": 8}}}, 0, "d")
+    assert fingerprint(risp, 0, "d") != fingerprint({"risp": {"data": {"count": 8, "configurations": 2}}}, 0, "d")
+
+
 def test_out_must_be_a_folder(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):

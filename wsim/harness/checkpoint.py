@@ -22,11 +22,26 @@ from ..export import atomic_path
 # 20) and the switches of extra media. A finished result stays valid when only these differ.
 NEUTRAL_KEYS = ("instances", "video", "usd", "video_format")
 
+# Fields added after results, checkpoints and RISP datasets were first saved, each with the default that
+# reproduces what came before it ("*" stands for every item of a list): left out of a fingerprint while
+# at that default, so that a new feature does not orphan the saved work of configs that do not use it.
+LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "randomize.rotor_thrust_low": None,
+                 "randomize.rotor_thrust_high": None, "risp.data.configurations": 0}
+
+
+def _without_late_defaults(data, prefix: str = ""):
+    if isinstance(data, dict):
+        return {k: _without_late_defaults(v, f"{prefix}{k}.") for k, v in data.items()
+                if not (f"{prefix}{k}" in LATE_DEFAULTS and v == LATE_DEFAULTS[f"{prefix}{k}"])}
+    if isinstance(data, list):
+        return [_without_late_defaults(v, f"{prefix}*.") for v in data]
+    return data
+
 
 def fingerprint(config_data: dict, seed: int, kind: str) -> str:
     """A 16-hex-digit digest of ``kind`` (the experiment family), the config (as plain data, without
-    :data:`NEUTRAL_KEYS`) and the seed."""
-    data = {k: v for k, v in config_data.items() if k not in NEUTRAL_KEYS}
+    :data:`NEUTRAL_KEYS` and the :data:`LATE_DEFAULTS` at their defaults) and the seed."""
+    data = _without_late_defaults({k: v for k, v in config_data.items() if k not in NEUTRAL_KEYS})
     text = json.dumps({"kind": kind, "config": data, "seed": int(seed)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
