@@ -129,6 +129,21 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between))])
 
 
+GAP_CHROMA = 0.05  # sin^2 of the angle between an object colour and the background's that tells them apart
+
+
+def _coverage(rgb: torch.Tensor, back: torch.Tensor, fg: torch.Tensor, rim_prior: float) -> torch.Tensor:
+    """Per pixel, the coverage ``a`` of ``I - B = a (F - B) + v F`` (``v = a (s - 1)``, the extra shading,
+    prior weight ``w``) by least squares over RGB: the normal equations in (a, v), which stay well
+    conditioned however large ``w`` is (v = 0: the s = 1 matte). ``[F, 3, H, W]`` in, ``[F, 1, H, W]`` out."""
+    y, d = rgb - back, fg - back
+    dd, df, ff = (d * d).sum(1, keepdim=True), (d * fg).sum(1, keepdim=True), (fg * fg).sum(1, keepdim=True)
+    yd, yf = (y * d).sum(1, keepdim=True), (y * fg).sum(1, keepdim=True)
+    w = rim_prior * (ff + (back * back).sum(1, keepdim=True))
+    det = (dd * (ff + w) - df * df).clamp_min(1e-12)
+    return (((ff + w) * yd - df * yf) / det).clamp(0.0, 1.0)
+
+
 def foreground_mask(images: torch.Tensor, background: torch.Tensor | None = None, window: int = 5,
                     soft: bool = True, rim_prior: float = 1e-4, contrast: float = 0.05) -> tuple[torch.Tensor, dict]:
     """The foreground coverage ``[F, H, W]`` (1: object) of ``images`` ``[F, H, W, 3]`` by background
@@ -195,16 +210,19 @@ def foreground_mask(images: torch.Tensor, background: torch.Tensor | None = None
     fg3, has3 = near_interior(3)
     fgw, hasw = near_interior(window)
     fg = torch.where(has3, fg3, fgw)
-    # I - B = a (F - B) + v F with v = a (s - 1) (the rim's extra shading, prior weight w): the normal
-    # equations in (a, v), which stay well conditioned however large w is (v = 0: the s = 1 matte)
-    y, d = rgb - back, fg - back
-    dd, df, ff = (d * d).sum(1, keepdim=True), (d * fg).sum(1, keepdim=True), (fg * fg).sum(1, keepdim=True)
-    yd, yf = (y * d).sum(1, keepdim=True), (y * fg).sum(1, keepdim=True)
-    w = rim_prior * (ff + (back * back).sum(1, keepdim=True))
-    det = (dd * (ff + w) - df * df).clamp_min(1e-12)
-    coverage = (((ff + w) * yd - df * yf) / det).clamp(0.0, 1.0)
+    coverage = _coverage(rgb, back, fg, rim_prior)
     # a band pixel with no interior pixel near (a part thinner than 3 pixels) keeps its hard value
     band = torch.where(hasw, coverage, mask.unsqueeze(1))
-    matte = torch.where(interior > 0, torch.ones_like(band), torch.where(exterior > 0, torch.zeros_like(band), band))
+    # An interior pixel much closer to the background than its most object-like neighbour is a gap the
+    # object leaves (a torus's slit of a hole), not a darker face, when colour can tell them apart (a
+    # darker face has the object's chromaticity): it is solved like the band, with that neighbour's colour.
+    local, at = F.max_pool2d(distance.unsqueeze(1), 3, stride=1, padding=1, return_indices=True)
+    flat = rgb.flatten(2)
+    neighbour = torch.gather(flat, 2, at.flatten(2).expand(-1, 3, -1)).view_as(rgb)
+    norms = neighbour.norm(dim=1, keepdim=True) * back.norm(dim=1, keepdim=True)
+    cosine = (neighbour * back).sum(1, keepdim=True) / norms.clamp_min(1e-12)
+    gap = (interior > 0) & (distance.unsqueeze(1) < 0.8 * local) & (1.0 - cosine ** 2 > GAP_CHROMA)
+    inside = torch.where(gap, _coverage(rgb, back, neighbour, rim_prior), torch.ones_like(band))
+    matte = torch.where(interior > 0, inside, torch.where(exterior > 0, torch.zeros_like(band), band))
     record["foreground_fraction"] = float(matte.mean())
     return matte.squeeze(1), record
