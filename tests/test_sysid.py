@@ -174,6 +174,30 @@ def test_interrupt_keeps_results_and_resume_continues(tmp_path, monkeypatch):
         run_instance(small("seed=2", "optim.lr=0.2"), 2, tmp_path, "cpu", resume=True, progress=False)
 
 
+def test_resume_at_the_switch_to_the_polish(tmp_path, monkeypatch):
+    """A stop right after the last main (Adam) step leaves a checkpoint with Adam's state at the iteration
+    where the polish (BFGS) begins: the resumed run goes on as the uninterrupted one did."""
+    config = small("seed=2", "optim.checkpoint_every=1", "optim.iterations=4", "optim.polish_iterations=3",
+                   "optim.tolerance=0", "loss.horizon_start=0")
+    whole = run_instance(config, 2, tmp_path / "whole", "cpu", progress=False, write_outputs=False)
+    original = Optimisation.step
+    calls = {"n": 0}
+
+    def interrupted_step(self):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Optimisation, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_instance(config, 2, tmp_path / "cut", "cpu", progress=False, write_outputs=False)
+    monkeypatch.setattr(Optimisation, "step", original)
+    resumed = run_instance(config, 2, tmp_path / "cut", "cpu", resume=True, progress=False, write_outputs=False)
+    assert resumed["loss_history"] == pytest.approx(whole["loss_history"], rel=1e-6)
+    assert resumed["estimate"]["density"] == pytest.approx(whole["estimate"]["density"], rel=1e-6)
+
+
 def _strict_json(path):
     def refuse(constant):
         raise AssertionError(f"{path} holds {constant}, which is not JSON")

@@ -75,9 +75,9 @@ class Optimisation:
         o = self.instance.config.optim
         return o.polish if self.polishing() else o.optimizer
 
-    def _optimizer(self) -> Optimiser:
+    def _optimizer(self, method: str | None = None) -> Optimiser:
         o = self.instance.config.optim
-        return Optimiser(list(self.variables.values()), self.method(), lr=self.lr, max_step=o.polish_lr)
+        return Optimiser(list(self.variables.values()), method or self.method(), lr=self.lr, max_step=o.polish_lr)
 
     def values(self, detach: bool = False) -> dict:
         out = {}
@@ -121,7 +121,10 @@ class Optimisation:
                 self.variables[name].copy_(value.to(self.variables[name].device))
         self.iteration, self.evaluations, self.lr = state["iteration"], state["evaluations"], state["lr"]
         self.phase = tuple(state["phase"])
-        self.optimizer = self._optimizer()
+        # the optimiser of the saved phase: a checkpoint written after the last main step holds the main
+        # optimiser's state; the next step switches to the polish, as it would have without the stop
+        o = self.instance.config.optim
+        self.optimizer = self._optimizer(o.polish if self.phase[0] else o.optimizer)
         self.optimizer.load_state_dict(state["optimizer"])
         self.history, self.elapsed, self.blowups = state["history"], state["elapsed"], state["blowups"]
         self.stopped_by = state["stopped_by"]
