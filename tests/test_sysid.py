@@ -146,18 +146,24 @@ def test_config_and_target_errors(tmp_path, capsys):
     assert "frames are 40x24 pixels but the camera renders 32x32" in err
 
 
-def test_interrupt_keeps_results_and_resume_continues(tmp_path, monkeypatch):
-    config = small("seed=2", "optim.checkpoint_every=1")
+def _interrupt_at_step(monkeypatch, n: int):
+    """Make the n-th optimiser step raise KeyboardInterrupt (Ctrl-C); returns the original step."""
     original = Optimisation.step
     calls = {"n": 0}
 
     def interrupted_step(self):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return original(self)
 
     monkeypatch.setattr(Optimisation, "step", interrupted_step)
+    return original
+
+
+def test_interrupt_keeps_results_and_resume_continues(tmp_path, monkeypatch):
+    config = small("seed=2", "optim.checkpoint_every=1")
+    original = _interrupt_at_step(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         run_instance(config, 2, tmp_path, "cpu", progress=False)
     partial = json.loads((tmp_path / "results.json").read_text())
@@ -180,16 +186,7 @@ def test_resume_at_the_switch_to_the_polish(tmp_path, monkeypatch):
     config = small("seed=2", "optim.checkpoint_every=1", "optim.iterations=4", "optim.polish_iterations=3",
                    "optim.tolerance=0", "loss.horizon_start=0")
     whole = run_instance(config, 2, tmp_path / "whole", "cpu", progress=False, write_outputs=False)
-    original = Optimisation.step
-    calls = {"n": 0}
-
-    def interrupted_step(self):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Optimisation, "step", interrupted_step)
+    original = _interrupt_at_step(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         run_instance(config, 2, tmp_path / "cut", "cpu", progress=False, write_outputs=False)
     monkeypatch.setattr(Optimisation, "step", original)
