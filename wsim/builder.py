@@ -187,24 +187,13 @@ class ModelBuilder:
         ``[0, max_thrust]`` (N) where it acts. ``thrust`` (N) is its default schedule: one number for the
         whole rollout, or one value per frame interval (``frames - 1`` of them; every rotor of a model
         with such a list must have a list of that length or a single number). ``name`` labels errors."""
+        from .models.rotors import rotor_record
+
         where = name or f"rotor {len(self.rotors)}"
         if not 0 <= int(body) < len(self.bodies):
             raise ParameterError(f"{where}: body must be a body index in [0, {len(self.bodies) - 1}], got {body}")
-        direction = _vector(f"{where} axis", axis)
-        norm = float(np.linalg.norm(direction))
-        if norm < 1e-12:
-            raise ParameterError(f"{where}: axis must be a non-zero vector (body frame), got {direction.tolist()}")
-        if spin not in (1, -1):
-            raise ParameterError(f"{where}: spin must be +1 or -1, got {spin}")
-        check_range(f"{where} torque_ratio", torque_ratio, 0.0, None, low_inclusive=True)
-        check_range(f"{where} max_thrust", max_thrust, 0.0, None)
-        schedule = np.asarray(thrust, dtype=np.float64).reshape(-1)
-        if schedule.size == 0:
-            raise ParameterError(f"{where}: thrust must be a number or a non-empty list (one value per frame interval)")
-        check_finite(f"{where} thrust", schedule)
-        self.rotors.append(dict(body=int(body), position=_vector(f"{where} position", position),
-                                axis=direction / norm, spin=float(spin), torque_ratio=float(torque_ratio),
-                                max_thrust=float(max_thrust), thrust=schedule))
+        self.rotors.append(rotor_record(where, int(body), _vector(f"{where} position", position),
+                                        _vector(f"{where} axis", axis), spin, torque_ratio, max_thrust, thrust))
         return len(self.rotors) - 1
 
     # -- deformable solids (FEM) ------------------------------------------------------------------
@@ -433,29 +422,14 @@ class ModelBuilder:
             defaults["body_push_force"] = np.array([b["impulse"] for b in self.bodies]) / durations[:, None]
             defaults["body_push_force"][steps == 0] = 0.0
         model.body_vertex_start = np.array(starts)
-        self._finalize_rotors(model, defaults, device)
+        from .models.rotors import upload_rotors
+
+        upload_rotors(model, defaults, self.rotors, device)
         self._finalize_elements(model, defaults, device)
         if self.particle_faces:
             faces.append(np.asarray(self.particle_faces) + model.shape_vertex_count)
         model.render_faces = (np.concatenate(faces) if faces else np.zeros((0, 3))).astype(np.int32)
         return model
-
-    def _finalize_rotors(self, model: Model, defaults: dict, device: str) -> None:
-        """Rotor arrays and the default thrust schedule ``[intervals, R]`` (a single row when every rotor
-        has a constant thrust: the Simulation repeats it over its intervals)."""
-        R = model.rotor_count = len(self.rotors)
-        if not R:
-            return
-        lengths = sorted({len(r["thrust"]) for r in self.rotors} - {1})
-        if len(lengths) > 1:
-            raise ParameterError(f"rotor thrust schedules have different lengths {lengths}: give every rotor one "
-                                 "value per frame interval (or one number)")
-        rows = lengths[0] if lengths else 1
-        defaults["control_rotor_thrust"] = np.stack([np.broadcast_to(r["thrust"], (rows,)) for r in self.rotors], 1)
-        for name, dtype in (("body", wp.int32), ("position", wp.vec3), ("axis", wp.vec3), ("spin", float),
-                            ("torque_ratio", float), ("max_thrust", float)):
-            values = np.array([r[name] for r in self.rotors])
-            setattr(model, f"rotor_{name}", wp.array(values, dtype=dtype, device=device))
 
     def _finalize_elements(self, model: Model, defaults: dict, device: str) -> None:
         """Rest shapes and parameter defaults of tetrahedra, cloth triangles and bending edges (each

@@ -17,8 +17,10 @@ controls: gradients reach every entry inside the clamp (none outside it, where i
 
 from __future__ import annotations
 
+import numpy as np
 import warp as wp
 
+from ..errors import ParameterError, check_finite, check_range
 from ..parameters import ParameterSpec, declare
 
 PARAMETER_SPECS = declare(
@@ -61,3 +63,39 @@ def apply_forces(model, state, params, step: int, interval: int) -> None:
                 model.rotor_torque_ratio, model.rotor_max_thrust, params["control_rotor_thrust"], interval],
         outputs=[state.body_f, state.body_t],
     )
+
+
+def rotor_record(where: str, body: int, position: np.ndarray, axis: np.ndarray, spin, torque_ratio, max_thrust,
+                 thrust) -> dict:
+    """One rotor, checked (``where`` names it in errors), with its axis normalised and its thrust schedule
+    as a 1-D array (see :meth:`wsim.builder.ModelBuilder.add_rotor`)."""
+    norm = float(np.linalg.norm(axis))
+    if norm < 1e-12:
+        raise ParameterError(f"{where}: axis must be a non-zero vector (body frame), got {axis.tolist()}")
+    if spin not in (1, -1):
+        raise ParameterError(f"{where}: spin must be +1 or -1, got {spin}")
+    check_range(f"{where} torque_ratio", torque_ratio, 0.0, None, low_inclusive=True)
+    check_range(f"{where} max_thrust", max_thrust, 0.0, None)
+    schedule = np.asarray(thrust, dtype=np.float64).reshape(-1)
+    if schedule.size == 0:
+        raise ParameterError(f"{where}: thrust must be a number or a non-empty list (one value per frame interval)")
+    check_finite(f"{where} thrust", schedule)
+    return dict(body=body, position=position, axis=axis / norm, spin=float(spin), torque_ratio=float(torque_ratio),
+                max_thrust=float(max_thrust), thrust=schedule)
+
+
+def upload_rotors(model, defaults: dict, rotors: list[dict], device: str) -> None:
+    """The model's rotor arrays and the default thrust schedule ``[intervals, R]`` (a single row when
+    every rotor has a constant thrust: the Simulation repeats it over its intervals)."""
+    model.rotor_count = len(rotors)
+    if not rotors:
+        return
+    lengths = sorted({len(r["thrust"]) for r in rotors} - {1})
+    if len(lengths) > 1:
+        raise ParameterError(f"rotor thrust schedules have different lengths {lengths}: give every rotor one "
+                             "value per frame interval (or one number)")
+    rows = lengths[0] if lengths else 1
+    defaults["control_rotor_thrust"] = np.stack([np.broadcast_to(r["thrust"], (rows,)) for r in rotors], 1)
+    for name, dtype in (("body", wp.int32), ("position", wp.vec3), ("axis", wp.vec3), ("spin", float),
+                        ("torque_ratio", float), ("max_thrust", float)):
+        setattr(model, f"rotor_{name}", wp.array(np.array([r[name] for r in rotors]), dtype=dtype, device=device))
