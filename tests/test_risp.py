@@ -15,7 +15,7 @@ from wsim.risp import data as risp_data
 from wsim.risp import domain
 from wsim.risp.network import RispNet, load_network
 from wsim.risp.state import StateMap
-from wsim.risp.train import train, training_loss
+from wsim.risp.train import state_errors, train, training_loss
 from wsim.sysid.config import load_experiment
 from wsim.sysid.instance import Instance
 
@@ -297,3 +297,38 @@ def test_perceptual_loss_with_a_user_given_feature_network(tmp_path):
     junk = load_experiment("risp-cube", SMALL + ["loss.type=perceptual", f"loss.features={tmp_path / 'junk.pt'}"])
     with pytest.raises(ConfigError, match="torch.export"):
         Instance(junk, 3, tmp_path / "junk").loss(instance.truth)
+
+
+REGULARISER = ["render.resolution=24", "risp.data.count=64", "risp.data.shard_size=64", "risp.width=8",
+               "risp.train.epochs=80", "risp.train.holdout=0"]
+
+
+@pytest.mark.slow
+def test_the_regulariser_lowers_the_state_error_under_unseen_rendering(tmp_path):
+    """RISP's claim on a small dataset: 64 images (4 rollouts) of a flying rigid body at 24 px. Networks
+    trained with the rendering-gradient regulariser (gamma 1) read the states off the same states
+    rendered under psi never seen in training (``risp.data.psi_seed``) better than networks trained
+    without it (gamma 0, ours-no-grad), the mean over two training seeds. Measured when written: 0.55 and
+    0.42 against 0.80 and 0.48 (training seeds 2 and 3: 0.40, 0.33 against 0.66, 0.42); predicting the
+    mean state: 1.9."""
+    config = load_experiment("risp-rigid-mass", REGULARISER)
+    risp_data.generate(config, tmp_path / "train", progress=False)
+    risp_data.generate(load_experiment("risp-rigid-mass", REGULARISER + ["risp.data.psi_seed=777"]),
+                       tmp_path / "unseen", progress=False)
+    seen, unseen = risp_data.load(tmp_path / "train")[1], risp_data.load(tmp_path / "unseen")[1]
+    assert np.array_equal(seen["states"], unseen["states"])
+    assert np.abs(seen["psi"] - unseen["psi"]).min() > 0.0  # every rendering parameter differs
+    images, states = unseen["images"].astype(np.float32), unseen["states"]
+    mean_state = np.abs(states - seen["states"].mean(0)).sum(-1).mean()
+    errors = {}
+    for gamma in (0.0, 1.0):
+        for seed in (0, 1):
+            run = load_experiment("risp-rigid-mass", REGULARISER + [f"risp.train.gamma={gamma}",
+                                                                    f"risp.train.seed={seed}"])
+            train(run, tmp_path / "train", tmp_path / f"net-{gamma}-{seed}", progress=False)
+            net, _ = load_network(tmp_path / f"net-{gamma}-{seed}" / "risp.pt")
+            errors[gamma, seed] = state_errors(net, images, states)["l1_mean"]
+    no_grad = (errors[0.0, 0] + errors[0.0, 1]) / 2
+    regularised = (errors[1.0, 0] + errors[1.0, 1]) / 2
+    assert max(errors.values()) < 0.6 * mean_state, errors  # every network learned the states
+    assert regularised < 0.9 * no_grad, errors

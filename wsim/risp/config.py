@@ -60,11 +60,14 @@ class DataConfig(ConfigModel):
     ``jacobian_step``: the central-difference step of dI/dpsi, relative to each field's range.
     ``configurations``: how many distinct rendering configurations (psi and camera jitter) the images
     share, image ``i`` taking configuration ``i mod configurations`` (RISP Fig. 6a varies it from 1 to
-    10); 0 (default) draws one per image."""
+    10); 0 (default) draws one per image. ``psi_seed``: the seed of the rendering configurations (default
+    ``seed``): another value renders the same states under other psi, which measures how invariant a
+    network is to the rendering alone (the states stay those it was trained on)."""
 
     count: int = Field(512, ge=1)
     seed: int = Field(100000, ge=0)
     configurations: int = Field(0, ge=0)
+    psi_seed: Optional[int] = Field(None, ge=0)
     shard_size: int = Field(64, ge=1)
     jacobian_step: Positive = 1.0e-3
 

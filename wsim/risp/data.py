@@ -4,8 +4,8 @@ dI/dpsi the regulariser needs (Theorem 1: precomputed, no second derivatives of 
 
 Image ``i`` is frame ``i mod F`` of the rollout of instance seed ``data.seed + i div F`` (``F`` frames
 per rollout; every parameter drawn from its range, :func:`state_distribution`); its psi and camera
-jitter are drawn from ``rng([data.seed, i])`` (from ``rng([data.seed, 2^31 + i mod C])`` when the images
-share ``C = data.configurations`` rendering configurations). A folder holds ``manifest.json`` (the
+jitter are drawn from ``rng([S, i])`` (from ``rng([S, 2^31 + i mod C])`` when the images share ``C =
+data.configurations`` rendering configurations), ``S`` being ``data.psi_seed`` (default ``data.seed``). A folder holds ``manifest.json`` (the
 config fingerprint, sizes, state names, camera) and ``shard_NNNN.npz`` files of ``shard_size`` images:
 ``images`` ``[n, H, W, 3]`` and ``jacobians`` ``[n, |psi|, H, W, 3]`` float16, ``states`` ``[n, S]`` and
 ``psi`` ``[n, |psi|]`` float32, ``index`` ``[n]``. Shards are written atomically and are deterministic,
@@ -159,6 +159,7 @@ def generate(config, out, count: int | None = None, device=None, base=None, prog
     shard_size = rc.data.shard_size
     shards = math.ceil(count / shard_size)
     rollouts = Rollouts(config, out / "instances", device=device, base=base)
+    psi_seed = rc.data.seed if rc.data.psi_seed is None else rc.data.psi_seed
     names = None
     bar = progress_bar(count, f"risp data {config.name}", enabled=progress)
     start = time.time()
@@ -177,7 +178,7 @@ def generate(config, out, count: int | None = None, device=None, base=None, prog
             names = names or StateMap(rc.state, instance.scene, rc.points).names
             # a shared configuration draws from its own stream: psi and jitter are the same for its images
             configuration = i if not rc.data.configurations else 2 ** 31 + i % rc.data.configurations
-            rng = np.random.default_rng([rc.data.seed, configuration])
+            rng = np.random.default_rng([psi_seed, configuration])
             psi = domain.sample(rc.domain, 1, rng)[0]
             image, jac = render_sample(instance, instance.target_vertices[i % frames], psi, config, rng)
             images.append(image.cpu().numpy().astype(np.float16))
