@@ -203,6 +203,11 @@ def _print_result(result: dict) -> None:
         print(f"  restarts: {len(search['runs'])} runs over {', '.join(search['params'])} "
               f"({search['screening_evaluations']} screened candidates); first run loss "
               f"{first if first is not None else float('nan'):.3e}, estimate from the {search['chosen']}")
+        escalation = search.get("escalation") or {}
+        if escalation.get("rounds"):
+            check = escalation["check"]
+            print(f"  escalated: the loss {check['loss'] or float('nan'):.3e} was above the noise allowance "
+                  f"{check['allowed_loss']:.2e}: {escalation['rounds']} round(s) of restarts over every parameter")
     from .sysid.uncertainty import parameter_bounds
 
     uncertainty = result.get("uncertainty") or {}

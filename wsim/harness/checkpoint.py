@@ -26,7 +26,9 @@ NEUTRAL_KEYS = ("instances", "video", "usd", "video_format")
 # reproduces what came before it ("*" stands for every item of a list): left out of a fingerprint while
 # at that default, so that a new feature does not orphan the saved work of configs that do not use it.
 LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "randomize.rotor_thrust_low": None,
-                 "randomize.rotor_thrust_high": None, "risp.data.configurations": 0}
+                 "randomize.rotor_thrust_high": None, "risp.data.configurations": 0,
+                 "risp.data.psi_seed": None,
+                 "optim.escalate": 0, "optim.escalate_ratio": 3.0, "optim.escalate_floor": 1.0e-5}
 
 
 def _without_late_defaults(data, prefix: str = ""):

@@ -180,7 +180,15 @@ class OptimConfig(ConfigModel):
     ``restart_candidates`` points (the ``restart_params``, all parameters when empty, from a Sobol
     sequence over their ranges, the others at the best estimate), scores them by their loss over the
     whole video (no gradient) and runs the optimisation again from the ``restart_starts`` best; the
-    lowest-loss estimate of all runs wins."""
+    lowest-loss estimate of all runs wins.
+
+    A run whose final loss is far above what the target's noise allows is not done (see
+    :func:`wsim.sysid.uncertainty.noise_check`): with ``escalate`` > 0, that many further rounds of
+    screened restarts over *every* parameter follow before the instance reports; an instance whose loss
+    still exceeds the allowance ends ``not_converged``. The allowance is ``(escalate_ratio x noise)^2``
+    for the pixel losses (the mean squared residual at the truth is the noise's variance), the noise
+    measured from the target frames and at least ``escalate_floor`` (a float render has none; 1e-5 is
+    far below an 8-bit level and far above float32 round-off); ``escalate_ratio: 0`` turns the check off."""
 
     optimizer: Literal[OPTIMIZERS] = "adam"
     lr: Positive = 0.1
@@ -196,10 +204,13 @@ class OptimConfig(ConfigModel):
     restart_candidates: int = Field(32, ge=1)
     restart_starts: int = Field(2, ge=1)
     restart_params: list[str] = Field(default_factory=list)
+    escalate: int = Field(0, ge=0)
+    escalate_ratio: NonNegative = 3.0
+    escalate_floor: Positive = 1.0e-5
 
     @model_validator(mode="after")
     def _restarts(self):
-        if self.restarts > 0 and not self.restart_starts <= self.restart_candidates:
+        if (self.restarts > 0 or self.escalate > 0) and not self.restart_starts <= self.restart_candidates:
             raise ValueError(f"restart_starts ({self.restart_starts}) must be <= restart_candidates "
                              f"({self.restart_candidates})")
         return self

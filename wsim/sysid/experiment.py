@@ -89,7 +89,7 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
     if resume and checkpoint.exists():
         optimisation.load(checkpoint)
     search = None
-    if config.optim.restarts > 0 and optimisation.total > 0:
+    if (config.optim.restarts > 0 or config.optim.escalate > 0) and optimisation.total > 0:
         from .restarts import Restarts
 
         search = Restarts(instance, optimisation, out)
@@ -98,12 +98,22 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
         optimisation.run(checkpoint, progress)
         if search is not None:
             search.run(resume, progress)
+            search.escalate(progress)
     except KeyboardInterrupt:
         interrupted = True
     winner = search.winner() if search is not None else {
         "label": "first run", "values": optimisation.estimate(), "convergence": optimisation.convergence(),
         "loss": optimisation.best[0] if optimisation.best is not None else None}
+    check = None
+    if not interrupted and optimisation.total > 0:
+        from .uncertainty import noise_check
+
+        check = noise_check(instance, winner["loss"])
+        winner = dict(winner, convergence=judged(winner["convergence"], check, config.optim,
+                                                 search.escalation_rounds if search is not None else 0))
     results = results_dict(instance, optimisation, winner, setup, time.perf_counter() - started, search)
+    if check is not None:
+        results["noise_check"] = check
     if interrupted:
         results["status"] = "interrupted"  # also when the restarts, not the first run, were interrupted
     else:
@@ -118,6 +128,21 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
     if interrupted:
         raise KeyboardInterrupt
     return results
+
+
+def judged(convergence: dict, check: dict, optim, escalated: int) -> dict:
+    """The optimiser's ``convergence`` verdict, overruled when the final loss is far above what the
+    target's noise allows (``check``, :func:`wsim.sysid.uncertainty.noise_check`): such an estimate sits
+    in a local minimum, or the model cannot explain the video, and must not be reported as done."""
+    if not convergence["converged"] or not check["applicable"] or check["explained"]:
+        return convergence
+    loss = "no finite loss" if check["loss"] is None else f"the final loss {check['loss']:.3e}"
+    ratio = "" if check["ratio"] is None else f" (residual RMS {check['ratio']:.3g}x the noise)"
+    then = (f" after {escalated} escalation round(s) of restarts over every parameter" if escalated else
+            "; optim.escalate > 0 would try restarts over every parameter")
+    return {"converged": False, "reason": f"{loss} is above what the target's noise ({check['noise']:.2g}) allows, "
+            f"{check['allowed_loss']:.2e} (optim.escalate_ratio {optim.escalate_ratio:g}){ratio}{then}: a local "
+            f"minimum, or a model that cannot explain the video", "optimiser": convergence["reason"]}
 
 
 def all_history(optimisation: Optimisation, search=None) -> list[dict]:

@@ -143,10 +143,14 @@ def summarize(results: list[dict], paper=None) -> dict:
             "paper_abs": None if paper is None else paper.abs.get(name),
             "paper_rel": None if paper is None else paper.rel.get(name),
         }
+    escalated = [r for r in results if ((r.get("restarts") or {}).get("escalation") or {}).get("rounds")]
     return {"rows": rows, "instances": len(results),
             "wall_time_s": float(sum(r.get("wall_time_s", 0.0) for r in results)),
             "statuses": sorted({r.get("status", "?") for r in results}),
-            "converged": sum(r.get("status") == "done" for r in results)}
+            "converged": sum(r.get("status") == "done" for r in results),
+            "escalated": [r.get("seed") for r in escalated],
+            "escalation_resolved": [r.get("seed") for r in escalated
+                                    if (r.get("noise_check") or {}).get("explained")]}
 
 
 def _fmt(value) -> str:
@@ -159,6 +163,10 @@ def format_summary(summary: dict, title: str = "", method: str = "gradsim", tabl
         lines.append(f"{title} - method {method}, {summary['instances']} instance(s), "
                      f"wall time {summary['wall_time_s']:.1f} s, converged {summary.get('converged', '?')}/"
                      f"{summary['instances']}")
+    if summary.get("escalated"):
+        lines.append(f"escalated (loss above the target's noise allowance, restarts over every parameter): seeds "
+                     f"{', '.join(str(s) for s in summary['escalated'])}; explained afterwards: "
+                     f"{', '.join(str(s) for s in summary.get('escalation_resolved') or []) or 'none'}")
     if "loss" in summary:
         estimated = ", ".join(summary.get("appearance_estimated") or []) or "none (assumed)"
         lines.append(f"loss: {summary['loss']}; appearance estimated: {estimated}")

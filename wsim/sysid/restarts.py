@@ -17,6 +17,11 @@ and the estimate is the lowest-loss one of all runs. Every run uses only the vid
 DiffPhysics baseline, its 3D targets), never the truth. Draws are seeded by the instance seed and the
 round, so a run is reproducible, and an interrupted search resumes (``--resume``) from
 ``restarts.pt`` and the interrupted run's own checkpoint.
+
+Escalation (``optim.escalate``, :meth:`Restarts.escalate`): when the best loss after these rounds is
+above what the target's noise allows (:func:`wsim.sysid.uncertainty.noise_check`), ``optim.escalate``
+further rounds draw *every* parameter, whatever ``restart_params`` says: the configured rounds
+searched where a basin was expected, and the loss says the estimate is in none of them.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class Restarts:
         self.rounds, self.candidates, self.starts = o.restarts, o.restart_candidates, o.restart_starts
         names = list(o.restart_params) or [p.name for p in instance.params]
         self.params = [p for p in instance.params if p.name in names]
+        self.escalation_rounds = 0  # rounds over every parameter after the configured ones (escalate())
+        self.check: dict | None = None  # the noise check that decided on escalation
         self.runs: list[dict] = []  # finished restart runs (without their histories)
         self.histories: list[list[dict]] = []
         self.screening_evaluations = 0
@@ -57,11 +64,20 @@ class Restarts:
         self._first: tuple[int, dict] | None = None  # (first run's iteration, its estimate)
 
     # -- candidates -------------------------------------------------------------------------
+    def _round_params(self, round_index: int) -> list:
+        return self.params if round_index < self.rounds else list(self.instance.params)
+
+    def _label(self, round_index: int, k: int) -> str:
+        if round_index < self.rounds:
+            return f"restart {round_index + 1}.{k + 1}"
+        return f"escalation {round_index - self.rounds + 1}.{k + 1}"
+
     def _draw(self, round_index: int, base: dict) -> list[dict]:
-        """``restart_candidates`` starting points: the restart parameters from a scrambled Sobol
+        """``restart_candidates`` starting points: the round's parameters from a scrambled Sobol
         sequence over their ranges (one dimension per scalar of the parameter's element), the rest
         at ``base``."""
-        shapes = [self.instance.value_shape(p, "one") for p in self.params]
+        params = self._round_params(round_index)
+        shapes = [self.instance.value_shape(p, "one") for p in params]
         sizes = [int(np.prod(s)) if s else 1 for s in shapes]
         engine = torch.quasirandom.SobolEngine(sum(sizes), scramble=True, seed=self.instance.seed * 1009 + round_index)
         draws = engine.draw(self.candidates).double()
@@ -70,7 +86,7 @@ class Restarts:
         for row in draws:
             values = {k: v.detach().clone() for k, v in base.items()}
             column = 0
-            for p, shape, size in zip(self.params, shapes, sizes):
+            for p, shape, size in zip(params, shapes, sizes):
                 u = row[column:column + size].reshape(shape)
                 column += size
                 lo = to_space(p, torch.tensor(float(p.low), dtype=torch.float64))
@@ -101,7 +117,8 @@ class Restarts:
         state = {"runs": self.runs, "histories": self.histories, "chosen": to_device(self.chosen, "cpu"),
                  "screening_evaluations": self.screening_evaluations, "elapsed": self.elapsed,
                  "iterations": self.iterations, "evaluations": self.evaluations,
-                 "best": to_device(self.best, "cpu")}
+                 "best": to_device(self.best, "cpu"), "escalation_rounds": self.escalation_rounds,
+                 "check": self.check}
         save_checkpoint(self._state_path(), state, self.instance.stamp)
 
     def _load(self) -> None:
@@ -114,6 +131,7 @@ class Restarts:
         self.screening_evaluations, self.elapsed = state["screening_evaluations"], state["elapsed"]
         self.iterations, self.evaluations = state["iterations"], state["evaluations"]
         self.best = to_device(state["best"], device)
+        self.escalation_rounds, self.check = state.get("escalation_rounds", 0), state.get("check")
 
     # -- search -----------------------------------------------------------------------------
     def winner(self) -> dict:
@@ -133,7 +151,7 @@ class Restarts:
             self._load()
         tolerance = self.instance.config.optim.tolerance
         done = {(r["round"], r["start"]) for r in self.runs}
-        for round_index in range(self.rounds):
+        for round_index in range(self.rounds + self.escalation_rounds):
             if all((round_index, k) in done for k in range(self.starts)):
                 continue
             if round_index not in self.chosen:
@@ -150,9 +168,23 @@ class Restarts:
                     continue
                 self._run_one(round_index, k, screened_loss, start, resume, progress)
 
+    def escalate(self, progress: bool = True) -> None:
+        """After :meth:`run`: check the best loss against the target's noise once (the decision is saved,
+        so a resumed search makes the same one) and, when it is not explained and ``optim.escalate`` > 0,
+        run that many further rounds over every parameter."""
+        if self.check is None:
+            from .uncertainty import noise_check
+
+            self.check = noise_check(self.instance, self.winner()["loss"])
+            if self.check["applicable"] and not self.check["explained"]:
+                self.escalation_rounds = self.instance.config.optim.escalate
+            self._save()
+        if self.escalation_rounds:
+            self.run(resume=False, progress=progress)  # a resumed search already finished its started runs
+
     def _run_one(self, round_index: int, k: int, screened_loss: float, start: dict, resume: bool,
                  progress: bool) -> None:
-        label = f"restart {round_index + 1}.{k + 1}"
+        label = self._label(round_index, k)
         optimisation = Optimisation(self.instance, initial=start, label=label)
         checkpoint = self.out / f"restart_{round_index}_{k}.pt"
         if resume and checkpoint.exists():
@@ -165,7 +197,7 @@ class Restarts:
             self.best = {"label": label, "loss": loss, "convergence": convergence,
                          "values": {name: v.detach().clone() for name, v in estimate.items()}}
         self.runs.append({"round": round_index, "start": k, "label": label, "screened_loss": screened_loss,
-                          "start_values": {p.name: summary_of(start[p.name]) for p in self.params},
+                          "start_values": {p.name: summary_of(start[p.name]) for p in self._round_params(round_index)},
                           "estimate": {name: summary_of(v) for name, v in estimate.items()},
                           "final_loss": loss, "iterations": optimisation.iteration,
                           "converged": convergence["converged"]})
@@ -183,4 +215,4 @@ class Restarts:
         return {"rounds": self.rounds, "candidates": self.candidates, "starts": self.starts,
                 "params": [p.name for p in self.params], "first_run_loss": first_loss, "final_loss": winner["loss"],
                 "chosen": winner["label"], "runs": self.runs, "screening_evaluations": self.screening_evaluations,
-                "time_s": self.elapsed}
+                "time_s": self.elapsed, "escalation": {"rounds": self.escalation_rounds, "check": self.check}}

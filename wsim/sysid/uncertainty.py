@@ -194,3 +194,33 @@ def parameter_bounds(uncertainty: dict | None) -> dict:
         if entry["rel_std"] is not None:
             grouped.setdefault(label.split("[")[0], []).append(entry["rel_std"])
     return {name: float(np.mean(values)) for name, values in grouped.items()}
+
+
+def noise_check(instance, loss: float | None) -> dict:
+    """Is the final ``loss`` (the mean squared residual over the whole video) what the target's noise
+    allows? For the pixel losses the mean squared residual at the truth is the noise's variance, so a
+    loss above ``(optim.escalate_ratio x noise)^2`` means a local minimum or a model that cannot explain
+    the video, not an estimate limited by the video. The noise is measured from the loss frames
+    (:func:`target_noise`, at least ``optim.escalate_floor``); 3D targets (DiffPhysics) carry none, so
+    their allowance is the floor's. Mask, RISP and perceptual residuals have no noise model: not applicable.
+
+    Returns ``{"applicable": False, "reason"}`` or ``{"applicable": True, "loss", "noise",
+    "allowed_loss", "ratio", "explained"}`` (``ratio``: the residuals' RMS over the noise)."""
+    config = instance.config
+    o = config.optim
+    kind = "vertices" if config.method == "diffphysics" else config.loss.type
+    if o.escalate_ratio == 0:
+        return {"applicable": False, "reason": "optim.escalate_ratio is 0"}
+    if config.method in ("average", "random"):
+        return {"applicable": False, "reason": f"baseline '{config.method}': nothing is fitted"}
+    if kind not in ("pixel", "first_last", "vertices"):
+        return {"applicable": False, "reason": f"loss.type {kind}: its residuals have no noise model"}
+    if kind == "vertices":
+        noise = o.escalate_floor
+    else:
+        frames = list(instance.loss_frames)
+        noise = target_noise(instance.target_images[frames].detach().cpu().numpy(), o.escalate_floor)["noise"]
+    allowed = (o.escalate_ratio * noise) ** 2
+    finite = loss is not None and math.isfinite(loss)
+    return {"applicable": True, "loss": loss if finite else None, "noise": noise, "allowed_loss": allowed,
+            "ratio": math.sqrt(loss) / noise if finite else None, "explained": finite and loss <= allowed}
