@@ -6,7 +6,7 @@ minimum (the loss fell monotonically along the line to the truth). The step came
 face's inside coverage falls off with the distance to the nearest soft edge of its ring, and with the
 one-ring a sheet's boundary one cell away was in one of two neighbouring faces' rings only, so a pixel
 stepped (by 0.23) where its centre crossed the inner edge between them. See
-:data:`wsim.render.raster.BOUNDARY_RING_DEPTH`.
+:data:`wsim.render.topology.BOUNDARY_RING_DEPTH`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsim.render import raster
+from wsim.render import topology
 from wsim.render.camera import Camera
 from wsim.render.meshes import grid_plane
 from wsim.render.renderer import SoftRenderer
@@ -25,8 +25,8 @@ def _largest_step(depth: int, monkeypatch) -> float:
     """The largest change of any pixel's alpha between successive frames of a 6 x 6 sheet sliding by 1e-4
     per frame, seen from afar with a wide sigma (measured: 0.10 with the one-ring, 4e-4 with the boundary
     edges of the two-ring; a continuous image changes by far less than 0.02 per frame)."""
-    monkeypatch.setattr(raster, "BOUNDARY_RING_DEPTH", depth)
-    monkeypatch.setattr(raster, "_TOPOLOGY_CACHE", {})
+    monkeypatch.setattr(topology, "BOUNDARY_RING_DEPTH", depth)
+    monkeypatch.setattr(topology, "_TOPOLOGY_CACHE", {})
     vertices, faces, _ = grid_plane(0.6, 6)
     camera = Camera.look_at([1.6, 2.2, 1.6], [0.0, 0.0, 0.0], fov_y=40.0)
     renderer = SoftRenderer(camera, image_size=32, sigma=8e-3, shading="flat")
@@ -38,7 +38,7 @@ def _largest_step(depth: int, monkeypatch) -> float:
 
 
 def test_sheet_coverage_is_continuous_across_inner_edges(monkeypatch):
-    assert _largest_step(raster.BOUNDARY_RING_DEPTH, monkeypatch) < 0.02
+    assert _largest_step(topology.BOUNDARY_RING_DEPTH, monkeypatch) < 0.02
 
 
 def test_one_ring_coverage_steps_on_a_sheet(monkeypatch):
