@@ -287,3 +287,20 @@ def test_empty_or_corrupt_target_video_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"target.video '.*target.mp4' could not be read as a video") as info:
         read_frames(empty)
     assert "pip install" not in str(info.value)
+
+
+def test_log_uniform_draws_cover_every_decade():
+    from wsim.sysid.instance import draw_values
+
+    config = load_experiment("rigid-contact")
+    kf = next(p for p in config.params if p.name == "kf")
+    assert kf.draw == "log_uniform"
+    values = draw_values(kf, (20000,), np.random.default_rng(0))
+    assert values.min() >= 1.0 and values.max() <= 500.0
+    # uniform in log: the median is the geometric mean, a quarter of the draws lie above 100 (log 5 / log 500)
+    assert np.median(values) == pytest.approx(np.sqrt(500.0), rel=0.05)
+    assert np.mean(values > 100.0) == pytest.approx(np.log(5.0) / np.log(500.0), abs=0.02)
+    uniform = draw_values(kf.model_copy(update={"draw": "uniform"}), (20000,), np.random.default_rng(0))
+    assert np.mean(uniform > 100.0) == pytest.approx(0.8, abs=0.02)
+    with pytest.raises(ConfigError, match="log_uniform needs low > 0"):
+        load_experiment("rigid-mass", ["params.0.space=linear", "params.0.low=0.0", "params.0.draw=log_uniform"])

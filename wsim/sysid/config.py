@@ -45,7 +45,9 @@ class ParamConfig(ConfigModel):
     element, or ``all`` (a value per body/particle/element). ``per_vertex_of_body``: the value is a total
     over the surface vertices of the scene's (single) body, and each vertex gets value / vertex count
     (for the per-vertex contact parameters ke, kd, kf: a body's contact stiffness then does not grow
-    with its mesh resolution)."""
+    with its mesh resolution). ``draw``: how truth and initial guess are drawn from ``[low, high]``:
+    ``uniform``, or ``log_uniform`` (uniform in log: every decade of a range spanning several gets
+    its share, where uniform draws of [1, 500] put 80 % of them above 100)."""
 
     name: str = "density"
     low: float = 2.0
@@ -57,6 +59,7 @@ class ParamConfig(ConfigModel):
     true_per: Literal[PER] = "one"
     estimate_per: Literal[PER] = "one"
     per_vertex_of_body: bool = False
+    draw: Literal["uniform", "log_uniform"] = "uniform"
 
     @model_validator(mode="after")
     def _range(self):
@@ -64,6 +67,8 @@ class ParamConfig(ConfigModel):
             raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
         if self.space == "log" and self.low <= 0:
             raise ValueError(f"a log-space parameter needs low > 0, got {self.low}")
+        if self.draw == "log_uniform" and self.low <= 0:
+            raise ValueError(f"draw: log_uniform needs low > 0, got {self.low}")
         if self.bounds is not None and not self.bounds[1] > self.bounds[0]:
             raise ValueError(f"bounds must be [lower, upper] with upper > lower, got {self.bounds}")
         return self

@@ -20,6 +20,13 @@ from .config import ExperimentConfig, ParamConfig, image_size
 from .randomize import randomized_scene
 
 
+def draw_values(p: ParamConfig, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    """Values of ``p`` of ``shape`` drawn from ``[p.low, p.high]`` as ``p.draw`` says."""
+    if p.draw == "log_uniform":
+        return np.exp(rng.uniform(np.log(p.low), np.log(p.high), size=shape))
+    return rng.uniform(p.low, p.high, size=shape)
+
+
 class Instance:
     """A built instance: randomised scene, true and initial values, camera, renderer and target."""
 
@@ -112,7 +119,7 @@ class Instance:
             except ValueError:
                 raise ConfigError(f"{where} has shape {value.shape}, expected {shape} (or one that broadcasts)") from None
         else:
-            value = rng.uniform(p.low, p.high, size=shape)
+            value = draw_values(p, shape, rng)
         return torch.tensor(np.array(value, dtype=np.float32), device=self.torch_device)
 
     def _draw_truth(self, rng):
