@@ -193,7 +193,15 @@ class OptimConfig(ConfigModel):
     still exceeds the allowance ends ``not_converged``. The allowance is ``(escalate_ratio x noise)^2``
     for the pixel losses (the mean squared residual at the truth is the noise's variance), the noise
     measured from the target frames and at least ``escalate_floor`` (a float render has none; 1e-5 is
-    far below an 8-bit level and far above float32 round-off); ``escalate_ratio: 0`` turns the check off."""
+    far below an 8-bit level and far above float32 round-off); ``escalate_ratio: 0`` turns the check off.
+
+    ``profile`` (a scalar parameter's name): a profile search along a valley of the loss, after the
+    first run and before the restarts. For ``profile_points`` values of that parameter, evenly spaced
+    over ``[low, high]`` in its optimisation space, the polish optimises every other parameter with it
+    held fixed, starting from the best estimate so far; then a free polish starts from the best point of
+    that profile. Rigid contact is the case: along the kf-mu valley the loss has a minimum away from
+    the truth that local runs and restarts of the pair fall back into, while at a fixed kf near the
+    truth the others go to theirs."""
 
     optimizer: Literal[OPTIMIZERS] = "adam"
     lr: Positive = 0.1
@@ -210,6 +218,8 @@ class OptimConfig(ConfigModel):
     restart_starts: int = Field(2, ge=1)
     restart_params: list[str] = Field(default_factory=list)
     escalate: int = Field(0, ge=0)
+    profile: Optional[str] = None
+    profile_points: int = Field(8, ge=2)
     escalate_ratio: NonNegative = 3.0
     escalate_floor: Positive = 1.0e-5
 
@@ -394,6 +404,12 @@ class ExperimentConfig(ConfigModel):
             raise ValueError("loss.mask_video is the target of loss.type: mask; set loss.type: mask or drop it")
         if self.appearance.estimate and self.method == "diffphysics":
             raise ValueError("appearance.estimate needs a pixel loss; method diffphysics compares 3D vertices")
+        if self.optim.profile is not None:
+            if self.optim.profile not in names:
+                raise ValueError(f"optim.profile: '{self.optim.profile}' is not an estimated parameter; "
+                                 f"allowed: {', '.join(names)}")
+            if self.optim.polish_iterations == 0:
+                raise ValueError("optim.profile runs the polish at each point: set optim.polish_iterations > 0")
         for i, name in enumerate(self.optim.restart_params):
             if name not in names + list(self.appearance.estimate):
                 raise ValueError(f"optim.restart_params.{i}: '{name}' is not an estimated parameter; "

@@ -89,7 +89,8 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
     if resume and checkpoint.exists():
         optimisation.load(checkpoint)
     search = None
-    if (config.optim.restarts > 0 or config.optim.escalate > 0) and optimisation.total > 0:
+    o = config.optim
+    if (o.restarts > 0 or o.escalate > 0 or o.profile is not None) and optimisation.total > 0:
         from .restarts import Restarts
 
         search = Restarts(instance, optimisation, out)

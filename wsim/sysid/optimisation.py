@@ -33,16 +33,20 @@ PLATEAU_RTOL = 1e-3  # relative change of the best loss over that window that co
 class Optimisation:
     """The optimisation state of an instance: variables, optimiser, history, best estimate, checkpoint."""
 
-    def __init__(self, instance, initial: dict | None = None, label: str | None = None):
+    def __init__(self, instance, initial: dict | None = None, label: str | None = None,
+                 fixed: tuple[str, ...] = (), polish_only: bool = False):
         """Start from ``initial`` (default: the instance's drawn initial guess); ``label`` names the run
-        in the progress bar and the loss history (restarts, see :mod:`wsim.sysid.restarts`)."""
+        in the progress bar and the loss history (restarts, see :mod:`wsim.sysid.restarts`). The
+        parameters named in ``fixed`` keep their initial values (a profile of the loss over them);
+        ``polish_only`` runs the polish phase alone, on the whole video."""
         self.instance = instance
         self.label = label
+        self.fixed = tuple(fixed)
         start = instance.initial if initial is None else initial
-        self.variables = {p.name: to_space(p, start[p.name]).clone().requires_grad_(True)
+        self.variables = {p.name: to_space(p, start[p.name]).clone().requires_grad_(p.name not in self.fixed)
                           for p in instance.params}
         self.lr = instance.config.optim.lr
-        self.iteration = 0
+        self.iteration = instance.config.optim.iterations if polish_only else 0
         self.phase = self.current_phase()
         self.optimizer = self._optimizer()
         self.evaluations = 0
@@ -77,7 +81,8 @@ class Optimisation:
 
     def _optimizer(self, method: str | None = None) -> Optimiser:
         o = self.instance.config.optim
-        return Optimiser(list(self.variables.values()), method or self.method(), lr=self.lr, max_step=o.polish_lr)
+        free = [v for name, v in self.variables.items() if name not in self.fixed]
+        return Optimiser(free, method or self.method(), lr=self.lr, max_step=o.polish_lr)
 
     def values(self, detach: bool = False) -> dict:
         out = {}

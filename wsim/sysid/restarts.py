@@ -18,6 +18,10 @@ DiffPhysics baseline, its 3D targets), never the truth. Draws are seeded by the 
 round, so a run is reproducible, and an interrupted search resumes (``--resume``) from
 ``restarts.pt`` and the interrupted run's own checkpoint.
 
+A profile search (``optim.profile``, :meth:`Restarts._profile`) comes first when configured: the polish
+at ``optim.profile_points`` fixed values of one parameter, the others free, then a free polish from the
+best of them (runs labelled ``profile``).
+
 Escalation (``optim.escalate``, :meth:`Restarts.escalate`): when the best loss after these rounds is
 above what the target's noise allows (:func:`wsim.sysid.uncertainty.noise_check`), ``optim.escalate``
 further rounds draw *every* parameter, whatever ``restart_params`` says: the configured rounds
@@ -52,6 +56,8 @@ class Restarts:
         names = list(o.restart_params) or [p.name for p in instance.params]
         self.params = [p for p in instance.params if p.name in names]
         self.escalation_rounds = 0  # rounds over every parameter after the configured ones (escalate())
+        self.profile = next((p for p in instance.params if p.name == o.profile), None)
+        self.profile_points = o.profile_points
         self.check: dict | None = None  # the noise check that decided on escalation
         self.runs: list[dict] = []  # finished restart runs (without their histories)
         self.histories: list[list[dict]] = []
@@ -146,9 +152,46 @@ class Restarts:
         return {"label": "first run", "loss": first_loss, "values": self._first[1],
                 "convergence": self.first.convergence()}
 
+    def _profile(self, resume: bool, progress: bool) -> None:
+        """The profile search of ``optim.profile`` (see the module docstring); its grid and the best point
+        are kept in ``chosen`` so that a resumed search goes on with the same ones."""
+        p, tolerance = self.profile, self.instance.config.optim.tolerance
+        done = {r["start"] for r in self.runs if r["round"] == "profile"}
+        if "profile" not in self.chosen:
+            winner = self.winner()
+            if tolerance > 0 and winner["loss"] < tolerance:
+                return
+            lo = to_space(p, torch.tensor(float(p.low), dtype=torch.float64))
+            hi = to_space(p, torch.tensor(float(p.high), dtype=torch.float64))
+            points = []
+            for u in torch.linspace(0.0, 1.0, self.profile_points, dtype=torch.float64):
+                values = {k: v.detach().clone() for k, v in winner["values"].items()}
+                value = from_space(p, lo + (hi - lo) * u).float().to(self.instance.torch_device)
+                values[p.name] = torch.full_like(values[p.name], float(value))
+                points.append((math.nan, values))
+            self.chosen["profile"] = points
+            self.chosen["profile_best"] = (math.inf, None)
+            self._save()
+        for k, (_, start) in enumerate(self.chosen["profile"]):
+            if k in done:
+                continue
+            label = f"profile {p.name}={float(start[p.name].reshape(-1)[0]):.4g}"
+            loss, estimate = self._run_one("profile", k, math.nan, start, resume, progress, label=label,
+                                           fixed=(p.name,), params=[p])
+            if loss < self.chosen["profile_best"][0]:
+                self.chosen["profile_best"] = (loss, estimate)
+                self._save()
+        k = len(self.chosen["profile"])
+        best = self.chosen["profile_best"][1]
+        if k not in done and best is not None:
+            self._run_one("profile", k, math.nan, best, resume, progress, label="profile polish",
+                          params=list(self.instance.params))
+
     def run(self, resume: bool = False, progress: bool = True) -> None:
         if resume:
             self._load()
+        if self.profile is not None:
+            self._profile(resume, progress)
         tolerance = self.instance.config.optim.tolerance
         done = {(r["round"], r["start"]) for r in self.runs}
         for round_index in range(self.rounds + self.escalation_rounds):
@@ -182,10 +225,13 @@ class Restarts:
         if self.escalation_rounds:
             self.run(resume=False, progress=progress)  # a resumed search already finished its started runs
 
-    def _run_one(self, round_index: int, k: int, screened_loss: float, start: dict, resume: bool,
-                 progress: bool) -> None:
-        label = self._label(round_index, k)
-        optimisation = Optimisation(self.instance, initial=start, label=label)
+    def _run_one(self, round_index, k: int, screened_loss: float, start: dict, resume: bool, progress: bool,
+                 label: str | None = None, fixed: tuple[str, ...] = (), params: list | None = None) -> tuple:
+        """One local optimisation from ``start`` (the whole schedule; a profile run, ``round_index``
+        "profile", runs the polish alone with ``fixed`` held); returns its best loss and estimate."""
+        profile = round_index == "profile"
+        label = label or self._label(round_index, k)
+        optimisation = Optimisation(self.instance, initial=start, label=label, fixed=fixed, polish_only=profile)
         checkpoint = self.out / f"restart_{round_index}_{k}.pt"
         if resume and checkpoint.exists():
             optimisation.load(checkpoint)
@@ -197,7 +243,8 @@ class Restarts:
             self.best = {"label": label, "loss": loss, "convergence": convergence,
                          "values": {name: v.detach().clone() for name, v in estimate.items()}}
         self.runs.append({"round": round_index, "start": k, "label": label, "screened_loss": screened_loss,
-                          "start_values": {p.name: summary_of(start[p.name]) for p in self._round_params(round_index)},
+                          "start_values": {p.name: summary_of(start[p.name])
+                                           for p in (params or self._round_params(round_index))},
                           "estimate": {name: summary_of(v) for name, v in estimate.items()},
                           "final_loss": loss, "iterations": optimisation.iteration,
                           "converged": convergence["converged"]})
@@ -207,6 +254,7 @@ class Restarts:
         self.elapsed += optimisation.elapsed
         self._save()
         checkpoint.unlink(missing_ok=True)
+        return loss, {name: v.detach().clone() for name, v in estimate.items()}
 
     def summary(self) -> dict:
         """The ``restarts`` entry of ``results.json``."""
@@ -215,4 +263,6 @@ class Restarts:
         return {"rounds": self.rounds, "candidates": self.candidates, "starts": self.starts,
                 "params": [p.name for p in self.params], "first_run_loss": first_loss, "final_loss": winner["loss"],
                 "chosen": winner["label"], "runs": self.runs, "screening_evaluations": self.screening_evaluations,
-                "time_s": self.elapsed, "escalation": {"rounds": self.escalation_rounds, "check": self.check}}
+                "time_s": self.elapsed, "escalation": {"rounds": self.escalation_rounds, "check": self.check},
+                "profile": None if self.profile is None else {"param": self.profile.name,
+                                                               "points": self.profile_points}}
