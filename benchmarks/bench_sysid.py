@@ -72,7 +72,9 @@ def main(argv=None) -> int:
                                                                "weakest_direction"),
                                                            "restarts": None if "restarts" not in r else {
                                                                "first_run_loss": r["restarts"]["first_run_loss"],
-                                                               "chosen": r["restarts"]["chosen"]}}
+                                                               "chosen": r["restarts"]["chosen"],
+                                                               "escalated": r["restarts"]["escalation"]["rounds"]},
+                                                           "noise_ratio": (r.get("noise_check") or {}).get("ratio")}
                                                           for r in report["results"]]}
             record["device"] = device
         record["wall_time_s"] = time.perf_counter() - started

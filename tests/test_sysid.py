@@ -251,14 +251,14 @@ CONTACT = [
 
 def test_rigid_contact_parameters_recovered_from_random_guess(tmp_path):
     """DiffPhysics (3D vertex loss) recovers all five rigid-contact parameters from a random initial
-    guess (seed 1: ke 8 %, kd x3, kf x6, mu 72 % off). The first local run stops in the wrong friction
-    basin (kf 7 %, mu 20 % off: kf matters only while |v_t| < mu |f_n| / kf); the screened restarts over
-    kf and mu of the shipped config (optim.restarts) find the right one and bring every parameter to
-    1e-3."""
-    result = run_instance(load_experiment("rigid-contact", CONTACT), 1, tmp_path, "cpu", progress=False,
-                          write_outputs=False)
+    guess (seed 1: ke 93 %, kd 73 %, kf 72 %, mu 72 % off). The first local run stops in the wrong
+    friction basin (kf matters only while |v_t| < mu |f_n| / kf); three rounds of screened restarts
+    over kf and mu (optim.restarts; here without the shipped config's profile search, tested below)
+    find the right one and bring every parameter to 1e-3."""
+    config = load_experiment("rigid-contact", CONTACT + ["optim.profile=null", "optim.escalate=0", "optim.restarts=3"])
+    result = run_instance(config, 1, tmp_path, "cpu", progress=False, write_outputs=False)
     initial, errors = result["initial_errors"], result["errors"]
-    assert initial["kd"]["rel"] > 1.0 and initial["kf"]["rel"] > 1.0 and initial["mu"]["rel"] > 0.5
+    assert min(initial[name]["rel"] for name in ("ke", "kd", "kf", "mu")) > 0.5
     assert result["blowups"] == 0
     for name in ("density", "ke", "kd", "kf", "mu"):
         assert errors[name]["rel"] < 1e-3, errors
@@ -332,13 +332,13 @@ def test_a_loss_above_the_noise_is_not_done_and_escalation_searches_every_parame
     and a loss far above what the target allows (3D targets: the floor, 1e-5 m), not done. With
     optim.escalate the same run is escalated: restarts over every parameter (not only the configured
     kf and mu) bring every parameter to 1e-3, and the instance reports done, saying it was escalated."""
-    plain = load_experiment("rigid-contact", CONTACT + ["optim.restarts=0"])
+    plain = load_experiment("rigid-contact", CONTACT + ["optim.restarts=0", "optim.profile=null", "optim.escalate=0"])
     stuck = run_instance(plain, 1, tmp_path / "stuck", "cpu", progress=False, write_outputs=False)
     check = stuck["noise_check"]
     assert check["applicable"] and not check["explained"] and check["loss"] > 10 * check["allowed_loss"]
     assert stuck["status"] == "not_converged" and stuck["errors"]["mu"]["rel"] > 1e-2
 
-    escalated = run_instance(load_experiment("rigid-contact", CONTACT + ["optim.restarts=0", "optim.escalate=1"]),
+    escalated = run_instance(load_experiment("rigid-contact", CONTACT + ["optim.restarts=0", "optim.profile=null"]),
                              1, tmp_path / "escalated", "cpu", progress=False, write_outputs=False)
     search = escalated["restarts"]
     assert search["escalation"]["rounds"] == 1 and not search["escalation"]["check"]["explained"]
