@@ -354,7 +354,7 @@ def test_a_loss_above_the_noise_is_not_done_and_escalation_searches_every_parame
     assert "escalated (loss above the target's noise allowance" in format_summary(summary, "rigid-contact")
 
 
-def test_profile_search_along_kf_finds_the_basin_of_the_truth(tmp_path):
+def test_profile_search_along_kf_finds_the_basin_of_the_truth(tmp_path, capsys):
     """optim.profile: the polish at fixed kf on a grid over [1, 500] (log-spaced: 1, 22.4, 500), the
     others free, then a free polish from the best grid point. With the true kf 20, the point 22.4 has a
     loss 60 times below the others, and the polish from it reaches every parameter (the first run
@@ -369,6 +369,10 @@ def test_profile_search_along_kf_finds_the_basin_of_the_truth(tmp_path):
     assert runs[1]["final_loss"] < 0.1 * min(runs[0]["final_loss"], runs[2]["final_loss"])
     assert set(runs[3]["start_values"]) == {"density", "ke", "kd", "kf", "mu"}
     assert result["estimate_from"] == "profile polish" and result["status"] == "done"
+    from wsim.cli import _print_result
+
+    _print_result(result)
+    assert "profile of the loss along kf: 3 of 3 points, lowest at kf=22.36" in capsys.readouterr().out
     for name in ("density", "ke", "kd", "kf", "mu"):
         assert result["errors"][name]["rel"] < 1e-3, result["errors"]
     with pytest.raises(ConfigError, match="optim.profile"):

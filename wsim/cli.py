@@ -203,6 +203,12 @@ def _print_result(result: dict) -> None:
         print(f"  restarts: {len(search['runs'])} runs over {', '.join(search['params'])} "
               f"({search['screening_evaluations']} screened candidates); first run loss "
               f"{first if first is not None else float('nan'):.3e}, estimate from the {search['chosen']}")
+        profile = search.get("profile")
+        if profile:
+            runs = [r for r in search["runs"] if r["round"] == "profile" and r["label"] != "profile polish"]
+            best = min(runs, key=lambda r: r["final_loss"]) if runs else None
+            print(f"  profile of the loss along {profile['param']}: {len(runs)} of {profile['points']} points"
+                  + (f", lowest at {best['label'].split(' ', 1)[1]} (loss {best['final_loss']:.3e})" if best else ""))
         escalation = search.get("escalation") or {}
         if escalation.get("rounds"):
             check = escalation["check"]
