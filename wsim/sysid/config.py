@@ -187,21 +187,12 @@ class OptimConfig(ConfigModel):
     whole video (no gradient) and runs the optimisation again from the ``restart_starts`` best; the
     lowest-loss estimate of all runs wins.
 
-    A run whose final loss is far above what the target's noise allows is not done (see
-    :func:`wsim.sysid.uncertainty.noise_check`): with ``escalate`` > 0, that many further rounds of
-    screened restarts over *every* parameter follow before the instance reports; an instance whose loss
-    still exceeds the allowance ends ``not_converged``. The allowance is ``(escalate_ratio x noise)^2``
-    for the pixel losses (the mean squared residual at the truth is the noise's variance), the noise
-    measured from the target frames and at least ``escalate_floor`` (a float render has none; 1e-5 is
-    far below an 8-bit level and far above float32 round-off); ``escalate_ratio: 0`` turns the check off.
-
-    ``profile`` (a scalar parameter's name): a profile search along a valley of the loss, after the
-    first run and before the restarts. For ``profile_points`` values of that parameter, evenly spaced
-    over ``[low, high]`` in its optimisation space, the polish optimises every other parameter with it
-    held fixed, starting from the best estimate so far; then a free polish starts from the best point of
-    that profile. Rigid contact is the case: along the kf-mu valley the loss has a minimum away from
-    the truth that local runs and restarts of the pair fall back into, while at a fixed kf near the
-    truth the others go to theirs."""
+    A final loss above ``(escalate_ratio x noise)^2`` (the pixel losses' value at the truth is the
+    noise variance; noise measured from the target, at least ``escalate_floor``; ratio 0: no check) is
+    not done (:func:`wsim.sysid.uncertainty.noise_check`); ``escalate`` rounds of restarts over *every*
+    parameter are tried first. ``profile`` (a parameter's name): before the restarts, the polish at
+    ``profile_points`` values of it over ``[low, high]`` (even in its optimisation space), the others
+    free, then a free polish from the best (rigid contact: local runs fall back into a kf-mu minimum)."""
 
     optimizer: Literal[OPTIMIZERS] = "adam"
     lr: Positive = 0.1
