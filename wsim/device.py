@@ -25,8 +25,8 @@ ALLOWED_DEVICES = "auto, cpu, cuda, cuda:N"
 KERNEL_MODULES = (
     "wsim.simulation", "wsim.integrators.semi_implicit", "wsim.models.springs", "wsim.models.fem",
     "wsim.models.cloth", "wsim.models.bending", "wsim.models.aerodynamics", "wsim.models.contact",
-    "wsim.models.external", "wsim.models.rotors", "wsim.models.articulation", "wsim.render.kernels",
-    "wsim.render.visibility",
+    "wsim.models.external", "wsim.models.rotors", "wsim.models.articulation_kernels",
+    "wsim.render.kernels", "wsim.render.visibility",
 )
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 # printed by Warp's native library on machines without an NVIDIA driver, where the CPU is the device

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .articulation import NO_LIMIT, Articulation, ArticulationBuilder
+from .articulation_builder import NO_LIMIT, Articulation, ArticulationBuilder
 
 # Stands in for a zero body mass: 1e-300 kg changes no product in float64 at the scale of real links
 MASSLESS = 1.0e-300

@@ -1,0 +1,293 @@
+"""Warp kernels of the articulated-body dynamics (:mod:`wsim.models.articulation` documents the model
+and the conventions): forward kinematics, subtree sums, the mass-matrix solve with semi-implicit
+integration, and the energy diagnostic. Every kernel writes each element of its outputs once per step,
+so ``wp.Tape`` can reverse a rollout."""
+
+import warp as wp
+
+REVOLUTE = wp.constant(0)
+PRISMATIC = wp.constant(1)
+FIXED = wp.constant(2)
+
+vec3d = wp.vec3d
+quatd = wp.quatd
+mat33d = wp.mat33d
+spatiald = wp.spatial_vectord
+
+
+@wp.func
+def _spatial(top: vec3d, bottom: vec3d):
+    # Warp 1.19's two-vector spatial_vector constructor infers float32 inside these functions
+    return spatiald(top[0], top[1], top[2], bottom[0], bottom[1], bottom[2])
+
+
+@wp.func
+def _inertia_times(mass: wp.float64, moment: vec3d, inertia_origin: mat33d, motion: spatiald):
+    """Spatial inertia (m, h = m c, J about the origin) times a motion vector (w, v_O): the momentum
+    ``(J w + h x v_O, m v_O + w x h)``."""
+    w = wp.spatial_top(motion)
+    v = wp.spatial_bottom(motion)
+    return _spatial(inertia_origin * w + wp.cross(moment, v), mass * v + wp.cross(w, moment))
+
+
+@wp.kernel
+def kinematics_kernel(
+    articulation_link_start: wp.array(dtype=wp.int32),
+    link_parent: wp.array(dtype=wp.int32),
+    joint_type: wp.array(dtype=wp.int32),
+    joint_dof: wp.array(dtype=wp.int32),
+    joint_position: wp.array(dtype=vec3d),
+    joint_rotation: wp.array(dtype=quatd),
+    joint_axis: wp.array(dtype=vec3d),
+    link_mass: wp.array(dtype=wp.float64),
+    link_com: wp.array(dtype=vec3d),
+    link_inertia: wp.array(dtype=mat33d),
+    gravity: wp.array(dtype=vec3d),
+    step: int,
+    q: wp.array2d(dtype=wp.float64),
+    qd: wp.array2d(dtype=wp.float64),
+    link_rotation: wp.array2d(dtype=quatd),
+    link_origin: wp.array2d(dtype=vec3d),
+    link_subspace: wp.array2d(dtype=spatiald),
+    link_velocity: wp.array2d(dtype=spatiald),
+    link_acceleration: wp.array2d(dtype=spatiald),
+    link_moment: wp.array2d(dtype=vec3d),
+    link_inertia_origin: wp.array2d(dtype=mat33d),
+    link_bias_force: wp.array2d(dtype=spatiald),
+):
+    """Forward pass, root to leaves: poses, motion subspaces, velocities, velocity-product accelerations
+    (gravity as a base acceleration) and the Newton-Euler force each link needs at ``qdd = 0``."""
+    a = wp.tid()
+    zero = wp.float64(0.0)
+    for l in range(articulation_link_start[a], articulation_link_start[a + 1]):
+        parent = link_parent[l]
+        parent_rotation = quatd(zero, zero, zero, wp.float64(1.0))
+        parent_origin = vec3d(zero, zero, zero)
+        parent_velocity = spatiald()
+        parent_acceleration = _spatial(vec3d(zero, zero, zero), -gravity[0])
+        if parent >= 0:
+            parent_rotation = link_rotation[step, parent]
+            parent_origin = link_origin[step, parent]
+            parent_velocity = link_velocity[step, parent]
+            parent_acceleration = link_acceleration[step, parent]
+
+        frame_rotation = parent_rotation * joint_rotation[l]
+        frame_origin = parent_origin + wp.quat_rotate(parent_rotation, joint_position[l])
+        axis = wp.quat_rotate(frame_rotation, joint_axis[l])
+        rotation = frame_rotation
+        origin = frame_origin
+        subspace = spatiald()
+        joint_velocity = spatiald()
+        kind = joint_type[l]
+        if kind != FIXED:
+            dof = joint_dof[l]
+            if kind == REVOLUTE:
+                rotation = frame_rotation * wp.quat_from_axis_angle(joint_axis[l], q[step, dof])
+                # a rotation about the axis through o moves the body point at the origin with o x w
+                subspace = _spatial(axis, wp.cross(frame_origin, axis))
+            else:
+                origin = frame_origin + axis * q[step, dof]
+                subspace = _spatial(vec3d(zero, zero, zero), axis)
+            joint_velocity = subspace * qd[step, dof]
+
+        velocity = parent_velocity + joint_velocity
+        # the subspace is fixed in the parent, so it changes at rate parent_velocity x S
+        acceleration = parent_acceleration + wp.spatial_cross(parent_velocity, joint_velocity)
+
+        mass = link_mass[l]
+        rotation_matrix = wp.quat_to_matrix(rotation)
+        com = origin + rotation_matrix * link_com[l]
+        inertia_com = rotation_matrix * link_inertia[l] * wp.transpose(rotation_matrix)
+        # parallel-axis theorem to the world origin: J = I_c + m (|c|^2 1 - c c^T)
+        inertia_origin = inertia_com + mass * (wp.dot(com, com) * wp.identity(n=3, dtype=wp.float64)
+                                               - wp.outer(com, com))
+        moment = mass * com
+        momentum = _inertia_times(mass, moment, inertia_origin, velocity)
+        force = _inertia_times(mass, moment, inertia_origin, acceleration) + wp.spatial_cross_dual(velocity, momentum)
+
+        link_rotation[step, l] = rotation
+        link_origin[step, l] = origin
+        link_subspace[step, l] = subspace
+        link_velocity[step, l] = velocity
+        link_acceleration[step, l] = acceleration
+        link_moment[step, l] = moment
+        link_inertia_origin[step, l] = inertia_origin
+        link_bias_force[step, l] = force
+
+
+@wp.kernel
+def subtree_kernel(
+    link_subtree_end: wp.array(dtype=wp.int32),
+    link_mass: wp.array(dtype=wp.float64),
+    step: int,
+    link_moment: wp.array2d(dtype=vec3d),
+    link_inertia_origin: wp.array2d(dtype=mat33d),
+    link_bias_force: wp.array2d(dtype=spatiald),
+    composite_mass: wp.array2d(dtype=wp.float64),
+    composite_moment: wp.array2d(dtype=vec3d),
+    composite_inertia: wp.array2d(dtype=mat33d),
+    composite_force: wp.array2d(dtype=spatiald),
+):
+    """Composite spatial inertia and total bias force of the subtree rooted at each link (all in world
+    coordinates about the origin, so the backward pass of CRBA and RNEA is a sum over the subtree).
+    The outputs must arrive zeroed. Sums go through atomic adds on the outputs, not a local accumulator:
+    Warp does not differentiate a local variable mutated across the iterations of a dynamic loop."""
+    l = wp.tid()
+    for k in range(l, link_subtree_end[l]):
+        wp.atomic_add(composite_mass, step, l, link_mass[k])
+        wp.atomic_add(composite_moment, step, l, link_moment[step, k])
+        wp.atomic_add(composite_inertia, step, l, link_inertia_origin[step, k])
+        wp.atomic_add(composite_force, step, l, link_bias_force[step, k])
+
+
+@wp.kernel
+def solve_integrate_kernel(
+    articulation_dof_start: wp.array(dtype=wp.int32),
+    articulation_matrix_start: wp.array(dtype=wp.int32),
+    articulation_cube_start: wp.array(dtype=wp.int32),
+    dof_link: wp.array(dtype=wp.int32),
+    link_subtree_end: wp.array(dtype=wp.int32),
+    link_subspace: wp.array2d(dtype=spatiald),
+    composite_mass: wp.array2d(dtype=wp.float64),
+    composite_moment: wp.array2d(dtype=vec3d),
+    composite_inertia: wp.array2d(dtype=mat33d),
+    composite_force: wp.array2d(dtype=spatiald),
+    joint_stiffness: wp.array(dtype=wp.float64),
+    joint_damping: wp.array(dtype=wp.float64),
+    joint_armature: wp.array(dtype=wp.float64),
+    joint_target: wp.array(dtype=wp.float64),
+    joint_limit_lower: wp.array(dtype=wp.float64),
+    joint_limit_upper: wp.array(dtype=wp.float64),
+    joint_limit_ke: wp.array(dtype=wp.float64),
+    joint_torque: wp.array2d(dtype=wp.float64),
+    interval: int,
+    q: wp.array2d(dtype=wp.float64),
+    qd: wp.array2d(dtype=wp.float64),
+    dt: wp.float64,
+    step: int,
+    mass_matrix: wp.array2d(dtype=wp.float64),
+    schur_partial: wp.array2d(dtype=wp.float64),
+    cholesky: wp.array2d(dtype=wp.float64),
+    forward_partial: wp.array2d(dtype=wp.float64),
+    forward: wp.array2d(dtype=wp.float64),
+    backward_partial: wp.array2d(dtype=wp.float64),
+    qdd: wp.array2d(dtype=wp.float64),
+    bad_step: wp.array(dtype=wp.int32),
+):
+    """Mass matrix (CRBA), generalised forces, Cholesky solve for qdd, semi-implicit Euler step.
+
+    ``mass_matrix`` and ``cholesky`` hold each articulation's n x n block row-major (lower triangle used).
+    Every inner sum of the factorisation and of the two triangular solves is kept as its sequence of
+    partial sums, each written once: ``schur_partial`` (n^3 block, entry ``(i n + j) n + k`` is
+    ``H_ij - sum_{m <= k} L_im L_jm``), ``forward_partial`` and ``backward_partial`` (n x n blocks). A local
+    accumulator is not differentiated by Warp across the iterations of a dynamic loop, and atomic sums
+    read back in the same kernel are refused by Warp's deterministic mode, which wsim turns on."""
+    a = wp.tid()
+    d0 = articulation_dof_start[a]
+    n = articulation_dof_start[a + 1] - d0
+    m0 = articulation_matrix_start[a]
+    c0 = articulation_cube_start[a]
+
+    # H_ij = S_j . (I^c_i S_i) when link j is an ancestor of (or is) link i; dofs follow link order
+    for i in range(n):
+        link_i = dof_link[d0 + i]
+        crb_force = _inertia_times(composite_mass[step, link_i], composite_moment[step, link_i],
+                                   composite_inertia[step, link_i], link_subspace[step, link_i])
+        for j in range(i + 1):
+            link_j = dof_link[d0 + j]
+            entry = wp.float64(0.0)
+            if link_i < link_subtree_end[link_j]:
+                entry = wp.dot(link_subspace[step, link_j], crb_force)
+            if i == j:
+                entry += joint_armature[d0 + i]
+            mass_matrix[step, m0 + i * n + j] = entry
+
+    for i in range(n):
+        for j in range(i + 1):
+            ij = m0 + i * n + j
+            partial = c0 + (i * n + j) * n
+            for k in range(j):
+                previous = mass_matrix[step, ij]
+                if k > 0:
+                    previous = schur_partial[step, partial + k - 1]
+                product = cholesky[step, m0 + i * n + k] * cholesky[step, m0 + j * n + k]
+                schur_partial[step, partial + k] = previous - product
+            s = mass_matrix[step, ij]
+            if j > 0:
+                s = schur_partial[step, partial + j - 1]
+            if i == j:
+                cholesky[step, ij] = wp.sqrt(s)
+            else:
+                cholesky[step, ij] = s / cholesky[step, m0 + j * n + j]
+
+    for i in range(n):
+        d = d0 + i
+        link = dof_link[d]
+        position = q[step, d]
+        bias = wp.dot(link_subspace[step, link], composite_force[step, link])
+        generalised = (joint_torque[interval, d] - joint_stiffness[d] * (position - joint_target[d])
+                       - joint_damping[d] * qd[step, d] - bias)
+        if position < joint_limit_lower[d]:
+            generalised += joint_limit_ke[d] * (joint_limit_lower[d] - position)
+        if position > joint_limit_upper[d]:
+            generalised += joint_limit_ke[d] * (joint_limit_upper[d] - position)
+        for k in range(i):
+            previous = generalised
+            if k > 0:
+                previous = forward_partial[step, m0 + i * n + k - 1]
+            forward_partial[step, m0 + i * n + k] = previous - cholesky[step, m0 + i * n + k] * forward[step, d0 + k]
+        if i > 0:
+            generalised = forward_partial[step, m0 + i * n + i - 1]
+        forward[step, d] = generalised / cholesky[step, m0 + i * n + i]
+
+    for r in range(n):
+        i = n - 1 - r
+        for k in range(i + 1, n):
+            previous = forward[step, d0 + i]
+            if k > i + 1:
+                previous = backward_partial[step, m0 + i * n + k - 1]
+            backward_partial[step, m0 + i * n + k] = previous - cholesky[step, m0 + k * n + i] * qdd[step, d0 + k]
+        value = forward[step, d0 + i]
+        if i < n - 1:
+            value = backward_partial[step, m0 + i * n + n - 1]
+        qdd[step, d0 + i] = value / cholesky[step, m0 + i * n + i]
+
+    for i in range(n):
+        d = d0 + i
+        velocity = qd[step, d] + dt * qdd[step, d]
+        position = q[step, d] + dt * velocity
+        qd[step + 1, d] = velocity
+        q[step + 1, d] = position
+        if not (wp.isfinite(velocity) and wp.isfinite(position)):
+            wp.atomic_min(bad_step, 0, step)
+
+
+@wp.kernel
+def energy_kernel(
+    articulation_link_start: wp.array(dtype=wp.int32),
+    link_mass: wp.array(dtype=wp.float64),
+    gravity: wp.array(dtype=vec3d),
+    link_velocity: wp.array2d(dtype=spatiald),
+    link_moment: wp.array2d(dtype=vec3d),
+    link_inertia_origin: wp.array2d(dtype=mat33d),
+    energy: wp.array2d(dtype=wp.float64),
+):
+    step, a = wp.tid()
+    for l in range(articulation_link_start[a], articulation_link_start[a + 1]):
+        velocity = link_velocity[step, l]
+        moment = link_moment[step, l]
+        momentum = _inertia_times(link_mass[l], moment, link_inertia_origin[step, l], velocity)
+        # kinetic 1/2 v . (I v); potential -m g . c with m c the first moment
+        wp.atomic_add(energy, step, a, wp.float64(0.5) * wp.dot(velocity, momentum) - wp.dot(gravity[0], moment))
+
+
+@wp.kernel
+def copy_float64(source: wp.array(dtype=wp.float64), target: wp.array2d(dtype=wp.float64)):
+    i = wp.tid()
+    target[0, i] = source[i]
+
+
+@wp.kernel
+def every_frame(states: wp.array2d(dtype=wp.float64), substeps: int, frames: wp.array2d(dtype=wp.float64)):
+    frame, i = wp.tid()
+    frames[frame, i] = states[frame * substeps, i]
