@@ -295,6 +295,7 @@ def test_log_uniform_draws_cover_every_decade():
     config = load_experiment("rigid-contact")
     kf = next(p for p in config.params if p.name == "kf")
     assert kf.draw == "log_uniform"
+    kf = kf.model_copy(update={"low": 1.0, "high": 500.0})
     values = draw_values(kf, (20000,), np.random.default_rng(0))
     assert values.min() >= 1.0 and values.max() <= 500.0
     # uniform in log: the median is the geometric mean, a quarter of the draws lie above 100 (log 5 / log 500)
@@ -304,3 +305,28 @@ def test_log_uniform_draws_cover_every_decade():
     assert np.mean(uniform > 100.0) == pytest.approx(0.8, abs=0.02)
     with pytest.raises(ConfigError, match="log_uniform needs low > 0"):
         load_experiment("rigid-mass", ["params.0.space=linear", "params.0.low=0.0", "params.0.draw=log_uniform"])
+
+
+def test_contact_truths_scale_with_the_weight_of_the_body(tmp_path):
+    """rigid-contact's ke and kf truths (true_per_weight): ke = m g x [10, 500] 1/m and kf = mu m g x
+    [2, 50] s/m for whatever body and density the seed draws, and the truth rollout's body rests on the
+    ground sunk by millimetres to centimetres, not metres (the paper's ranges let it sink 20 m)."""
+    from wsim.sysid.instance import Instance
+
+    config = load_experiment("rigid-contact", ["render.resolution=8", "scene.sim.dt=0.002", "scene.sim.substeps=10",
+                                               "scene.sim.frames=41"])
+    ratios = {"ke": [], "kf": []}
+    for seed in (1, 2, 3):
+        instance = Instance(config, seed, tmp_path / str(seed), "cpu")
+        truth = {name: float(value.flatten()[0]) for name, value in instance.truth.items()}
+        weight = truth["density"] * float(np.sum(instance.scene.model.body_volume)) * 9.80665
+        ratios["ke"].append(truth["ke"] / weight)
+        ratios["kf"].append(truth["kf"] / (truth["mu"] * weight))
+        lowest = instance.target_vertices[-1, :, 1].min().item()
+        assert -0.2 < lowest < 0.0, (seed, lowest)
+    assert all(10.0 <= r <= 500.0 for r in ratios["ke"]) and all(2.0 <= r <= 50.0 for r in ratios["kf"]), ratios
+    assert len(set(np.round(ratios["ke"], 6))) == 3  # drawn per seed, not a constant
+    with pytest.raises(ConfigError, match=r"params.3.true_per_weight.times: 'gravity' must name another parameter"):
+        load_experiment("rigid-contact", ["params.3.true_per_weight.times=gravity"])
+    with pytest.raises(ConfigError, match="params.1.true_per_weight.low"):
+        load_experiment("rigid-contact", ["params.1.true_per_weight.low=-1.0"])

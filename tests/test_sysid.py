@@ -246,6 +246,9 @@ CONTACT = [
     "scene.sim.frames=26", "optim.iterations=20", "optim.polish_iterations=40", "loss.horizon_start=3",
     "loss.horizon_iterations=10", "randomize.shapes=[box]", "params.0.true=5.0", "params.1.true=200.0",
     "params.2.true=50.0", "params.3.true=20.0", "params.4.true=0.5", "method=diffphysics",
+    # the search mechanisms on the previous design's ranges and kicks (the shipped ones are tested below)
+    "params.1.low=1.0", "params.1.high=500.0", "params.3.low=1.0", "params.3.high=500.0",
+    "randomize.impulse_low=[3.0,2.0,-1.0]", "randomize.impulse_high=[6.0,4.0,1.0]",
 ]
 
 

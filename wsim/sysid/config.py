@@ -34,6 +34,14 @@ Pixels = Annotated[int, Field(ge=8)]
 resolve_experiment_path = resolve_config_path
 
 
+class WeightScaled(ConfigModel):
+    """``[low, high]``: a range per newton of the body's weight; ``times``: another parameter's name."""
+
+    low: Positive
+    high: Positive
+    times: Optional[str] = None
+
+
 class ParamConfig(ConfigModel):
     """A parameter to estimate: a simulation parameter ``name`` (``density``, ``ke``, ``kd``, ``kf``, ``mu``,
     ``particle_mass``, ``particle_velocity``, ``lame_mu``...). ``low``/``high``: the range the ground truth
@@ -47,7 +55,9 @@ class ParamConfig(ConfigModel):
     (for the per-vertex contact parameters ke, kd, kf: a body's contact stiffness then does not grow
     with its mesh resolution). ``draw``: how truth and initial guess are drawn from ``[low, high]``:
     ``uniform``, or ``log_uniform`` (uniform in log: every decade of a range spanning several gets
-    its share, where uniform draws of [1, 500] put 80 % of them above 100)."""
+    its share, where uniform draws of [1, 500] put 80 % of them above 100). ``true_per_weight``: the truth
+    is instead the body's true weight m g (N) times a log-uniform draw from its range (times the truth of
+    parameter ``times`` where given): a contact law's scale follows the body it carries."""
 
     name: str = "density"
     low: float = 2.0
@@ -60,6 +70,7 @@ class ParamConfig(ConfigModel):
     estimate_per: Literal[PER] = "one"
     per_vertex_of_body: bool = False
     draw: Literal["uniform", "log_uniform"] = "uniform"
+    true_per_weight: Optional[WeightScaled] = None
 
     @model_validator(mode="after")
     def _range(self):
@@ -379,8 +390,12 @@ class ExperimentConfig(ConfigModel):
         if len(set(names)) != len(names):
             raise ValueError(f"params names a parameter twice: {names}")
         for i, p in enumerate(self.params):
-            if p.per_vertex_of_body and len(self.scene.bodies) != 1:
-                raise ValueError(f"params.{i}.per_vertex_of_body needs a scene with exactly one body")
+            if (p.per_vertex_of_body or p.true_per_weight) and len(self.scene.bodies) != 1:
+                raise ValueError(f"params.{i}: per_vertex_of_body and true_per_weight need a scene with one body")
+            times = p.true_per_weight and p.true_per_weight.times
+            if times and (times not in names or self.params[names.index(times)].true_per_weight):
+                raise ValueError(f"params.{i}.true_per_weight.times: '{times}' must name another parameter, one "
+                                 "without true_per_weight")
         for i, name in enumerate(names):
             if name in APPEARANCE:
                 raise ValueError(f"params.{i}: '{name}' is an appearance value; list it in appearance.estimate")

@@ -133,8 +133,26 @@ class Instance:
             if any(p.true is None for p in physical):
                 raise ConfigError("with a target video give every params.N.true or none of them (or "
                                   "target.truth: seeded for the truth the seed draws)")
-        return {p.name: self._value(p, p.true, p.true_per, rng, f"params.{i}.true")
-                for i, p in enumerate(self.params) if p.true is not None or p in physical}
+        truth = {p.name: self._value(p, p.true, p.true_per, rng, f"params.{i}.true")
+                 for i, p in enumerate(self.params) if p.true is not None or p in physical}
+        for i, p in enumerate(self.params):
+            if p.true_per_weight is not None and p.true is None:
+                scale = p.true_per_weight
+                draw = np.exp(np.random.default_rng([self.seed, 1, i]).uniform(np.log(scale.low), np.log(scale.high)))
+                value = draw * self._true_weight(truth) * (float(truth[scale.times].mean()) if scale.times else 1.0)
+                truth[p.name] = torch.full_like(truth[p.name], float(value))
+        return truth
+
+    def _true_weight(self, truth: dict) -> float:
+        """The body's weight m g (N) under the truth's density or mass (else the scene's)."""
+        model = self.scene.model
+        if "density" in truth:
+            mass = float(truth["density"].mean()) * float(np.sum(model.body_volume))
+        elif "body_mass" in truth:
+            mass = float(truth["body_mass"].sum())
+        else:
+            mass = float(self.sim.default("body_mass").sum())
+        return mass * float(np.linalg.norm(self.config.scene.gravity))
 
     def _draw_initial(self, rng):
         method = self.config.method
