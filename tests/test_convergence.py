@@ -26,7 +26,6 @@ def _largest_step(depth: int, monkeypatch) -> float:
     per frame, seen from afar with a wide sigma (measured: 0.10 with the one-ring, 4e-4 with the boundary
     edges of the two-ring; a continuous image changes by far less than 0.02 per frame)."""
     monkeypatch.setattr(topology, "BOUNDARY_RING_DEPTH", depth)
-    monkeypatch.setattr(topology, "_TOPOLOGY_CACHE", {})
     vertices, faces, _ = grid_plane(0.6, 6)
     camera = Camera.look_at([1.6, 2.2, 1.6], [0.0, 0.0, 0.0], fov_y=40.0)
     renderer = SoftRenderer(camera, image_size=32, sigma=8e-3, shading="flat")

@@ -230,3 +230,29 @@ def test_image_is_continuous_under_small_motions(shape):
     assert typical > 0
     assert change.max() < 20.0 * typical, (f"a pixel jumped by {float(change.max()):.3g} in one step "
                                          f"(typical largest change {float(typical):.3g})")
+
+
+def test_the_renderer_rebuilds_the_topology_only_for_new_or_changed_faces(monkeypatch):
+    """The edge structure is O(T) Python work: the renderer builds it once for a face tensor it renders
+    again and again, and again when given another tensor or when the same one is changed in place
+    (no content hashing per call, and no stale topology after an in-place edit)."""
+    from wsim.render import renderer as renderer_module
+    from wsim.render.meshes import grid_plane
+
+    built = []
+    original = renderer_module.topology
+    monkeypatch.setattr(renderer_module, "topology", lambda faces, mode: built.append(1) or original(faces, mode))
+    vertices, faces, _ = grid_plane(0.6, 4)
+    renderer = SoftRenderer(Camera.look_at([1.6, 2.2, 1.6], [0.0, 0.0, 0.0], fov_y=40.0), image_size=16,
+                            sigma=8e-3, shading="flat")
+    first = renderer(vertices, faces)
+    renderer(vertices + 0.01, faces)
+    assert len(built) == 1
+    renderer(vertices, faces.clone())
+    assert len(built) == 2
+    flipped = faces.clone()
+    renderer(vertices, flipped)
+    flipped[:] = flipped[:, [0, 2, 1]]  # the same tensor, edited in place: a new winding
+    renderer(vertices, flipped)
+    assert len(built) == 4
+    assert torch.equal(renderer(vertices, faces), first)

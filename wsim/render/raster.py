@@ -27,7 +27,7 @@ from ..bridge import run_tape_program
 from ..device import init_warp
 from ..errors import ConfigError
 from . import kernels, visibility
-from .topology import Topology, topology
+from .topology import Topology
 
 BACKENDS = ("auto", "warp", "nvdiffrast")
 
@@ -277,14 +277,15 @@ class _SoftProgram:
         return tuple(outs)
 
 
-def soft_edges(clip, attrs, faces, tri, wvis, image_size, sigma, gamma, near, far, eps=1e-4, depth_tol=1e-3,
-               edges="silhouette"):
+def soft_edges(clip, attrs, faces, topo: Topology, tri, wvis, image_size, sigma, gamma, near, far, eps=1e-4,
+               depth_tol=1e-3):
     """The sigmoid edge term (Warp kernel, both backends); see :func:`wsim.render.kernels.soft_kernel`.
 
     Returns a dict of ``[B, H, W]`` buffers ``a_near``, ``a_same``, ``a_behind`` (the coverages of the
     three depth groups), ``den_near``, ``den_same``, ``den_behind``, ``den_visible`` and ``[B, H, W, C]``
     buffers ``num_near``, ``num_same``, ``num_behind``: ``num / den`` are the groups' soft attribute
-    blends and ``den_visible`` the blend weight of the visible face itself. With ``edges="silhouette"``
+    blends and ``den_visible`` the blend weight of the visible face itself. ``topo``: the
+    :class:`~wsim.render.topology.Topology` of ``faces``; in its mode ``"silhouette"``
     a group's coverage is the largest face coverage in it (union: 1/2 exactly on the true outline);
     with ``"all"`` it is SoftRas' ``1 - prod(1 - D)``.
     """
@@ -297,7 +298,6 @@ def soft_edges(clip, attrs, faces, tri, wvis, image_size, sigma, gamma, near, fa
     T = faces.shape[0]
     device = _warp_device(clip)
     faces_wp, faces_keep = _faces_warp(faces, device)
-    topo = topology(faces, edges)
     tt = topo.on(clip.device)
     flags, face_on = soft_edge_flags(clip, faces, topo, near)
     flags, face_on = flags.reshape(-1).contiguous(), face_on.reshape(-1).contiguous()
@@ -310,7 +310,7 @@ def soft_edges(clip, attrs, faces, tri, wvis, image_size, sigma, gamma, near, fa
     cutoff2 = float(sigma) * math.log(1.0 / eps - 1.0)
     params = (W / s, H / s, 1.0 / float(sigma), cutoff2, 1.0 / float(gamma), float(near), float(far),
               float(depth_tol))
-    union = edges == "silhouette"
+    union = topo.mode == "silhouette"
     program = _SoftProgram(device, faces_wp, topo_arrays, wp.from_torch(tri_c, dtype=wp.int32),
                            (B, V, T, H, W, C), params, _stripes(clip, H), union)
     program._keep = (faces_keep, flags, face_on, tri_c, tt)

@@ -67,6 +67,7 @@ from ..errors import ParameterError, check_range
 from . import raster
 from .camera import Camera
 from .shading import DirectionalLight, Material, phong, sample_texture, vertex_normals
+from .topology import topology
 
 SHADINGS = ("flat", "phong")
 
@@ -142,6 +143,16 @@ class SoftRenderer(torch.nn.Module):
         self.backend = str(backend).lower()
         self.lights = list(lights) if lights is not None else [DirectionalLight()]
         self.material = material if material is not None else Material()
+        self._topo = None  # (faces tensor, its version, its Topology): see _topology
+
+    def _topology(self, faces: torch.Tensor):
+        """The edge structure of ``faces``, rebuilt only when another tensor, or an in-place change of
+        this one, comes in: building it is O(T) Python work, too slow to repeat for every rendered batch,
+        and callers render one mesh many times with the same face tensor."""
+        cached = self._topo
+        if cached is None or cached[0] is not faces or cached[1] != faces._version:
+            self._topo = cached = (faces, faces._version, topology(faces, self.soft_edge_mode))
+        return cached[2]
 
     def extra_repr(self) -> str:
         return (f"image_size={self.image_size}, sigma={self.sigma:g}, gamma={self.gamma:g}, "
@@ -168,6 +179,7 @@ class SoftRenderer(torch.nn.Module):
             raise ParameterError(f"vertices must have shape [F, V, 3] or [V, 3], got {tuple(vertices.shape)}")
         verts = verts.float()
         device = verts.device
+        given_faces = faces  # the topology is kept per tensor the caller passes, before any device copy
         faces = faces.to(device)
         if faces.dim() != 2 or faces.shape[-1] != 3 or faces.dtype.is_floating_point:
             raise ParameterError(f"faces must be an integer tensor [T, 3], got {tuple(faces.shape)} {faces.dtype}")
@@ -215,8 +227,8 @@ class SoftRenderer(torch.nn.Module):
         wvis = torch.where(covered, wvis, torch.zeros_like(wvis))
 
         # ---- 2./3. soft coverage and soft edge layers (Warp kernel on both backends)
-        soft = raster.soft_edges(clip, attrs, faces, tri, wvis, (H, W), self.sigma, self.gamma, n, f,
-                                 eps=self.eps, depth_tol=self.depth_tol, edges=self.soft_edge_mode)
+        soft = raster.soft_edges(clip, attrs, faces, self._topology(given_faces), tri, wvis, (H, W), self.sigma,
+                                 self.gamma, n, f, eps=self.eps, depth_tol=self.depth_tol)
         a_near, a_same, a_behind = (soft[k].unsqueeze(-1) for k in ("a_near", "a_same", "a_behind"))
         if self.soft_edge_mode == "silhouette":
             # union front to back: each layer shows where it covers more than the layers before it, so

@@ -22,7 +22,7 @@ BOUNDARY_RING_DEPTH = 2
 
 
 class Topology:
-    """Edge structure of a face buffer, built once per distinct ``faces`` (cached by content).
+    """Edge structure of a face buffer.
 
     ``edge_verts [E, 2]``, ``face_edges [T, 3]`` (edge k of a face joins its corners k and k+1),
     ``edge_faces [E, 2]`` (-1 where an edge has a single face), ``edge_shared_badly [E]`` (more than two
@@ -138,18 +138,7 @@ def _closed_components(T, edge_faces, counts, pairs, inverse):
     return component.astype(np.int32), ~spoiled[component]
 
 
-_TOPOLOGY_CACHE: dict = {}
-
-
 def topology(faces: torch.Tensor, mode: str = "silhouette") -> Topology:
-    """The (cached) :class:`Topology` of ``faces`` for soft-edge ``mode`` ``"silhouette"`` or ``"all"``."""
-    import hashlib
-
-    arr = faces.detach().to("cpu", torch.int64).contiguous().numpy()
-    key = (mode, arr.shape, hashlib.sha1(arr.tobytes()).hexdigest())
-    topo = _TOPOLOGY_CACHE.get(key)
-    if topo is None:
-        if len(_TOPOLOGY_CACHE) > 32:
-            _TOPOLOGY_CACHE.clear()
-        topo = _TOPOLOGY_CACHE[key] = Topology(arr, mode)
-    return topo
+    """The :class:`Topology` of ``faces`` ``[T, 3]`` (integer) for soft-edge ``mode`` ``"silhouette"`` or
+    ``"all"``. It costs O(T) Python work: build it once per mesh (the renderer keeps the last one)."""
+    return Topology(faces.detach().to("cpu", torch.int64).contiguous().numpy(), mode)
