@@ -256,3 +256,11 @@ def test_the_renderer_rebuilds_the_topology_only_for_new_or_changed_faces(monkey
     renderer(vertices, flipped)
     assert len(built) == 4
     assert torch.equal(renderer(vertices, faces), first)
+
+
+def test_face_indices_outside_the_vertex_range_are_refused():
+    vertices, faces, _ = grid_plane(0.6, 2)
+    renderer = SoftRenderer(Camera.look_at([1.6, 2.2, 1.6], [0.0, 0.0, 0.0], fov_y=40.0), image_size=8)
+    for bad in (faces + vertices.shape[0], faces - 1):
+        with pytest.raises(ParameterError, match=r"face indices must lie in \[0, 8\]"):
+            renderer(vertices, bad)

@@ -184,7 +184,8 @@ class SoftRenderer(torch.nn.Module):
         if faces.dim() != 2 or faces.shape[-1] != 3 or faces.dtype.is_floating_point:
             raise ParameterError(f"faces must be an integer tensor [T, 3], got {tuple(faces.shape)} {faces.dtype}")
         V = verts.shape[1]
-        if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= V):
+        topo = self._topology(given_faces)
+        if faces.numel() and (topo.index_range[0] < 0 or topo.index_range[1] >= V):  # read on the host, no sync
             raise ParameterError(f"face indices must lie in [0, {V - 1}]")
         backend = raster.resolve_backend(self.backend, device)
         cam = cam.to(device) if cam.view.device != device else cam
@@ -227,7 +228,7 @@ class SoftRenderer(torch.nn.Module):
         wvis = torch.where(covered, wvis, torch.zeros_like(wvis))
 
         # ---- 2./3. soft coverage and soft edge layers (Warp kernel on both backends)
-        soft = raster.soft_edges(clip, attrs, faces, self._topology(given_faces), tri, wvis, (H, W), self.sigma,
+        soft = raster.soft_edges(clip, attrs, faces, topo, tri, wvis, (H, W), self.sigma,
                                  self.gamma, n, f, eps=self.eps, depth_tol=self.depth_tol)
         a_near, a_same, a_behind = (soft[k].unsqueeze(-1) for k in ("a_near", "a_same", "a_behind"))
         if self.soft_edge_mode == "silhouette":

@@ -24,8 +24,8 @@ BOUNDARY_RING_DEPTH = 2
 class Topology:
     """Edge structure of a face buffer.
 
-    ``edge_verts [E, 2]``, ``face_edges [T, 3]`` (edge k of a face joins its corners k and k+1),
-    ``edge_faces [E, 2]`` (-1 where an edge has a single face), ``edge_shared_badly [E]`` (more than two
+    ``index_range`` (smallest, largest vertex index), ``edge_verts [E, 2]``, ``face_edges [T, 3]`` (edge k
+    of a face joins its corners k and k+1), ``edge_faces [E, 2]`` (-1 where an edge has a single face), ``edge_shared_badly [E]`` (more than two
     faces: always treated as soft), and per face the CSR list ``ring_start [T + 1]``/``ring_edges`` of
     the edges of every face sharing a vertex with it (its vertex one-ring, itself included) and the
     boundary edges of the faces within :data:`BOUNDARY_RING_DEPTH` vertex hops. In
@@ -35,6 +35,7 @@ class Topology:
     def __init__(self, faces_np, mode: str):
         f = faces_np.astype(np.int64)
         T = f.shape[0]
+        self.index_range = (int(f.min()), int(f.max())) if T else (0, -1)
         pairs = np.stack([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], axis=1).reshape(-1, 2)  # slot 3t+k
         key = np.sort(pairs, axis=1)
         uniq, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
