@@ -28,7 +28,8 @@ NEUTRAL_KEYS = ("instances", "video", "usd", "video_format")
 LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "randomize.rotor_thrust_low": None,
                  "randomize.rotor_thrust_high": None, "risp.data.configurations": 0,
                  "risp.data.psi_seed": None,
-                 "params.*.draw": "uniform", "params.*.true_per_weight": None, "optim.escalate": 0, "optim.escalate_ratio": 3.0,
+                 "params.*.draw": "uniform", "params.*.true_per_weight": None, "optim.escalate": 0,
+                 "optim.escalate_ratio": 3.0,
                  "optim.escalate_floor": 1.0e-5, "optim.profile": None, "optim.profile_points": 8}
 
 
