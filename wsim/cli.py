@@ -1,7 +1,7 @@
 """The ``wsim`` command line: ``list`` (the shipped configs), ``simulate`` and ``gradcheck`` (scenes),
 ``run`` (experiments: system identification from video; and control tasks), ``render`` (a saved
-rollout or run drawn again, e.g. path traced by Mitsuba 3) and ``risp`` (training data and training of
-RISP's state predictor).
+rollout or run drawn again, e.g. path traced by Mitsuba 3), ``risp`` (training data and training of
+RISP's state predictor) and ``landscape`` (an experiment's loss and gradient over a grid of parameters).
 
 Every command but ``list`` and ``render`` takes a config file (a path, or the name of a shipped config, see
 ``wsim list``), ``--set key=value`` overrides (repeatable) and ``--device auto|cpu|cuda[:N]``.
@@ -62,7 +62,51 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _render_parser(commands)
     _risp_parser(commands)
+    _landscape_parser(commands)
     return parser
+
+
+def _landscape_parser(commands) -> None:
+    landscape = commands.add_parser(
+        "landscape", help="an experiment's loss and its adjoint gradient over a 1-D or 2-D grid of parameters "
+        "(paper Figs. 4, 11, 12): landscape.json and landscape.png")
+    _common(landscape)
+    landscape.add_argument("--param", dest="params", action="append", required=True, metavar="NAME",
+                           help="a parameter of the experiment to sweep; twice for a 2-D map")
+    landscape.add_argument("--range", dest="ranges", action="append", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                           help="the sweep's range, once per --param (default: the parameter's low and high)")
+    landscape.add_argument("--points", type=int, default=None,
+                           help="grid points per axis (default 15 in 1-D, 9 in 2-D)")
+    landscape.add_argument("--seed", type=int, default=None, help="the instance's seed (default: the config's)")
+    landscape.add_argument("--loss", choices=("pixel", "vertices"), default=None,
+                           help="pixel, or vertices (DiffPhysics' 3D loss); default: the experiment's own")
+    landscape.add_argument("--frames", default=None, metavar="F1,F2,..",
+                           help="a study: the 1-D landscape for each video length (frames at the config's frame rate)")
+    landscape.add_argument("--substeps", default=None, metavar="S1,S2,..",
+                           help="a study: the 1-D landscape for each frame rate (substeps per frame, same duration)")
+    landscape.add_argument("--out", default=None, help="output folder (default: runs/landscape/<experiment>-<params>)")
+    landscape.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_landscape(args) -> int:
+    from .sysid import resolve_experiment_path
+    from .sysid.landscape import command_line, parse_list, run_landscape
+
+    out = Path(args.out or Path("runs") / "landscape" / "-".join([Path(args.config).stem] + args.params))
+    record = run_landscape(args.config, args.params, args.overrides, out, ranges=args.ranges, points=args.points,
+                           seed=args.seed, loss=args.loss, frames=parse_list(args.frames, "frames"),
+                           substeps=parse_list(args.substeps, "substeps"), device=args.device,
+                           base=resolve_experiment_path(args.config).parent, progress=not args.quiet,
+                           command=command_line(args, out))
+    for s in record["landscapes"]:
+        fraction = "-" if s["downhill_fraction"] is None else f"{100 * s['downhill_fraction']:.0f} %"
+        print(f"{s['label']}: loss {np.nanmin(s['losses']):.3e} .. {np.nanmax(s['losses']):.3e}, "
+              f"{s['local_minima']} local minimum(a), lowest at the grid point nearest the truth: "
+              f"{'yes' if s['min_at_nearest'] else 'no'}; -grad points toward the truth at {fraction} of "
+              f"{s['downhill_points']} points; adjoint / grid slope (median) "
+              + ", ".join("-" if r is None else f"{r:.2f}" for r in s["gradient_to_grid_slope"]))
+    print(f"wrote {out / 'landscape.json'}, {out / 'landscape.png'} ({record['wall_time_s']:.1f} s)")
+    return 0
 
 
 def _risp_parser(commands) -> None:
@@ -349,7 +393,7 @@ def cmd_list(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"simulate": cmd_simulate, "gradcheck": cmd_gradcheck, "run": cmd_run, "list": cmd_list,
-                "render": cmd_render, "risp": cmd_risp}
+                "render": cmd_render, "risp": cmd_risp, "landscape": cmd_landscape}
     try:
         return handlers[args.command](args)
     except WsimError as error:
