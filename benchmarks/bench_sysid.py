@@ -1,7 +1,7 @@
 """Parameter estimation from video over many instances: the paper's Tables 1-3 next to our numbers.
 
     .venv/bin/python benchmarks/bench_sysid.py rigid-mass --instances 20 [--methods gradsim,average,random,diffphysics]
-        [--set key=value ...] [--device cpu] [--out benchmarks/results] [--tag 8bit]
+        [--set key=value ...] [--device cpu] [--out benchmarks/results] [--tag 8bit] [--work DIR]
 
 Each experiment of configs/experiments runs ``--instances`` seeds per method (gradsim: pixel loss through
 simulator and renderer; diffphysics: 3D vertex loss; average/random: the range mean / a random draw) and
@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--work", default=None,
+                        help="keep the instances in WORK/<experiment>_<method> and resume from there; several "
+                             "processes started with the same --work share the instances (one core each)")
     parser.add_argument("--tag", default="", help="suffix of the result files (sysid_<experiment>_<tag>.md)")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -49,9 +52,13 @@ def main(argv=None) -> int:
         for method in args.methods.split(","):
             config = load_experiment(name, args.overrides + [f"method={method}"])
             t0 = time.perf_counter()
-            with tempfile.TemporaryDirectory() as folder:
-                report = run_experiment(config, folder, args.device, args.instances, progress=args.progress,
-                                        write_outputs=False)
+            if args.work:
+                report = run_experiment(config, Path(args.work) / f"{name}_{method}", args.device, args.instances,
+                                        resume=True, progress=args.progress, write_outputs=False)
+            else:
+                with tempfile.TemporaryDirectory() as folder:
+                    report = run_experiment(config, folder, args.device, args.instances, progress=args.progress,
+                                            write_outputs=False)
             wall = time.perf_counter() - t0
             summary = report["summary"]
             device = report["results"][0]["device"]

@@ -166,6 +166,63 @@ def test_runner_resumes_only_its_own_results_and_reports_non_convergence(tmp_pat
         run_experiment(_Counting(), _config(), tmp_path, RunOptions(resume=True))
 
 
+class _Slow(_Counting):
+    """Takes a while per instance and records the seeds this process ran in ``log``."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def run_instance(self, config, seed, folder, stamp, options):
+        import time
+
+        time.sleep(0.3)
+        with open(self.log, "a") as stream:
+            stream.write(f"{seed}\n")
+        return super().run_instance(config, seed, folder, stamp, options)
+
+
+def _share(out, log):
+    report = run_experiment(_Slow(log), _config(instances=6), out, RunOptions(resume=True, progress=False))
+    (out / f"{log.name}.summary").write_text(json.dumps(report["summary"]))
+
+
+def test_processes_sharing_one_folder_split_the_instances_and_take_over_a_dead_ones(tmp_path, monkeypatch):
+    """With resume, two processes on one --out run each instance once between them (claimed.lock) and both
+    end with the whole summary; a lock left by a process that died is taken over."""
+    import multiprocessing
+    import subprocess
+    import sys
+
+    monkeypatch.setattr("wsim.harness.runner.to_dict", dict)
+    monkeypatch.setattr("wsim.harness.runner.CLAIM_POLL_S", 0.05)
+    out = tmp_path / "out"
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_share, args=(out, tmp_path / name)) for name in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    ran = [int(v) for name in ("a", "b") for v in (tmp_path / name).read_text().split()]
+    assert sorted(ran) == [3, 4, 5, 6, 7, 8]  # every instance once, none twice
+    assert min(len((tmp_path / name).read_text().split()) for name in ("a", "b")) >= 1  # both did work
+    summaries = {(out / f"{name}.summary").read_text() for name in ("a", "b")}
+    assert summaries == {json.dumps({"total": 2.0 * sum(range(3, 9)), "not_converged": []})}
+    assert not list(out.glob("*/claimed.lock"))
+
+    # a lock whose process is gone: taken over, not waited for
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    fresh = tmp_path / "fresh"
+    (fresh / "instance_001").mkdir(parents=True)
+    (fresh / "instance_001" / "claimed.lock").write_text(f"{dead.stdout.strip()} {socket.gethostname()}\n")
+    experiment = _Counting()
+    run_experiment(experiment, _config(), fresh, RunOptions(resume=True, progress=False))
+    assert experiment.runs == [3, 4, 5]
+
+
 def test_fingerprint_separates_families_seeds_and_configs():
     base = {"a": 1, "instances": 1}
     assert fingerprint(base, 0, "sysid") == fingerprint(dict(base, instances=20), 0, "sysid")

@@ -11,6 +11,8 @@ does the rest the same way for all of them:
 * with ``resume`` a finished result is reused only when its fingerprint matches (otherwise a clear
   error: the folder holds another config's result), and an interrupted one continues from its
   checkpoint;
+* with ``resume`` several processes may work on one output folder at once: each instance is claimed
+  (``claimed.lock``) by the process that runs it, and every process ends with the whole summary;
 * several instances get ``summary.json`` and ``summary.md``; ``ok`` is false when any instance did
   not converge, and the command line then exits non-zero.
 """
@@ -18,7 +20,11 @@ does the rest the same way for all of them:
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +98,54 @@ def finished_result(path: Path, stamp: str) -> dict | None:
     return record if record.get("status") in FINAL_STATUSES else None
 
 
+CLAIM_POLL_S = 10.0
+
+
+@contextmanager
+def claim(folder: Path, enabled: bool = True):
+    """Hold ``folder/claimed.lock`` (this process's id) while the body runs; yields False when another
+    live process holds it. A lock whose process is gone (killed, or on a machine that rebooted) is taken
+    over. Disabled: always yields True and writes nothing."""
+    if not enabled:
+        yield True
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "claimed.lock"
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _holder_alive(lock):
+                yield False
+                return
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(handle, "w") as stream:
+            stream.write(f"{os.getpid()} {socket.gethostname()}\n")
+        try:
+            yield True
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+    yield False
+
+
+def _holder_alive(lock: Path) -> bool:
+    try:
+        pid, host = lock.read_text().split()
+    except (OSError, ValueError):
+        return False  # unreadable or half-written: treated as stale
+    if host != socket.gethostname():
+        return True  # another machine's process: it cannot be checked from here
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def progress_bar(total: int, description: str, initial: int = 0, enabled: bool = True):
     """A tqdm bar on stderr (loss and estimates go in its postfix; tqdm shows the rate and ETA)."""
     from tqdm import tqdm
@@ -112,15 +166,31 @@ def run_experiment(experiment: Experiment, config, out, options: RunOptions | No
     if count < 1:
         raise ConfigError(f"the number of instances must be >= 1, got {count}")
     data = to_dict(config)
-    results = []
+    jobs = []
     for index in range(count):
         seed = int(config.seed) + index
-        folder = experiment.folder(out, index, seed, count)
-        stamp = fingerprint(data, seed, experiment.kind)
-        previous = finished_result(folder / "results.json", stamp) if options.resume else None
-        if previous is None:
-            previous = experiment.run_instance(config, seed, folder, stamp, options)
-        results.append(previous)
+        jobs.append((seed, experiment.folder(out, index, seed, count), fingerprint(data, seed, experiment.kind)))
+    results = [None] * count
+    # with resume, several processes may share one --out: each claims the instances it runs, skips the
+    # ones another live process holds, and at the end waits for them (or runs them if their holder died)
+    rounds = 0
+    while any(r is None for r in results):
+        for index, (seed, folder, stamp) in enumerate(jobs):
+            if results[index] is not None:
+                continue
+            previous = finished_result(folder / "results.json", stamp) if options.resume else None
+            if previous is None:
+                with claim(folder, enabled=options.resume) as mine:
+                    if not mine:
+                        continue
+                    previous = experiment.run_instance(config, seed, folder, stamp, options)
+            results[index] = previous
+        if any(r is None for r in results):
+            rounds += 1
+            if rounds == 1:
+                waiting = [jobs[i][0] for i, r in enumerate(results) if r is None]
+                print(f"waiting for seed(s) {', '.join(map(str, waiting))}, run by another process", file=sys.stderr)
+            time.sleep(CLAIM_POLL_S)
     summary = experiment.summarize(results, config)
     summary["not_converged"] = [r.get("seed") for r in results if r.get("status") != "done"]
     text = experiment.format_summary(summary, config)
