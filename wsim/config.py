@@ -279,6 +279,53 @@ class ClothConfig(ConfigModel):
         return self
 
 
+class LinkConfig(ConfigModel):
+    """One link of a procedural chain (:class:`ArticulationConfig`): a rod of ``length`` (m) and ``mass``
+    (kg) hanging from the previous link's tip (the first from the chain's ``position``) by a revolute
+    joint about ``axis`` (the previous link's frame; default Z: a swing in the XY plane), at the initial
+    angle ``q`` (rad, 0: hanging straight down) and rate ``qd`` (rad/s). The joint has viscous
+    ``damping`` (N m s/rad) and a spring of ``stiffness`` (N m/rad) toward q = 0; ``torque`` (N m) is a
+    known applied joint torque: one number for the whole rollout, or one value per frame interval
+    (``sim.frames - 1`` values). Drawn as a ``shape`` (box, cylinder or capsule) of ``radius`` (m).
+    ``offset`` (m) moves the joint along its axis from the previous tip: links side by side, as in a
+    real double pendulum, instead of meshes that overlap at the joint."""
+
+    name: Optional[str] = None
+    length: Positive = 0.5
+    mass: Positive = 1.0
+    axis: Vec3 = list_default(0.0, 0.0, 1.0)
+    q: float = 0.0
+    qd: float = 0.0
+    damping: NonNegative = 0.0
+    stiffness: NonNegative = 0.0
+    torque: Union[float, Annotated[list[float], Field(min_length=1)]] = 0.0
+    offset: float = 0.0
+    shape: Literal["box", "cylinder", "capsule"] = "capsule"
+    radius: Positive = 0.03
+    color: Color = list_default(0.85, 0.35, 0.2)
+
+    @field_validator("axis")
+    @classmethod
+    def _direction(cls, axis):
+        if sum(c * c for c in axis) < 1e-24:
+            raise ValueError(f"the joint axis must be a non-zero vector, got {axis}")
+        return axis
+
+
+class ArticulationConfig(ConfigModel):
+    """An articulated chain in reduced coordinates (:mod:`wsim.articulated`): ``links`` hanging one from
+    the other, the first from the fixed pivot ``position`` (m, world). ``mass_model``: ``rod`` (each
+    link a uniform solid cylinder of its length and radius: centre of mass at mid-length) or ``point``
+    (all of a link's mass at its tip, drawn as a bob of ``bob_radius`` m; default twice the link's
+    radius). ``resolution``: segments of the round meshes."""
+
+    position: Vec3 = list_default(0.0, 1.0, 0.0)
+    mass_model: Literal["rod", "point"] = "rod"
+    bob_radius: Optional[Positive] = None
+    resolution: int = Field(8, ge=3)
+    links: Annotated[list[LinkConfig], Field(min_length=1)]
+
+
 class GradcheckConfig(ConfigModel):
     """``wsim gradcheck``: parameters to check, relative finite-difference step ``eps``, the relative
     error ``tolerance``, the ``seed`` of the random loss weights and probe directions, and ``frames``,
@@ -294,7 +341,8 @@ class GradcheckConfig(ConfigModel):
 
 
 class SceneConfig(ConfigModel):
-    """A scene for ``wsim simulate`` and ``wsim gradcheck``: at least one body, chain, soft body or cloth."""
+    """A scene for ``wsim simulate`` and ``wsim gradcheck``: at least one body, chain, soft body or cloth,
+    or an ``articulation`` (in a scene of its own)."""
 
     name: str = "scene"
     description: str = ""
@@ -306,12 +354,18 @@ class SceneConfig(ConfigModel):
     chains: list[ChainConfig] = Field(default_factory=list)
     soft_bodies: list[SoftBodyConfig] = Field(default_factory=list)
     cloths: list[ClothConfig] = Field(default_factory=list)
+    articulation: Optional[ArticulationConfig] = None
     gradcheck: GradcheckConfig = Field(default_factory=GradcheckConfig)
 
     @model_validator(mode="after")
     def _not_empty(self):
-        if not (self.bodies or self.chains or self.soft_bodies or self.cloths):
-            raise ValueError("the scene has no bodies, chains, soft_bodies or cloths: nothing to simulate")
+        if not (self.bodies or self.chains or self.soft_bodies or self.cloths or self.articulation):
+            raise ValueError("the scene has no bodies, chains, soft_bodies or cloths (nor an articulation): "
+                             "nothing to simulate")
+        if self.articulation and (self.bodies or self.chains or self.soft_bodies or self.cloths):
+            # the articulation has its own reduced-coordinate solver, which exchanges no forces with the rest
+            raise ValueError("an articulation cannot share a scene with bodies, chains, soft_bodies or cloths yet: "
+                             "give it a scene of its own")
         return self
 
     @model_validator(mode="after")
@@ -322,6 +376,10 @@ class SceneConfig(ConfigModel):
                 if isinstance(rotor.thrust, list) and len(rotor.thrust) != intervals:
                     raise ValueError(f"bodies.{i}.rotors.{j}.thrust has {len(rotor.thrust)} values; give one number "
                                      f"or one value per frame interval: sim.frames - 1 = {intervals}")
+        for i, link in enumerate(self.articulation.links if self.articulation else []):
+            if isinstance(link.torque, list) and len(link.torque) != intervals:
+                raise ValueError(f"articulation.links.{i}.torque has {len(link.torque)} values; give one number "
+                                 f"or one value per frame interval: sim.frames - 1 = {intervals}")
         return self
 
 

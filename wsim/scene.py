@@ -52,6 +52,8 @@ def build_scene(config: SceneConfig, device: str | None = None, base: Path | Non
     """Build the Model and Simulation described by ``config`` on ``device`` (default: auto)."""
     device = resolve_device(device)
     sim = config.sim
+    if config.articulation is not None:
+        return _articulated_scene(config, device)
     builder = ModelBuilder(gravity=config.gravity, ground=config.ground.enabled,
                            ground_height=config.ground.height, contact_margin=config.contact.margin,
                            contact_smoothing=config.contact.smoothing)
@@ -98,6 +100,21 @@ def build_scene(config: SceneConfig, device: str | None = None, base: Path | Non
     simulation = Simulation(model, sim.dt, sim.substeps, sim.frames)
     colors = np.concatenate(colors) if colors else np.zeros((0, 3), dtype=np.float32)
     return Scene(config, model, simulation, colors)
+
+
+def _articulated_scene(config: SceneConfig, device: str) -> Scene:
+    from .articulated import ArticulatedSimulation
+
+    sim = config.sim
+    try:
+        simulation = ArticulatedSimulation(config.articulation, config.gravity, sim.dt, sim.substeps, sim.frames,
+                                           device)
+    except ParameterError as error:
+        raise ConfigError(f"articulation: {error}") from None
+    starts = simulation.model.body_vertex_start
+    colors = np.concatenate([np.tile(np.asarray(link.color, dtype=np.float32)[:3], (int(last - first), 1))
+                             for link, first, last in zip(config.articulation.links, starts[:-1], starts[1:])])
+    return Scene(config, simulation.model, simulation, colors)
 
 
 def _material(builder: ModelBuilder, contact, override) -> int:
