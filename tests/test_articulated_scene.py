@@ -144,3 +144,88 @@ def test_wsim_run_pendulum_recovers_length_and_damping(tmp_path):
     assert errors["link_length"]["rel"] < 0.01, errors
     assert errors["joint_damping"]["rel"] < 0.05, errors
     assert result["initial_errors"]["link_length"]["rel"] > 0.2
+
+
+def _tree(**extra):
+    """Two fingers on a fixed palm: roots at anchors on the base, each with a child at its tip."""
+    finger = {"shape": "box", "radius": 0.02, "axis": [1.0, 0.0, 0.0], "damping": 0.05, "stiffness": 1.0,
+              "mass": 0.1, "limit": math.pi / 4, "limit_stiffness": 20.0}
+    links = [{**finger, "parent": -1, "anchor": [-0.1, -0.2, 0.0], "length": 0.2, "group": "a",
+              "torque_wave": {"magnitude": 0.8, "delay": 2.0, "period": 10.0}},
+             {**finger, "length": 0.15, "group": "a", "torque_wave": {"magnitude": 0.8, "delay": 2.0, "period": 10.0}},
+             {**finger, "parent": -1, "anchor": [0.1, -0.2, 0.0], "length": 0.2, "group": "b", "q": 0.3},
+             {**finger, "parent": 2, "length": 0.12, "group": "b", "torque": 0.2}]
+    return _scene(links, frames=13, base_size=[0.4, 0.4, 0.05], **extra)
+
+
+def test_a_tree_of_fingers_on_a_fixed_palm_follows_its_forward_kinematics():
+    """parent/anchor build a tree: each root hangs from the base at its anchor, each child from its
+    parent's tip; the palm's vertices never move; the joint torques are the configured waves
+    m sin(2 pi clamp((k - delay) / period, 0, 1)) plus the constant torques."""
+    scene = _tree()
+    sim = scene.simulation
+    with torch.no_grad():
+        vertices = sim.rollout().double().numpy()
+    q = sim.frame_states()["joint_q"]
+    starts = scene.model.body_vertex_start
+    assert scene.model.body_names[-1] == "base" and len(starts) == 6 and q.std(0).min() > 1e-3
+    palm = vertices[:, starts[4]:starts[5]]
+    assert np.abs(palm - palm[0]).max() == 0.0 and np.allclose(palm[0].mean(0), PIVOT, atol=1e-9)
+    pivot = np.array(PIVOT)
+    for frame in range(sim.frames):
+        for root, child, x in ((0, 1, -0.1), (2, 3, 0.1)):
+            joint = pivot + [x, -0.2, 0.0]
+            a = q[frame, root]
+            knuckle = joint + 0.2 * np.array([0.0, -math.cos(a), -math.sin(a)])  # about +X: -Y turns to -Z
+            assert np.allclose(_tip(vertices[frame, starts[root]:starts[root + 1]], joint), knuckle, atol=2e-6)
+            b = a + q[frame, child]
+            length = 0.15 if child == 1 else 0.12
+            end = knuckle + length * np.array([0.0, -math.cos(b), -math.sin(b)])
+            assert np.allclose(_tip(vertices[frame, starts[child]:starts[child + 1]], knuckle), end, atol=2e-6)
+    torque = sim.default("joint_torque").double().numpy()
+    phase = np.clip((np.arange(12) - 2.0) / 10.0, 0.0, 1.0)
+    assert np.allclose(torque[:, 0], 0.8 * np.sin(2 * np.pi * phase), atol=1e-6)
+    assert np.allclose(torque[:, 3], 0.2) and np.allclose(torque[:, 2], 0.0)
+    with pytest.raises(ConfigError, match="articulation.links.3.parent"):
+        _scene([{"parent": -1}, {}, {"parent": -1}, {"parent": 1}])  # 1's subtree is closed: not depth-first
+
+
+def test_group_stiffness_sets_every_joint_of_its_group_and_its_gradient_matches_differences():
+    sim = _tree().simulation
+    assert sim.group_names == ["a", "b"]
+    weights = torch.randn(sim.frames, sim.model.vertex_count, 3, generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64)
+
+    def loss(stiffness):
+        q, _, full = sim.joint_trajectory({"group_stiffness": stiffness})
+        return (sim.vertices(q, full["link_length"]) * weights).sum()
+
+    value = torch.tensor([0.6, 1.4], dtype=torch.float64)
+    with torch.no_grad():
+        q_group = sim.joint_trajectory({"group_stiffness": value})[0]
+        joint = torch.tensor([0.6, 0.6, 1.4, 1.4], dtype=torch.float64)
+        q_joint = sim.joint_trajectory({"joint_stiffness": joint})[0]
+    assert torch.equal(q_group, q_joint)
+    leaf = value.clone().requires_grad_(True)
+    loss(leaf).backward()
+    for index in range(2):
+        eps = 1e-6
+        plus, minus = value.clone(), value.clone()
+        plus[index] += eps
+        minus[index] -= eps
+        with torch.no_grad():
+            numeric = (loss(plus) - loss(minus)).item() / (2 * eps)
+        assert abs(leaf.grad[index].item() - numeric) <= 1e-5 * max(abs(numeric), 1.0)
+
+
+def test_a_joint_limit_holds_a_pushed_finger_where_the_penalty_balances_the_torque():
+    """A single finger pushed by a constant 2 N m against its pi/4 limit, heavily damped, settles where
+    stiffness, limit penalty and torque balance (gravity off): k q + ke (q - pi/4) = u."""
+    scene = _scene([{"axis": [1.0, 0.0, 0.0], "stiffness": 1.0, "damping": 0.5, "mass": 0.1, "length": 0.2,
+                     "limit": math.pi / 4, "limit_stiffness": 20.0, "torque": 2.0}], frames=121)
+    sim = scene.simulation
+    with torch.no_grad():
+        sim.joint_trajectory({"gravity": torch.zeros(1, 3, dtype=torch.float64)})
+    settled = sim.frame_states()["joint_q"][-1, 0]
+    expected = (2.0 + 20.0 * math.pi / 4) / (1.0 + 20.0)
+    assert settled == pytest.approx(expected, abs=1e-4) and settled > math.pi / 4

@@ -1,5 +1,5 @@
-"""Articulated chains in a scene: the ``articulation`` section of a scene config as a differentiable
-rollout from named parameters to the world-space vertices of the link meshes, with the interface of
+"""Articulated chains and trees in a scene: the ``articulation`` section of a scene config as a
+differentiable rollout from named parameters to the world-space vertices of the link meshes, with the interface of
 :class:`wsim.simulation.Simulation` that ``wsim simulate``, ``wsim gradcheck`` and ``wsim run`` use.
 
 The chain (:class:`~wsim.config.ArticulationConfig`): link 0 hangs from a fixed pivot by a revolute
@@ -22,7 +22,12 @@ name                   shape            unit       meaning
 ``joint_qd``           [D]              rad/s      initial joint rates
 ``joint_torque``       [frames - 1, D]  N m        known applied torque per frame interval
 ``gravity``            [1, 3]           m/s^2      gravitational acceleration
+``group_stiffness``    [G]              N m/rad    joint stiffness shared by the links of a group
 =====================  ===============  =========  ===============================================
+
+Links name their ``parent`` (a tree, e.g. a hand's fingers on a fixed palm: the optional ``base_size``
+box, drawn after the links and never moving). ``group_stiffness`` (groups in order of first appearance,
+``group_names``), when given, replaces the stiffness of every grouped link.
 
 Mass models: ``rod``, a uniform solid cylinder of the link's length and radius (centre of mass at
 mid-length, inertia ``m (3 r^2 + l^2) / 12`` across and ``m r^2 / 2`` along it); ``point``, all the mass
@@ -50,9 +55,10 @@ from .models.articulation_kernels import vec3d
 PARAMETERS = {
     "link_mass": "link", "link_length": "link", "joint_damping": "dof", "joint_stiffness": "dof",
     "joint_q": "dof", "joint_qd": "dof", "joint_torque": "interval", "gravity": "gravity",
+    "group_stiffness": "group",
 }
 _POSITIVE = ("link_mass", "link_length")
-_NON_NEGATIVE = ("joint_damping", "joint_stiffness")
+_NON_NEGATIVE = ("joint_damping", "joint_stiffness", "group_stiffness")
 
 
 class _ChainDynamics(ArticulationRollout):
@@ -128,6 +134,15 @@ def _link_mesh(link, resolution: int, bob: float | None):
     return base, along, faces
 
 
+def _wave(link, intervals: int) -> np.ndarray:
+    """The link's ``torque_wave`` per frame interval (zeros without one)."""
+    wave = link.torque_wave
+    if wave is None:
+        return np.zeros(intervals)
+    phase = np.clip((np.arange(intervals) - wave.delay) / wave.period, 0.0, 1.0)
+    return wave.magnitude * np.sin(2.0 * np.pi * phase)
+
+
 def _rotation(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Rotation matrices ``[..., 3, 3]`` by ``angle`` [...] about the unit ``axis`` [3] (Rodrigues)."""
     x, y, z = axis
@@ -151,11 +166,17 @@ class ArticulatedSimulation:
         self.check_inputs = True
         links = config.links
         self.link_count = len(links)
+        self._parents = [index - 1 if link.parent is None else link.parent for index, link in enumerate(links)]
         builder = ArticulationBuilder(gravity=gravity)
         for index, link in enumerate(links):
+            limits = {} if link.limit is None else {"limit_lower": -link.limit, "limit_upper": link.limit,
+                                                    "limit_ke": link.limit_stiffness}
             # placeholders: mass properties and joint positions are inputs of every rollout
-            builder.add_link(index - 1, "revolute", axis=link.axis, mass=link.mass, q=link.q, qd=link.qd,
-                             stiffness=link.stiffness, damping=link.damping)
+            try:
+                builder.add_link(self._parents[index], "revolute", axis=link.axis, mass=link.mass, q=link.q,
+                                 qd=link.qd, stiffness=link.stiffness, damping=link.damping, **limits)
+            except ParameterError as error:
+                raise ConfigError(f"articulation.links.{index}.parent: {error}") from None
         self.dynamics = _ChainDynamics(builder.finalize(device), self.dt, self.substeps, self.frames)
         self._axes = torch.tensor(np.array([np.asarray(l.axis) / np.linalg.norm(l.axis) for l in links]),
                                   dtype=torch.float64, device=self.torch_device)
@@ -173,18 +194,36 @@ class ArticulatedSimulation:
             alongs.append(along)
             starts.append(starts[-1] + len(base))
             names.append(link.name or f"link{index}")
+        if config.base_size is not None:
+            from .geometry import primitive
+
+            box = primitive("box", list(config.base_size), 1)
+            faces.append(np.asarray(box.faces, dtype=np.int64) + starts[-1])
+            self._fixed = torch.tensor(np.asarray(box.vertices, dtype=np.float64) + np.asarray(config.position),
+                                       dtype=torch.float64, device=self.torch_device)
+            starts.append(starts[-1] + len(box.vertices))
+            names.append("base")
+        else:
+            self._fixed = None
         self._base = torch.tensor(np.concatenate(bases), dtype=torch.float64, device=self.torch_device)
         self._along = torch.tensor(np.concatenate(alongs), dtype=torch.float64, device=self.torch_device)
         self._owner = torch.repeat_interleave(torch.arange(self.link_count, device=self.torch_device),
-                                              torch.tensor(np.diff(starts), device=self.torch_device))
+                                              torch.tensor(np.diff(starts[:self.link_count + 1]),
+                                                           device=self.torch_device))
         self._radius = torch.tensor([l.radius for l in links], dtype=torch.float64, device=self.torch_device)
         intervals = max(self.frames - 1, 1)
-        torque = np.stack([np.broadcast_to(np.asarray(l.torque, dtype=np.float64), (intervals,)) for l in links], 1)
+        torque = np.stack([np.broadcast_to(np.asarray(l.torque, dtype=np.float64), (intervals,)) + _wave(l, intervals)
+                           for l in links], 1)
+        groups = list(dict.fromkeys(l.group for l in links if l.group is not None))
+        self.group_names = groups
+        self._group_of = torch.tensor([groups.index(l.group) if l.group is not None else -1 for l in links],
+                                      device=self.torch_device)
         defaults = {
             "link_mass": [l.mass for l in links], "link_length": [l.length for l in links],
             "joint_damping": [l.damping for l in links], "joint_stiffness": [l.stiffness for l in links],
             "joint_q": [l.q for l in links], "joint_qd": [l.qd for l in links], "joint_torque": torque,
             "gravity": np.asarray(gravity, dtype=np.float64).reshape(1, 3),
+            "group_stiffness": [next(l.stiffness for l in links if l.group == g) for g in groups],
         }
         defaults = {name: np.asarray(value, dtype=np.float64) for name, value in defaults.items()}
         self.model = ArticulatedModel(device=device, render_faces=np.concatenate(faces).astype(np.int32),
@@ -193,6 +232,8 @@ class ArticulatedSimulation:
         self._pivot = torch.tensor(config.position, dtype=torch.float64, device=self.torch_device)
         self._offset = self._axes * torch.tensor([l.offset for l in links], dtype=torch.float64,
                                                  device=self.torch_device)[:, None]
+        self._offset = self._offset + torch.tensor([l.anchor for l in links], dtype=torch.float64,
+                                                   device=self.torch_device)
         self.last_q = self.last_qd = None
 
     # -- parameters -------------------------------------------------------------------------------
@@ -202,6 +243,7 @@ class ArticulatedSimulation:
     def shape(self, name: str) -> tuple:
         kind = PARAMETERS[name]
         return {"link": (self.link_count,), "dof": (self.link_count,), "gravity": (1, 3),
+                "group": (len(self.group_names),),
                 "interval": (max(self.frames - 1, 1), self.link_count)}[kind]
 
     def default(self, name: str) -> torch.Tensor:
@@ -246,11 +288,12 @@ class ArticulatedSimulation:
         return torch.stack([zero, -0.5 * length, zero], -1), inertia
 
     def _joint_positions(self, length: torch.Tensor) -> torch.Tensor:
-        """Each joint in its parent's frame [L, 3]: the pivot (world) for link 0, else the parent's tip, moved
-        by its offset along its axis."""
-        zero = torch.zeros_like(length[:-1])
-        tips = torch.stack([zero, -length[:-1], zero], -1)
-        return torch.cat([self._pivot[None], tips], 0) + self._offset
+        """Each joint in its parent's frame [L, 3]: the pivot (world) for a root, else the parent's tip, moved
+        by its offset along its axis and its anchor."""
+        zero = torch.zeros_like(length)
+        tips = torch.stack([zero, -length, zero], -1)
+        joints = [self._pivot if parent < 0 else tips[parent] for parent in self._parents]
+        return torch.stack(joints, 0) + self._offset
 
     # -- the rollout ------------------------------------------------------------------------------
     def joint_trajectory(self, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -262,6 +305,10 @@ class ArticulatedSimulation:
                   "joint_position": self._joint_positions(full["link_length"])}
         inputs.update({name: full[name] for name in ("joint_damping", "joint_stiffness", "joint_q", "joint_qd",
                                                       "joint_torque", "gravity")})
+        if "group_stiffness" in (params or {}):
+            grouped = self._group_of >= 0
+            shared = full["group_stiffness"][self._group_of.clamp(min=0)]
+            inputs["joint_stiffness"] = torch.where(grouped, shared, full["joint_stiffness"])
         q, qd = run_tape_program(self.dynamics, inputs)
         self.last_q, self.last_qd = q.detach(), qd.detach()
         return q, qd, full
@@ -273,13 +320,13 @@ class ArticulatedSimulation:
         rotations, origins = [], []
         for link in range(self.link_count):
             turn = _rotation(self._axes[link], q[:, link])
-            if link == 0:
-                origin = joints[0].expand(q.shape[0], 3)
+            parent = self._parents[link]
+            if parent < 0:
+                origin = joints[link].expand(q.shape[0], 3)
                 rotation = turn
             else:
-                parent = rotations[-1]
-                origin = origins[-1] + (parent @ joints[link])
-                rotation = parent @ turn
+                origin = origins[parent] + (rotations[parent] @ joints[link])
+                rotation = rotations[parent] @ turn
             rotations.append(rotation)
             origins.append(origin)
         return torch.stack(rotations, 1), torch.stack(origins, 1)
@@ -290,7 +337,10 @@ class ArticulatedSimulation:
         down = torch.tensor([0.0, 1.0, 0.0], dtype=length.dtype, device=length.device)
         local = self._base - (self._along * length[self._owner])[:, None] * down
         rotation, origin = rotations[:, self._owner], origins[:, self._owner]
-        return origin + (rotation @ local[None, :, :, None])[..., 0]
+        moving = origin + (rotation @ local[None, :, :, None])[..., 0]
+        if self._fixed is None:
+            return moving
+        return torch.cat([moving, self._fixed.to(moving.dtype).expand(q.shape[0], -1, -1)], 1)
 
     def rollout(self, params: dict | None = None) -> torch.Tensor:
         """World-space vertices of every frame ``[frames, V, 3]`` float32, differentiable with respect to

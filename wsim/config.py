@@ -279,6 +279,15 @@ class ClothConfig(ConfigModel):
         return self
 
 
+class TorqueWave(ConfigModel):
+    """A known joint torque per frame interval k: ``magnitude * sin(2 pi clamp((k - delay) / period, 0, 1))``
+    (N m; delay and period in frame intervals): RISP's hand actuation (App. B.1.3)."""
+
+    magnitude: float = 1.0
+    delay: NonNegative = 0.0
+    period: Positive = 40.0
+
+
 class LinkConfig(ConfigModel):
     """One link of a procedural chain (:class:`ArticulationConfig`): a rod of ``length`` (m) and ``mass``
     (kg) hanging from the previous link's tip (the first from the chain's ``position``) by a revolute
@@ -288,7 +297,12 @@ class LinkConfig(ConfigModel):
     known applied joint torque: one number for the whole rollout, or one value per frame interval
     (``sim.frames - 1`` values). Drawn as a ``shape`` (box, cylinder or capsule) of ``radius`` (m).
     ``offset`` (m) moves the joint along its axis from the previous tip: links side by side, as in a
-    real double pendulum, instead of meshes that overlap at the joint."""
+    real double pendulum, instead of meshes that overlap at the joint. Trees (a hand): ``parent`` is
+    the link it hangs from (default the previous link; -1 the fixed base at the articulation's
+    ``position``; links in depth-first order), ``anchor`` (m) the joint's place relative to the parent's
+    tip (or the base), in the parent's frame. ``limit`` (rad) clamps the joint to [-limit, limit] by a
+    penalty of ``limit_stiffness`` (N m/rad); ``torque_wave`` adds a known torque pulse; links of one
+    ``group`` share the estimable ``group_stiffness``."""
 
     name: Optional[str] = None
     length: Positive = 0.5
@@ -300,6 +314,12 @@ class LinkConfig(ConfigModel):
     stiffness: NonNegative = 0.0
     torque: Union[float, Annotated[list[float], Field(min_length=1)]] = 0.0
     offset: float = 0.0
+    parent: Optional[int] = Field(None, ge=-1)
+    anchor: Vec3 = list_default(0.0, 0.0, 0.0)
+    limit: Optional[Positive] = None
+    limit_stiffness: NonNegative = 100.0
+    torque_wave: Optional[TorqueWave] = None
+    group: Optional[str] = None
     shape: Literal["box", "cylinder", "capsule"] = "capsule"
     radius: Positive = 0.03
     color: Color = list_default(0.85, 0.35, 0.2)
@@ -317,9 +337,12 @@ class ArticulationConfig(ConfigModel):
     the other, the first from the fixed pivot ``position`` (m, world). ``mass_model``: ``rod`` (each
     link a uniform solid cylinder of its length and radius: centre of mass at mid-length) or ``point``
     (all of a link's mass at its tip, drawn as a bob of ``bob_radius`` m; default twice the link's
-    radius). ``resolution``: segments of the round meshes."""
+    radius). ``resolution``: segments of the round meshes. ``base_size``: a fixed box (m, sides)
+    centred at ``position`` drawn as the base (a palm), in ``base_color``."""
 
     position: Vec3 = list_default(0.0, 1.0, 0.0)
+    base_size: Optional[Vec3] = None
+    base_color: Color = list_default(0.6, 0.6, 0.6)
     mass_model: Literal["rod", "point"] = "rod"
     bob_radius: Optional[Positive] = None
     resolution: int = Field(8, ge=3)

@@ -112,8 +112,10 @@ def _articulated_scene(config: SceneConfig, device: str) -> Scene:
     except ParameterError as error:
         raise ConfigError(f"articulation: {error}") from None
     starts = simulation.model.body_vertex_start
-    colors = np.concatenate([np.tile(np.asarray(link.color, dtype=np.float32)[:3], (int(last - first), 1))
-                             for link, first, last in zip(config.articulation.links, starts[:-1], starts[1:])])
+    art = config.articulation
+    looks = [link.color for link in art.links] + ([art.base_color] if art.base_size is not None else [])
+    colors = np.concatenate([np.tile(np.asarray(color, dtype=np.float32)[:3], (int(last - first), 1))
+                             for color, first, last in zip(looks, starts[:-1], starts[1:])])
     return Scene(config, simulation.model, simulation, colors)
 
 
