@@ -25,7 +25,7 @@ import torch
 import warp as wp
 
 
-def _stream_scope(device: str):
+def stream_scope(device: str):
     if device.startswith("cuda"):
         return wp.ScopedStream(wp.stream_from_torch(torch.cuda.current_stream(torch.device(device))))
     return nullcontext()
@@ -60,7 +60,7 @@ class _TapeFunction(torch.autograd.Function):
         for name, tensor in zip(names, tensors):
             inputs[name] = to_warp(tensor, program.input_dtypes[name], requires_grad=tensor.requires_grad)
         tape = wp.Tape()
-        with _stream_scope(device):
+        with stream_scope(device):
             with tape:
                 outputs = program.record(inputs)
             if hasattr(program, "after_forward"):
@@ -81,7 +81,7 @@ class _TapeFunction(torch.autograd.Function):
             if grad is None:
                 continue
             seeds[out] = to_warp(grad, out.dtype)
-        with _stream_scope(ctx.device):
+        with stream_scope(ctx.device):
             tape.zero()
             if seeds:
                 tape.backward(grads=seeds)

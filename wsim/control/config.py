@@ -35,9 +35,12 @@ def _ordered(value: list, key: str) -> None:
 
 
 class ControlSimConfig(ConfigModel):
+    """Time stepping as in a scene's ``sim`` (:class:`wsim.config.SimConfig`), ``checkpoint_every`` too."""
+
     dt: Positive = 1.0e-3
     substeps: int = Field(20, ge=1)
     frames: int = Field(31, ge=2)
+    checkpoint_every: Optional[int] = Field(None, ge=1)
 
 
 class PolicyConfig(ConfigModel):

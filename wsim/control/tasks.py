@@ -51,7 +51,7 @@ class ControlTask:
         build = {"walker": self._build_walker, "fem": self._build_fem, "cloth": self._build_cloth}[self.scene]
         builder, self.info = build()
         self.model = builder.finalize(self.device)
-        self.sim = Simulation(self.model, s.dt, s.substeps, s.frames)
+        self.sim = Simulation(self.model, s.dt, s.substeps, s.frames, checkpoint_every=s.checkpoint_every)
         self.torch_device = self.sim.torch_device
         self.fps = 1.0 / (s.dt * s.substeps)
         self.times = interval_times(s.frames, s.dt, s.substeps).to(self.torch_device)

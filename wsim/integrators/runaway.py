@@ -5,7 +5,9 @@ lever arms) pumps energy into the system every contact: the box of ``box-drop`` 
 ends kilometres above the ground with every number finite. The checks below run once after the
 forward pass, on detached views of the per-step buffers (torch reductions on the simulation's device,
 a few scalar host reads per rollout: about 1 ms against 0.5 s for box-drop's forward pass on a CPU),
-so they neither touch the tape nor synchronise inside the step loop. They are bounds, deliberately loose, that no correct rollout of the scene can cross:
+so they neither touch the tape nor synchronise inside the step loop (a checkpointed rollout, which
+keeps no whole-rollout buffers, runs them once per segment against the same bounds). They are bounds,
+deliberately loose, that no correct rollout of the scene can cross:
 
 * **rigid-body energy** (per body): ``E = m |v|^2 / 2 + L . w / 2 - m g . x``. Ground contact (penalty
   springs that only store energy, dissipative damping and friction) can only lower ``E`` below its
@@ -37,6 +39,8 @@ import warp as wp
 
 
 def _torch(array) -> torch.Tensor:
+    if isinstance(array, torch.Tensor):
+        return array.detach()
     return wp.to_torch(array, requires_grad=False).detach()
 
 
@@ -67,9 +71,18 @@ class RunawayCheck:
             self.rotor_arm = (_norm(torch.tensor(model.rotor_position.numpy(), dtype=torch.float64, device=device))
                               + torch.tensor(model.rotor_torque_ratio.numpy(), dtype=torch.float64, device=device))
 
-    def check(self, params: dict, buffers: dict) -> str | None:
-        """A sentence naming the first physics step that ran away and why, or None."""
+    def check(self, params: dict, buffers: dict, initial: dict | None = None, first_row: int = 0) -> str | None:
+        """A sentence naming the first physics step that ran away and why, or None.
+
+        ``buffers`` hold per-step rows ``[rows, N]`` (Warp arrays or torch tensors) of the rollout from
+        row ``first_row`` on (row k is the state after physics step k - 1). When ``first_row > 0`` (a
+        segment of a checkpointed rollout), ``initial`` holds the rollout's row 0 (``{name: [N]}``): every
+        bound refers to the initial state, so a segment is judged exactly as the whole rollout would be.
+        """
         sim, model = self.sim, self.sim.model
+        if first_row:
+            buffers = {name: torch.cat([_torch(initial[name])[None], _torch(value)])
+                       for name, value in buffers.items() if value is not None and name in initial}
         duration = sim.steps * sim.dt
         gravity = _torch(params["gravity"])[0]
         g = float(_norm(gravity))
@@ -110,12 +123,13 @@ class RunawayCheck:
         flags = torch.stack([(value > bound).any(1) for value, bound, _ in tests]).any(0)
         if not bool(flags.any()):  # a healthy rollout costs this read and the few scalar bounds above
             return None
-        row = int(torch.nonzero(flags)[0, 0])
+        local = int(torch.nonzero(flags)[0, 0])
         reasons = []
         for value, bound, describe in tests:
-            hits = torch.nonzero(value[row] > bound)
+            hits = torch.nonzero(value[local] > bound)
             if len(hits):
-                reasons.append(describe(row, int(hits[0, 0])))
+                reasons.append(describe(local, int(hits[0, 0])))
+        row = first_row + local - 1 if first_row and local else local
         step = row - 1  # row k holds the state after physics step k - 1
         frame = step // sim.substeps
         return (f"the simulation ran away at physics step {step} (t = {row * sim.dt:.6g} s, between frames "
