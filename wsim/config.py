@@ -98,6 +98,13 @@ class PushConfig(ConfigModel):
     duration: NonNegative = 0.0
 
 
+def non_zero(vector, what: str):
+    """``vector`` when it has a direction, else the error naming ``what``."""
+    if sum(c * c for c in vector) < 1e-24:
+        raise ValueError(f"{what} must be a non-zero vector, got {vector}")
+    return vector
+
+
 class RotorConfig(ConfigModel):
     """A rotor fixed to its body (:mod:`wsim.models.rotors`). At ``position`` (m, body frame, relative to the
     centre of mass) it pushes along ``axis`` (body frame, normalised; default up) with ``thrust`` (N): one
@@ -116,9 +123,7 @@ class RotorConfig(ConfigModel):
     @field_validator("axis")
     @classmethod
     def _direction(cls, axis):
-        if sum(c * c for c in axis) < 1e-24:
-            raise ValueError(f"the rotor axis must be a non-zero vector (body frame), got {axis}")
-        return axis
+        return non_zero(axis, "the rotor axis")
 
 
 class BodyConfig(ConfigModel):
@@ -331,9 +336,7 @@ class LinkConfig(ConfigModel):
     @field_validator("axis")
     @classmethod
     def _direction(cls, axis):
-        if sum(c * c for c in axis) < 1e-24:
-            raise ValueError(f"the joint axis must be a non-zero vector, got {axis}")
-        return axis
+        return non_zero(axis, "the joint axis")
 
 
 class ArticulationConfig(ConfigModel):

@@ -11,14 +11,9 @@ raises :class:`~wsim.errors.SimulationError` naming the first physics step whose
 and :mod:`wsim.integrators.runaway` raises it naming the first step where a body or particle ran away
 while staying finite (energy beyond what the scene can supply, a step longer than the scene).
 
-Gradient checkpointing (``Simulation(..., checkpoint_every=K)``) bounds the memory of long rollouts:
-the single tape keeps every physics step's State (values and adjoints), memory linear in
-``frames * substeps``; with checkpointing the rollout is cut into segments of ``K`` frame intervals,
-the forward pass keeps only the State at each segment start (plus the vertex output), and the
-backward pass re-simulates one segment at a time on a fresh tape, seeded with the gradient of that
-segment's vertices and the adjoint of its end State handed back by the later segment. The step
-kernels, their order and the float32 accumulation of every adjoint are the ones of the single tape,
-so outputs and gradients match it (bit for bit on CPU), at the price of a second forward pass.
+Gradient checkpointing (``Simulation(..., checkpoint_every=K)``, :mod:`wsim.checkpointed`) keeps only
+the State at every K-th frame and re-simulates one segment at a time in the backward pass: memory grows
+with the segment, not the horizon, and outputs and gradients equal the single tape's (bit for bit on CPU).
 
 Accepted parameter names are the registry's (:mod:`wsim.parameters`) plus these conveniences:
 ``density`` (kg/m^3, per body: sets ``body_mass = density * volume`` and scales ``body_inertia``),
@@ -41,7 +36,8 @@ import torch
 import warp as wp
 
 from . import models as force_models
-from .bridge import stream_scope, run_tape_program, to_torch, to_warp
+from .bridge import run_tape_program, to_torch
+from .checkpointed import CheckpointedRollout, replayed_frame_states
 from .device import torch_device
 from .errors import ParameterError, SimulationError, check_range
 from .integrators import runaway, semi_implicit
@@ -66,10 +62,6 @@ ALIASES = {
 CONVENIENCE = {"density": (0.0, None), "body_impulse": (None, None), "young_modulus": (0.0, None),
                "poisson_ratio": (0.0, 0.5)}
 
-
-# The fields of a State carried from one step to the next; the force accumulators (``*_f``, ``body_t``)
-# start at zero every step, so a segment of a checkpointed rollout restarts from these alone.
-CARRIED = ("particle_q", "particle_qd", "body_q", "body_r", "body_v", "body_w", "body_l")
 
 
 @wp.kernel
@@ -327,7 +319,7 @@ class Simulation:
         if unknown:
             raise KeyError(f"unknown input(s) {unknown}; this simulation accepts {sorted(self.input_dtypes)}")
         names = tuple(resolved)
-        return _CheckpointedRollout.apply(self, names, *(resolved[name] for name in names))
+        return CheckpointedRollout.apply(self, names, *(resolved[name] for name in names))
 
     def _allocate(self, rows: int, requires_grad: bool) -> dict:
         """Per-step State buffers ``[rows, N]`` (None for an empty kind)."""
@@ -367,7 +359,7 @@ class Simulation:
                       inputs=[first.body_r, params["body_inertia"], first.body_w], outputs=[first.body_l])
 
     def _load(self, source: dict, target: State) -> None:
-        """Copy a saved segment start (``{name: [N]}`` of :data:`CARRIED`) into ``target`` (recorded)."""
+        """Copy a saved segment start (``{name: [N]}`` of :data:`wsim.checkpointed.CARRIED`) into ``target`` (recorded)."""
         for name, array in source.items():
             kernel = _copy_quat if name == "body_r" else _copy_vec3
             wp.launch(kernel, dim=array.shape[0], inputs=[array], outputs=[getattr(target, name)], device=self.device)
@@ -417,95 +409,6 @@ class Simulation:
             if buffers[name] is not None:
                 buffers[name].zero_()
 
-    def _checkpointed_forward(self, params: dict) -> wp.array:
-        """The forward pass of a checkpointed rollout, on no tape: the vertices of every frame; saves the
-        State at every segment start and runs the runaway check segment by segment."""
-        segments = self._segments()
-        longest = max(last - first for first, last in segments)
-        buffers = self._allocate(longest * self.substeps + 1, requires_grad=False)
-        vertices = wp.zeros((self.frames, self.model.vertex_count), dtype=wp.vec3, device=self.device)
-        self._bad_step = self._new_flag()
-        self.last_buffers = None
-        self._last_params = params
-        self._runaway_message, self._runaway_ratios = None, None
-        starts, end = [], None
-        for first, last in segments:
-            self._zero_forces(buffers)
-            row0 = self._row(buffers, 0)
-            if first == 0:
-                self._initialise(params, row0)
-            else:
-                self._load(end, row0)
-            starts.append({name: wp.clone(getattr(row0, name)) for name in CARRIED if getattr(row0, name) is not None})
-            final = self._advance(params, buffers, first, last, vertices[first:last], self._bad_step)
-            if last == self.frames - 1:
-                self._write_vertices(final, vertices[last])
-            # the next segment starts from this end State (a row of the same buffers, read before reuse)
-            end = {name: getattr(final, name) for name in starts[-1]}
-            self._check_segment_runaway(params, buffers, first, last, starts[0])
-        self._segment_starts, self._last_segments = starts, segments
-        return vertices
-
-    def _check_segment_runaway(self, params, buffers, first, last, initial) -> None:
-        if not (self.check_runaway and self.steps) or self._runaway_message is not None:
-            return
-        if self._runaway is None:
-            self._runaway = runaway.RunawayCheck(self)
-        rows = (last - first) * self.substeps + 1
-        views = {name: to_torch(array)[: rows] for name, array in buffers.items() if array is not None}
-        if first == 0:
-            message = self._runaway.check(params, views)
-        else:
-            # row 0 of the buffers repeats the previous segment's last row: judge only the new rows
-            views = {name: value[1:] for name, value in views.items()}
-            message = self._runaway.check(params, views, initial=initial, first_row=first * self.substeps + 1)
-        ratios = self._runaway.last_ratios
-        self._runaway_ratios = ratios if self._runaway_ratios is None else [
-            torch.maximum(a, b) for a, b in zip(self._runaway_ratios, ratios)]
-        self._runaway_message = message
-
-    def _checkpointed_backward(self, params: dict, inputs: dict, grad_vertices: torch.Tensor, segments: list,
-                               starts: list) -> None:
-        """Fill the ``.grad`` of every input array by re-simulating the segments last to first, each on
-        its own tape. The parameter adjoints accumulate across the tapes in the single tape's order (no
-        per-segment partial sums), which keeps them equal to its gradients to the last bit on CPU."""
-        longest = max(last - first for first, last in segments)
-        buffers = self._allocate(longest * self.substeps + 1, requires_grad=True)
-        scratch_flag = self._new_flag()
-        for array in inputs.values():
-            if array.grad is not None:
-                array.grad.zero_()
-        end_adjoint = None
-        for index in reversed(range(len(segments))):
-            first, last = segments[index]
-            final_frame = last == self.frames - 1
-            self._zero_forces(buffers)
-            for array in buffers.values():
-                if array is not None:
-                    array.grad.zero_()
-            count = last - first + (1 if final_frame else 0)
-            vertices = wp.zeros((count, self.model.vertex_count), dtype=wp.vec3, device=self.device,
-                                requires_grad=True)
-            start = None
-            tape = wp.Tape()
-            with tape:
-                row0 = self._row(buffers, 0)
-                if first == 0:
-                    self._initialise(params, row0)
-                else:
-                    start = {name: wp.clone(array, requires_grad=True) for name, array in starts[index].items()}
-                    self._load(start, row0)
-                final = self._advance(params, buffers, first, last, vertices, scratch_flag)
-                if final_frame:
-                    self._write_vertices(final, vertices[count - 1])
-            seeds = {vertices: to_warp(grad_vertices[first:first + count], wp.vec3)}
-            if end_adjoint is not None:
-                seeds.update({getattr(final, name): adjoint for name, adjoint in end_adjoint.items()})
-            tape.backward(grads=seeds)
-            end_adjoint = None if start is None else {name: array.grad for name, array in start.items()}
-            # dropped, not reset: Tape.reset() would zero the parameter adjoints accumulated so far
-            del tape, seeds, vertices, final
-
     def _write_vertices(self, state: State, out: wp.array) -> None:
         model = self.model
         if model.shape_vertex_count:
@@ -525,13 +428,6 @@ class Simulation:
             if message is not None:
                 raise SimulationError(message)
 
-    def _after_checkpointed_forward(self) -> None:
-        self._check_nan()
-        if self._runaway_ratios is not None:
-            self._runaway.last_ratios = self._runaway_ratios
-        if self._runaway_message is not None:
-            raise SimulationError(self._runaway_message)
-
     def _check_nan(self) -> None:
         if self.check_nan:
             bad = int(self._bad_step.numpy()[0])
@@ -546,63 +442,9 @@ class Simulation:
     def frame_states(self) -> dict[str, np.ndarray]:
         """Per-frame states of the last rollout as numpy arrays ``[frames, N, ...]`` (host copies)."""
         if self.last_buffers is None and self._segment_starts is not None:
-            return self._replayed_frame_states()
+            return replayed_frame_states(self)
         if self.last_buffers is None:
             raise RuntimeError("no rollout has run yet")
         rows = slice(0, self.steps + 1, self.substeps)
         return {name: to_torch(array)[rows].detach().cpu().numpy()
                 for name, array in self.last_buffers.items() if array is not None and not name.endswith(("_f", "_t"))}
-
-    def _replayed_frame_states(self) -> dict[str, np.ndarray]:
-        """The frame states of a checkpointed rollout, re-simulated from its saved segment starts (on
-        CUDA, where contact forces are summed by atomics in no fixed order, they may differ from the
-        rollout's by float32 round-off)."""
-        segments = self._last_segments
-        longest = max(last - first for first, last in segments)
-        buffers = self._allocate(longest * self.substeps + 1, requires_grad=False)
-        flag = self._new_flag()
-        frames = {name: [] for name in self._segment_starts[0]}
-        with stream_scope(self.device):
-            for (first, last), start in zip(segments, self._segment_starts):
-                self._zero_forces(buffers)
-                self._load(start, self._row(buffers, 0))
-                self._advance(self._last_params, buffers, first, last, None, flag)
-                final_frame = last == self.frames - 1
-                rows = slice(0, (last - first) * self.substeps + (1 if final_frame else 0), self.substeps)
-                for name in frames:
-                    frames[name].append(to_torch(buffers[name])[rows].cpu().numpy().copy())  # the buffers are reused
-        return {name: np.concatenate(parts) for name, parts in frames.items()}
-
-
-class _CheckpointedRollout(torch.autograd.Function):
-    """``Simulation.rollout`` with gradient checkpointing (see the module docstring): the same contract
-    as :func:`wsim.bridge.run_tape_program`, without a tape over the whole rollout."""
-
-    @staticmethod
-    def forward(ctx, sim, names, *tensors):
-        inputs = {name: to_warp(tensor, sim.input_dtypes[name], requires_grad=tensor.requires_grad)
-                  for name, tensor in zip(names, tensors)}
-        params = dict(sim._defaults)
-        params.update(inputs)
-        with stream_scope(sim.device):
-            vertices = sim._checkpointed_forward(params)
-            sim._after_checkpointed_forward()
-        # What the backward pass needs; the Simulation's own copies are replaced by its next rollout.
-        ctx.sim, ctx.names, ctx.inputs, ctx.params = sim, names, inputs, params
-        ctx.starts, ctx.segments = sim._segment_starts, sim._last_segments
-        ctx.shapes = [tensor.shape for tensor in tensors]
-        return to_torch(vertices)
-
-    @staticmethod
-    def backward(ctx, grad_vertices):
-        sim = ctx.sim
-        if grad_vertices is None or not any(array.requires_grad for array in ctx.inputs.values()):
-            return (None, None, *([None] * len(ctx.names)))
-        with stream_scope(sim.device):
-            sim._checkpointed_backward(ctx.params, ctx.inputs, grad_vertices.contiguous(), ctx.segments, ctx.starts)
-        grads = []
-        for name, shape in zip(ctx.names, ctx.shapes):
-            array = ctx.inputs[name]
-            grads.append(None if array.grad is None else to_torch(array.grad).clone().reshape(shape))
-        ctx.inputs = ctx.params = ctx.starts = None
-        return (None, None, *grads)

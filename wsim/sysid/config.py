@@ -20,6 +20,7 @@ from ..config_io import (ConfigModel, apply_overrides, check_kind, describe_erro
                          resolve_config_path)
 from ..errors import ConfigError
 from ..risp.config import RispConfig
+from .randomize import RandomizeConfig
 
 METHODS = ("gradsim", "diffphysics", "average", "random")
 LOSSES = ("pixel", "first_last", "mask", "vertices", "risp", "perceptual")
@@ -230,48 +231,6 @@ class OptimConfig(ConfigModel):
         if (self.restarts > 0 or self.escalate > 0) and not self.restart_starts <= self.restart_candidates:
             raise ValueError(f"restart_starts ({self.restart_starts}) must be <= restart_candidates "
                              f"({self.restart_candidates})")
-        return self
-
-
-class RandomizeConfig(ConfigModel):
-    """Per-instance randomisation of ``scene.bodies.0`` (each draw uniform in [low, high] per component):
-    ``shapes`` (names from :data:`wsim.geometry.shapes.SHAPES`; empty keeps the scene's shape), anisotropic
-    ``scale``, ``position``, a random orientation (``rotation``), ``velocity``, ``angular_velocity`` and the
-    known ``impulse`` (N s, applied over ``scene.bodies.0.push.duration`` at ``push_point``; with
-    ``impulse_per_volume`` the draw is per m^3 of the body, so that the velocity it causes, impulse /
-    (density x volume), has the same range for every shape and scale). With ``position_from_ground`` the
-    drawn height (position y) is the gap between the body's lowest vertex and the ground plane instead of
-    the height of its centre of mass, so that every shape and scale starts the same distance above it.
-    ``rotor_thrust_low``/``rotor_thrust_high`` (N, both or neither): every rotor of the body gets a thrust
-    schedule drawn uniformly in that range, one value per frame interval (random actions)."""
-
-    enabled: bool = False
-    shapes: list[str] = Field(default_factory=list)
-    shape_resolution: int = Field(8, ge=3)
-    scale: Annotated[list[Positive], Field(min_length=2, max_length=2)] = list_default(1.0, 1.0)
-    position_low: Vec3 = list_default(0.0, 1.0, 0.0)
-    position_high: Vec3 = list_default(0.0, 1.0, 0.0)
-    rotation: bool = False
-    velocity_low: Vec3 = list_default(0.0, 0.0, 0.0)
-    velocity_high: Vec3 = list_default(0.0, 0.0, 0.0)
-    angular_velocity_low: Vec3 = list_default(0.0, 0.0, 0.0)
-    angular_velocity_high: Vec3 = list_default(0.0, 0.0, 0.0)
-    impulse_low: Vec3 = list_default(0.0, 0.0, 0.0)
-    impulse_high: Vec3 = list_default(0.0, 0.0, 0.0)
-    impulse_per_volume: bool = False
-    position_from_ground: bool = False
-    push_point_low: Vec3 = list_default(0.0, 0.0, 0.0)
-    push_point_high: Vec3 = list_default(0.0, 0.0, 0.0)
-    rotor_thrust_low: Optional[float] = None
-    rotor_thrust_high: Optional[float] = None
-
-    @model_validator(mode="after")
-    def _thrust_range(self):
-        low, high = self.rotor_thrust_low, self.rotor_thrust_high
-        if (low is None) != (high is None):
-            raise ValueError("give both rotor_thrust_low and rotor_thrust_high (N) or neither")
-        if low is not None and not low <= high:
-            raise ValueError(f"rotor_thrust_low ({low}) must be <= rotor_thrust_high ({high})")
         return self
 
 
