@@ -4,7 +4,7 @@ scene composition and video output. See :mod:`wsim.render.renderer` for the imag
 
 from .camera import Camera, look_at_matrix, spherical_eye
 from .renderer import SoftRenderer
-from .meshes import Mesh, concat_meshes, cube, grid_plane, icosphere
+from .meshes import Mesh, ParticleGlyphs, concat_meshes, cube, grid_plane, icosphere
 from .shading import DirectionalLight, Material, PointLight, vertex_normals
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "DirectionalLight",
     "Material",
     "Mesh",
+    "ParticleGlyphs",
     "PointLight",
     "SoftRenderer",
     "concat_meshes",

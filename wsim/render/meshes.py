@@ -97,3 +97,42 @@ def grid_plane(size: float = 10.0, divisions: int = 1, height: float = 0.0, cent
 def icosphere(radius: float = 1.0, subdivisions: int = 2, center=(0.0, 0.0, 0.0), device=None):
     """A sphere mesh (``(vertices, faces)``) from a subdivided icosahedron; 20 * 4^n faces."""
     return _tensors(primitives.icosphere(radius, subdivisions, center), device)
+
+
+class ParticleGlyphs:
+    """Small icosahedra around the particles that no face uses (mass-spring chains have no surface),
+    so that they show in images. Differentiable: each glyph vertex is its particle's position plus a
+    fixed offset, so a pixel loss reaches the particles through the glyphs.
+
+    ``faces`` ``[T, 3]`` of a vertex buffer of ``vertex_count`` vertices whose particles start at
+    ``particle_start``; ``radius`` (m): one value, or one per particle. :attr:`faces` is the buffer's faces
+    followed by the glyphs' (indices past ``vertex_count``); :meth:`vertices` and :meth:`colors` extend a
+    ``[..., V, 3]`` buffer the same way. :attr:`count` is 0 when every particle is on a face."""
+
+    def __init__(self, faces, vertex_count: int, particle_start: int, radius):
+        faces = torch.as_tensor(faces, dtype=torch.int64).cpu()
+        used = torch.zeros(vertex_count, dtype=torch.bool)
+        used[faces.reshape(-1)] = True
+        self.loose = torch.nonzero(~used[particle_start:]).reshape(-1) + particle_start
+        self.count = int(self.loose.numel())
+        glyph = primitives.icosphere(1.0, 0, (0.0, 0.0, 0.0))
+        radius = torch.as_tensor(radius, dtype=torch.float32).reshape(-1)
+        if radius.numel() > 1:
+            radius = radius[self.loose - particle_start]
+        #: ``[L, 12, 3]`` offsets of each glyph's vertices from its particle (m)
+        self.offsets = radius.reshape(-1, 1, 1) * torch.as_tensor(glyph.vertices, dtype=torch.float32)[None]
+        per = self.offsets.shape[1]
+        extra = torch.as_tensor(glyph.faces, dtype=torch.int64)[None] + vertex_count + \
+            per * torch.arange(self.count)[:, None, None]
+        self.faces = torch.cat([faces, extra.reshape(-1, 3)])
+
+    def vertices(self, vertices: torch.Tensor) -> torch.Tensor:
+        """``[..., V, 3]`` -> ``[..., V + 12 L, 3]``: the glyph vertices appended."""
+        offsets = self.offsets.to(vertices.device, vertices.dtype)
+        glyphs = vertices[..., self.loose.to(vertices.device), None, :] + offsets
+        return torch.cat([vertices, glyphs.flatten(-3, -2)], dim=-2)
+
+    def colors(self, colors: torch.Tensor) -> torch.Tensor:
+        """Per-vertex ``[..., V, C]`` colours extended with each glyph in its particle's colour."""
+        per = self.offsets.shape[1]
+        return torch.cat([colors, colors[..., self.loose.to(colors.device), :].repeat_interleave(per, dim=-2)], dim=-2)

@@ -48,21 +48,16 @@ class Source:
 
 def display_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, particle_start: int):
     """Vertex buffer, faces and colours for display: particles that no face uses are drawn as small
-    octahedra (radius 2 % of the scene size) so that mass-spring systems show up in videos."""
-    used = np.zeros(vertices.shape[1], dtype=bool)
-    used[np.asarray(faces, dtype=np.int64).reshape(-1)] = True
-    loose = np.flatnonzero(~used[particle_start:]) + particle_start
-    if len(loose) == 0:
-        return vertices, faces, colors
+    spheres (:class:`~wsim.render.meshes.ParticleGlyphs`, radius 2 % of the scene size) so that
+    mass-spring systems show up in videos."""
+    from .meshes import ParticleGlyphs
+
     extent = float(np.ptp(vertices.reshape(-1, 3), axis=0).max()) or 1.0
-    offsets = 0.02 * extent * np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
-    octahedron = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
-    blobs = vertices[:, loose, None, :] + offsets[None, None]  # [F, loose, 6, 3]
-    base = vertices.shape[1]
-    blob_faces = (octahedron[None] + base + 6 * np.arange(len(loose))[:, None, None]).reshape(-1, 3)
-    all_vertices = np.concatenate([vertices, blobs.reshape(len(vertices), -1, 3)], axis=1)
-    all_colors = np.concatenate([colors, np.repeat(colors[loose], 6, axis=0)])
-    return all_vertices.astype(np.float32), np.concatenate([faces, blob_faces]).astype(np.int64), all_colors
+    glyphs = ParticleGlyphs(faces, vertices.shape[1], particle_start, 0.02 * extent)
+    if not glyphs.count:
+        return vertices, faces, colors
+    return (glyphs.vertices(torch.as_tensor(vertices, dtype=torch.float32)).numpy(), glyphs.faces.numpy(),
+            glyphs.colors(torch.as_tensor(colors, dtype=torch.float32)).numpy())
 
 
 def _read_rollout(path: Path) -> dict:

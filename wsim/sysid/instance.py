@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..render.meshes import ParticleGlyphs
 from .appearance import NUISANCE, Appearance, foreground_mask, nuisance_params
 from .config import ExperimentConfig, ParamConfig, image_size
 from .randomize import randomized_scene
@@ -50,8 +51,18 @@ class Instance:
         self.external_target = config.target.video is not None
         self.truth = self._draw_truth(np.random.default_rng([self.seed, 1]))
         self.initial = self._draw_initial(np.random.default_rng([self.seed, 2]))
-        self.faces = torch.as_tensor(np.asarray(self.scene.model.render_faces, dtype=np.int64), device=self.torch_device)
+        model = self.scene.model
+        self.faces = torch.as_tensor(np.asarray(model.render_faces, dtype=np.int64), device=self.torch_device)
         self.colors = torch.as_tensor(np.asarray(self.scene.colors, dtype=np.float32), device=self.torch_device)
+        #: spheres that make the particles no face uses visible (mass-spring chains), or None
+        self.glyphs = None
+        if model.particle_count:
+            glyphs = ParticleGlyphs(self.faces, model.vertex_count, model.shape_vertex_count,
+                                    model.particle_radius.numpy())
+            if glyphs.count:
+                self.glyphs = glyphs
+                self.faces = glyphs.faces.to(self.torch_device)
+                self.colors = glyphs.colors(self.colors)
         self.appearance = Appearance(config, self.colors)
         self.mask_record = None
         self._risp = None  # (network, target states) of loss.type risp, loaded on first use
@@ -75,7 +86,7 @@ class Instance:
         else:
             with torch.no_grad():
                 target_look = Appearance(config, self.colors, target=True)
-                rgba = self.renderer(self.target_vertices, self.faces, **target_look.render_kwargs())
+                rgba = self.renderer(self._drawn(self.target_vertices), self.faces, **target_look.render_kwargs())
             if config.target.bits:
                 levels = float(2 ** config.target.bits - 1)
                 rgba = torch.round(rgba.clamp(0.0, 1.0) * levels) / levels
@@ -214,7 +225,11 @@ class Instance:
     def render(self, vertices: torch.Tensor, values: dict | None = None) -> torch.Tensor:
         """RGBA frames of ``vertices`` with the appearance of ``values`` (the estimated nuisance values;
         the assumed appearance for the others)."""
-        return self.renderer(vertices, self.faces, **self.appearance.render_kwargs(values))
+        return self.renderer(self._drawn(vertices), self.faces, **self.appearance.render_kwargs(values))
+
+    def _drawn(self, vertices: torch.Tensor) -> torch.Tensor:
+        """The vertex buffer the renderer draws: the simulation's, with the particle glyphs appended."""
+        return vertices if self.glyphs is None else self.glyphs.vertices(vertices)
 
     def _target_mask(self, alpha) -> torch.Tensor:
         """The foreground mask of an external target: the user's mask video, an RGBA video's alpha
