@@ -128,7 +128,9 @@ class RotorConfig(ConfigModel):
 
 class BodyConfig(ConfigModel):
     """A rigid body. Give ``density`` (kg/m^3) or ``mass`` (kg, then used instead of the density);
-    ``rotation`` is a quaternion (x, y, z, w); ``rotors``: thrusters fixed to it (:class:`RotorConfig`)."""
+    ``rotation`` is a quaternion (x, y, z, w); ``rotors``: thrusters fixed to it (:class:`RotorConfig`).
+    ``pattern``: the depth (0..1) of a colour pattern painted on it, smooth cells of ``pattern_scale`` m
+    fixed in the body frame (0: one plain ``color``), so that its rotation shows in the video."""
 
     name: Optional[str] = None
     shape: ShapeConfig = Field(default_factory=ShapeConfig)
@@ -142,6 +144,8 @@ class BodyConfig(ConfigModel):
     push: PushConfig = Field(default_factory=PushConfig)
     rotors: list[RotorConfig] = Field(default_factory=list)
     color: Color = list_default(0.8, 0.3, 0.2)
+    pattern: float = Field(0.0, ge=0.0, le=1.0)
+    pattern_scale: Positive = 0.2
 
     @model_validator(mode="after")
     def _has_mass(self):

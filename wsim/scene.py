@@ -81,7 +81,7 @@ def build_scene(config: SceneConfig, device: str | None = None, base: Path | Non
                                   name=f"{where}.rotors.{j}")
             except ParameterError as error:
                 raise ConfigError(str(error)) from None
-        colors.append(np.tile(np.asarray(body.color, dtype=np.float32)[:3], (len(mesh.vertices), 1)))
+        colors.append(_body_colors(body, builder.bodies[-1]["vertices"]))
     for chain in config.chains:
         if chain.count < 2:
             raise ConfigError(f"chains: count must be >= 2, got {chain.count}")
@@ -182,6 +182,18 @@ def soft_body_mesh(mesh_config, base: Path | None = None, where: str = "mesh"):
     except MeshError as error:
         raise ConfigError(f"{where}: {error}") from None
     raise ConfigError(f"{where}.type must be box, beam, sphere or gear (or give a file), got {m.type!r}")
+
+
+def _body_colors(body, points: np.ndarray) -> np.ndarray:
+    """Per-vertex colours of a rigid body: its colour, darkened by its pattern (smooth 3-D cells of
+    ``pattern_scale`` in the body frame; ``points`` are its vertices there, about the centre of mass)."""
+    color = np.asarray(body.color, dtype=np.float32)[:3]
+    if not body.pattern:
+        return np.tile(color, (len(points), 1))
+    # a smooth 3-D checker: the product of three sines, sharpened so that most of a cell has its full shade
+    cells = np.tanh(4.0 * np.prod(np.sin(np.pi * np.asarray(points, dtype=np.float64) / body.pattern_scale), axis=1))
+    cells /= np.tanh(4.0)
+    return (color[None] * (1.0 - body.pattern * 0.5 * (1.0 + cells))[:, None]).astype(np.float32)
 
 
 def _add_soft_body(builder: ModelBuilder, soft, index: int, base, material: int) -> np.ndarray:

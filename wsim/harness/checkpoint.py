@@ -25,7 +25,7 @@ NEUTRAL_KEYS = ("instances", "video", "usd", "video_format")
 # Fields added after results, checkpoints and RISP datasets were first saved, each with the default that
 # reproduces what came before it ("*" stands for every item of a list): left out of a fingerprint while
 # at that default, so that a new feature does not orphan the saved work of configs that do not use it.
-LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "scene.articulation": None, "scene.sim.checkpoint_every": None,
+LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "scene.bodies.*.pattern": 0.0, "scene.bodies.*.pattern_scale": 0.2, "scene.articulation": None, "scene.sim.checkpoint_every": None,
                  "sim.checkpoint_every": None,
                  "randomize.rotor_thrust_low": None, "randomize.rotor_thrust_high": None, "risp.data.configurations": 0,
                  "risp.data.psi_seed": None,
