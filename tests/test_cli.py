@@ -31,15 +31,34 @@ def test_rollout_npz_holds_frames_faces_and_parameters(box_run):
     assert data["vertices"][-1, :, 1].mean() < 0.25
 
 
-def test_usd_stage_has_one_time_sample_per_frame(box_run):
+def test_usd_stage_poses_each_body_once_per_frame(box_run):
     stage = Usd.Stage.Open(str(box_run / "rollout.usda"))
     assert UsdGeom.GetStageUpAxis(stage) == UsdGeom.Tokens.y
-    mesh = UsdGeom.Mesh(stage.GetPrimAtPath("/World/box"))
-    points = mesh.GetPointsAttr()
-    assert points.GetTimeSamples() == [float(k) for k in range(7)]
-    vertices = np.load(box_run / "rollout.npz")["vertices"]
-    np.testing.assert_allclose(np.array(points.Get(Usd.TimeCode(6))), vertices[6], atol=1e-6)
     assert stage.GetTimeCodesPerSecond() == pytest.approx(100.0)
+    body = UsdGeom.Xform(stage.GetPrimAtPath("/World/box"))
+    ops = body.GetOrderedXformOps()
+    assert [op.GetOpType() for op in ops] == [UsdGeom.XformOp.TypeTranslate, UsdGeom.XformOp.TypeOrient]
+    assert ops[0].GetAttr().GetTimeSamples() == [float(k) for k in range(7)]
+    mesh = UsdGeom.Mesh(stage.GetPrimAtPath("/World/box/mesh"))
+    assert not mesh.GetPointsAttr().GetTimeSamples()  # static points in the body frame
+    local = np.array(mesh.GetPointsAttr().Get(), dtype=np.float64)
+    vertices = np.load(box_run / "rollout.npz")["vertices"]
+    for frame in (0, 3, 6):
+        # the composed transform (row vectors, as USD's matrices) puts the body's points where the simulation had them
+        matrix = np.array(mesh.ComputeLocalToWorldTransform(Usd.TimeCode(frame)))
+        world = local @ matrix[:3, :3] + matrix[3, :3]
+        np.testing.assert_allclose(world, vertices[frame], atol=2e-6)
+
+
+def test_usd_stage_without_poses_samples_the_points(tmp_path):
+    from wsim.export import write_rollout_usd
+
+    vertices = np.random.default_rng(0).normal(size=(3, 4, 3)).astype(np.float32)
+    write_rollout_usd(tmp_path / "r.usda", vertices, np.array([[0, 1, 2], [0, 2, 3]]), 30.0, [0, 4], ["blob"])
+    stage = Usd.Stage.Open(str(tmp_path / "r.usda"))
+    points = UsdGeom.Mesh(stage.GetPrimAtPath("/World/blob")).GetPointsAttr()
+    assert points.GetTimeSamples() == [0.0, 1.0, 2.0]
+    np.testing.assert_allclose(np.array(points.Get(Usd.TimeCode(2))), vertices[2], atol=1e-7)
 
 
 def test_video_shows_the_scene(box_run):

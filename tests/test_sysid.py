@@ -73,13 +73,13 @@ def test_rigid_mass_recovered_from_video_with_outputs(tmp_path):
     frames = [frame for frame in reader]
     reader.close()
     assert len(frames) == 8 and frames[0].shape[:2] == (32, 96)
-    # estimate.usda: one time sample per frame
+    # estimate.usda: the body posed once per frame over its static mesh
     from pxr import Usd, UsdGeom
 
     stage = Usd.Stage.Open(str(tmp_path / "estimate.usda"))
     meshes = [p for p in stage.Traverse() if p.IsA(UsdGeom.Mesh) and p.GetName() != "ground"]
     assert len(meshes) == 1
-    samples = UsdGeom.Mesh(meshes[0]).GetPointsAttr().GetTimeSamples()
+    samples = UsdGeom.Xform(meshes[0].GetParent()).GetOrderedXformOps()[0].GetAttr().GetTimeSamples()
     assert len(samples) == 8 and samples[0] == 0 and samples[-1] == 7
 
 

@@ -304,7 +304,7 @@ def _scene(args, gradcheck_horizon: bool = False):
 
 
 def cmd_simulate(args) -> int:
-    from .export import write_rollout_npz, write_rollout_usd
+    from .export import body_poses, write_rollout_npz, write_rollout_usd
 
     scene = _scene(args)
     sim = scene.simulation
@@ -316,11 +316,13 @@ def cmd_simulate(args) -> int:
     elapsed = time.perf_counter() - started
     parameters = {name: np.asarray(value) for name, value in scene.model.defaults.items()}
     model = scene.model
+    states = sim.frame_states()
     write_rollout_npz(out / "rollout.npz", vertices, model.render_faces, scene.fps, parameters,
-                      sim.frame_states(), model.body_vertex_start, model.body_names, scene.colors,
+                      states, model.body_vertex_start, model.body_names, scene.colors,
                       model.ground_height if model.ground else None)
     write_rollout_usd(out / "rollout.usda", vertices, model.render_faces, scene.fps, model.body_vertex_start,
-                      model.body_names, scene.colors, model.ground_height if model.ground else None)
+                      model.body_names, scene.colors, model.ground_height if model.ground else None,
+                      body_poses(states))
     print(f"{scene.config.name}: {sim.frames} frames, {sim.steps} physics steps of {sim.dt:g} s on {sim.device} "
           f"in {elapsed:.2f} s ({sim.steps / max(elapsed, 1e-9):.0f} steps/s)")
     written = [out / "rollout.npz", out / "rollout.usda"]

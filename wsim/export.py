@@ -95,13 +95,19 @@ def write_rollout_npz(path, vertices: np.ndarray, faces: np.ndarray, fps: float,
 
 def write_rollout_usd(path, vertices: np.ndarray, faces: np.ndarray, fps: float, body_vertex_start,
                       body_names=(), colors=None,
-                      ground_height: float | None = 0.0) -> None:
+                      ground_height: float | None = 0.0, body_poses=None) -> None:
     """Write a USD stage (Y up, metres) with one time sample per rendered frame.
 
-    Each rigid body is a ``Mesh`` under ``/World/<name>`` and the particles (if any) a ``Mesh`` (when
-    ``faces`` reference them) or ``Points`` prim under ``/World/particles``; their ``points`` are
+    Each rigid body (or link) is a ``Mesh`` under ``/World/<name>`` and the particles (if any) a ``Mesh``
+    (when ``faces`` reference them) or ``Points`` prim under ``/World/particles``; their ``points`` are
     time-sampled in world space at time codes 0 .. F-1, played at ``fps`` time codes per second.
     ``body_vertex_start`` [B + 1] delimits each body's vertices in the vertex buffer.
+
+    ``body_poses``: ``(positions [F, B, 3], rotations [F, B, 4])`` (quaternions x, y, z, w) of each body's
+    frame. Then each body is an ``Xform`` ``/World/<name>`` whose translate and orient ops are
+    time-sampled, over a static ``Mesh`` ``/World/<name>/mesh`` in the body frame: the form DCC tools
+    and physics importers expect of rigid motion, and B x 7 numbers a frame instead of a copy of every
+    vertex.
     """
     from pxr import Gf, Sdf, Usd, UsdGeom, Vt
 
@@ -133,10 +139,15 @@ def write_rollout_usd(path, vertices: np.ndarray, faces: np.ndarray, fps: float,
             first, last = int(starts[index]), int(starts[index + 1])
             name = _prim_name(body_names[index] if index < len(body_names) else f"body{index}", used)
             owner = faces[(faces >= first).all(axis=1) & (faces < last).all(axis=1)]
-            mesh = mesh_prim(f"/World/{name}", first, last, owner)
-            points = mesh.CreatePointsAttr()
-            for frame in range(frames):
-                points.Set(Vt.Vec3fArray.FromNumpy(vertices[frame, first:last]), Usd.TimeCode(frame))
+            if body_poses is None:
+                mesh = mesh_prim(f"/World/{name}", first, last, owner)
+                points = mesh.CreatePointsAttr()
+                for frame in range(frames):
+                    points.Set(Vt.Vec3fArray.FromNumpy(vertices[frame, first:last]), Usd.TimeCode(frame))
+            else:
+                mesh = mesh_prim(f"/World/{name}/mesh", first, last, owner)
+                _posed_body(stage, f"/World/{name}", mesh, vertices[0, first:last],
+                            np.asarray(body_poses[0])[:, index], np.asarray(body_poses[1])[:, index])
             if colors is not None:
                 mesh.CreateDisplayColorAttr(Vt.Vec3fArray([Gf.Vec3f(*map(float, colors[first]))]))
         particle_first = int(starts[-1]) if len(starts) else 0
@@ -161,6 +172,35 @@ def write_rollout_usd(path, vertices: np.ndarray, faces: np.ndarray, fps: float,
         stage.GetRootLayer().Save()
         del stage
         Sdf.Layer.FindOrOpen(str(temporary))  # make sure the written layer parses before it is moved in place
+
+
+def body_poses(states: dict):
+    """``(positions, rotations)`` of every frame's bodies from a simulation's ``frame_states()``, for
+    :func:`write_rollout_usd`; None when the states hold no rigid bodies."""
+    if states.get("body_q") is None or states.get("body_r") is None or not np.asarray(states["body_q"]).size:
+        return None
+    return np.asarray(states["body_q"]), np.asarray(states["body_r"])
+
+
+def _posed_body(stage, prim_path: str, mesh, first_frame: np.ndarray, positions: np.ndarray,
+                rotations: np.ndarray) -> None:
+    """A body as an Xform with time-sampled translate/orient over its mesh's static body-frame points
+    (recovered from the first frame's world vertices and pose)."""
+    from pxr import Gf, Usd, UsdGeom, Vt
+
+    x, y, z, w = np.asarray(rotations[0], dtype=np.float64)
+    # rotation matrix of the first frame's quaternion: local = R^T (world - position)
+    r = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]) / (x * x + y * y + z * z + w * w)
+    local = (np.asarray(first_frame, dtype=np.float64) - positions[0]) @ r
+    mesh.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(local.astype(np.float32)))
+    xform = UsdGeom.Xform.Define(stage, prim_path)
+    translate = xform.AddTranslateOp(UsdGeom.XformOp.PrecisionDouble)
+    orient = xform.AddOrientOp(UsdGeom.XformOp.PrecisionDouble)
+    for frame, (p, q) in enumerate(zip(np.asarray(positions, dtype=np.float64), np.asarray(rotations, dtype=np.float64))):
+        translate.Set(Gf.Vec3d(*p), Usd.TimeCode(frame))
+        orient.Set(Gf.Quatd(float(q[3]), Gf.Vec3d(*q[:3])).GetNormalized(), Usd.TimeCode(frame))
 
 
 def _prim_name(name: str, used: set) -> str:

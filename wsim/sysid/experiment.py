@@ -197,12 +197,13 @@ def results_dict(instance: Instance, optimisation: Optimisation, winner: dict, s
 
 def write_instance_outputs(instance: Instance, optimisation: Optimisation, estimate: dict, out: Path,
                            search=None) -> None:
-    from ..export import write_rollout_usd
+    from ..export import body_poses, write_rollout_usd
     from .outputs import write_compare_video, write_loss_plot, write_rollouts, write_target_frames
 
     model = instance.scene.model
     with torch.no_grad():
         vertices = instance.rollout(estimate).detach()
+        poses = body_poses(instance.sim.frame_states())  # before any other rollout replaces the states
         images = instance.render(vertices, estimate)[..., :3]
     write_loss_plot(out / "loss.png", all_history(optimisation, search), instance)
     write_compare_video(out / f"compare.{instance.config.video_format}", instance.target_images, images,
@@ -212,4 +213,4 @@ def write_instance_outputs(instance: Instance, optimisation: Optimisation, estim
     write_rollouts(out, instance, vertices, estimate)
     write_rollout_usd(out / "estimate.usda", vertices.cpu().numpy(), model.render_faces, instance.scene.fps,
                       model.body_vertex_start, model.body_names, instance.scene.colors,
-                      model.ground_height if model.ground else None)
+                      model.ground_height if model.ground else None, poses)
