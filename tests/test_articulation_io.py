@@ -1,6 +1,6 @@
 """Loading articulations from MJCF and URDF (wsim.models.articulation_io): the loaded model rolled out by
 wsim against MuJoCo simulating the very same file with the same semi-implicit Euler integrator, and the
-errors for what wsim does not support."""
+errors for what wsim does not support (ball and free joints are loaded in tests/test_articulation_joints.py)."""
 
 import numpy as np
 import pytest
@@ -140,11 +140,7 @@ def test_urdf_arm_matches_mujoco(tmp_path):
     assert travel.min() > 0.1, travel
 
 
-def test_unsupported_joints_and_missing_files_are_clear_errors(tmp_path):
-    ball = """<mujoco><worldbody><body name="head"><joint name="neck" type="ball"/>
-              <geom size="0.1"/></body></worldbody></mujoco>"""
-    with pytest.raises(ConfigError, match="joint 'neck' of body 'head' is a ball joint"):
-        load_mjcf(ball)
+def test_several_joints_on_a_body_and_missing_files_are_clear_errors(tmp_path):
     two = """<mujoco><worldbody><body name="gimbal"><joint name="yaw" axis="0 0 1"/><joint name="pitch" axis="0 1 0"/>
              <geom size="0.1"/></body></worldbody></mujoco>"""
     with pytest.raises(ConfigError, match="body 'gimbal' has 2 joints \\(yaw, pitch\\)"):

@@ -1,12 +1,22 @@
-"""Articulated bodies in reduced coordinates: kinematic trees of links joined by revolute, prismatic and
-fixed joints, forward dynamics by the composite-rigid-body algorithm and a Cholesky solve.
+"""Articulated bodies in reduced coordinates: kinematic trees of links joined by revolute, prismatic,
+fixed, ball and free joints, forward dynamics by the composite-rigid-body algorithm and a Cholesky solve.
 
 Every link ``l`` hangs from its parent (or the world) by one joint. The joint frame sits at
 ``joint_position[l]`` (m) rotated by ``joint_rotation[l]`` (quaternion ``(x, y, z, w)``), both in the
 parent link's frame (the world frame for a root); the link frame is the joint frame moved by the joint:
 rotated by ``q`` (rad) about the unit ``joint_axis[l]`` (joint frame) for a revolute joint, translated by
 ``q`` (m) along it for a prismatic one, not at all for a fixed joint (no degree of freedom). This is
-MuJoCo's body/joint convention with the joint at the body origin. A link has a mass ``link_mass`` (kg), a
+MuJoCo's body/joint convention with the joint at the body origin.
+
+Ball and free joints have more coordinates than degrees of freedom, as in MuJoCo (``nq != nv``): q holds
+``Q`` coordinates, qd and every per-dof parameter ``D``. A ball joint's coordinates are a unit quaternion
+``(w, x, y, z)`` (MuJoCo's order) rotating the link about the joint frame's origin; its 3 velocities are
+the angular velocity in the link (child) frame. A free joint (only on a root link) has 7 coordinates,
+the link origin's position in the joint frame (the world by default) then a quaternion, and 6
+velocities: the origin's linear velocity in the joint frame, then the angular velocity in the link
+frame. Those are MuJoCo's conventions for ``qpos``/``qvel``, so loaded models compare exactly. The
+quaternion advances by the exponential map, ``quat+ = normalise(quat exp(dt w+ / 2))`` with the updated
+angular velocity ``w+`` (MuJoCo's ``mju_quatIntegrate``), and stays unit length. A link has a mass ``link_mass`` (kg), a
 centre of mass ``link_com`` (m, link frame) and an inertia ``link_inertia`` about the centre of mass (kg
 m^2, link frame). Links are stored in depth-first pre-order (a parent before its children, every subtree
 contiguous); :class:`ArticulationBuilder` enforces it, so a subtree is the index range
@@ -18,13 +28,18 @@ centrifugal and gravity)::
     (H + diag(armature)) qdd = tau - k (q - q_target) - d qd + f_limit - C
     f_limit = ke (lower - q) if q < lower,  ke (upper - q) if q > upper,  else 0
 
+For the rotation of a ball or free joint ``q - q_target`` is the rotation vector ``log(target^-1 quat)``
+(child frame, angle in (-pi, pi]), MuJoCo's ball-joint spring; each of its 3 dofs has its own stiffness
+and damping. Limits act on revolute and prismatic joints only (ball-joint cone limits are not modelled).
+
 ``H`` comes from the composite-rigid-body algorithm, ``C`` from recursive Newton-Euler with ``qdd = 0``
 and the base accelerated by ``-gravity``; both work in world-frame spatial vectors (Plucker coordinates
 about the world origin: motion ``(w, v_O)``, force ``(n_O, f)``), where a joint's motion subspace,
 a link's velocity and its spatial inertia need no frame changes between parent and child. A spatial
 inertia is kept as the triple (mass m, first moment h = m c, rotational inertia about the origin J),
 which sums linearly over a subtree. The integrator is semi-implicit Euler like the rest of wsim:
-``qd+ = qd + dt qdd``, ``q+ = q + dt qd+`` (MuJoCo's ``Euler`` integrator when joint damping is zero).
+``qd+ = qd + dt qdd``, ``q+ = q + dt qd+`` (MuJoCo's ``Euler`` integrator when joint damping is zero or
+its ``eulerdamp`` flag is disabled: MuJoCo otherwise treats damping implicitly).
 
 Precision: everything is float64. An articulation's thread solves one small dense system per step, so the
 cost is negligible, and float64 is what makes a 0.1 % period check over thousands of steps, a comparison
@@ -51,13 +66,13 @@ name                   shape               unit       meaning
 ``joint_stiffness``    [D]                 N m/rad    spring k toward ``joint_target`` (N/m prismatic)
 ``joint_damping``      [D]                 N m s/rad  viscous damping d (N s/m prismatic)
 ``joint_armature``     [D]                 kg m^2     added to H's diagonal (kg prismatic)
-``joint_target``       [D]                 rad        rest position of the joint spring (m prismatic)
+``joint_target``       [Q]                 rad        rest coordinates of the joint spring (m, quaternion)
 ``joint_limit_lower``  [D]                 rad        lower limit (m prismatic)
 ``joint_limit_upper``  [D]                 rad        upper limit (m prismatic)
 ``joint_limit_ke``     [D]                 N m/rad    penalty stiffness outside the limits (N/m)
 ``gravity``            [1, 3]              m/s^2      gravitational acceleration (wsim: Y up)
-``joint_q``            [D]                 rad, m     initial joint positions
-``joint_qd``           [D]                 rad/s, m/s initial joint velocities
+``joint_q``            [Q]                 rad, m     initial joint coordinates (quaternions (w, x, y, z))
+``joint_qd``           [D]                 rad/s, m/s initial joint velocities (angular: child frame)
 ``joint_torque``       [frames - 1, D]     N m, N     applied joint torque/force per frame interval
 =====================  ==================  =========  ====================================================
 """
@@ -88,7 +103,7 @@ PARAMETER_DTYPES = {
 
 # per-link, per-step intermediates of one rollout, in the order of the kernels' outputs: name -> dtype
 _KINEMATIC_OUTPUTS = {
-    "link_rotation": quatd, "link_origin": vec3d, "link_subspace": spatiald, "link_velocity": spatiald,
+    "link_rotation": quatd, "link_origin": vec3d, "dof_subspace": spatiald, "link_velocity": spatiald,
     "link_acceleration": spatiald, "link_moment": vec3d, "link_inertia_origin": mat33d, "link_bias_force": spatiald,
 }
 _SUBTREE_OUTPUTS = {
@@ -103,7 +118,7 @@ class ArticulationRollout:
 
     It is a tape program for :mod:`wsim.bridge`: :meth:`rollout` maps float64 torch parameters (any
     subset of :data:`PARAMETER_DTYPES`; the rest take the articulation's defaults, torques default to
-    zero) to the joint positions and velocities of every frame, ``q, qd`` each ``[frames, D]`` float64;
+    zero) to the joint positions and velocities of every frame, ``q [frames, Q], qd [frames, D]`` float64;
     ``backward()`` on a loss of them fills every parameter's gradient. ``check_nan`` raises
     :class:`~wsim.errors.SimulationError` naming the first non-finite step.
     """
@@ -131,6 +146,8 @@ class ArticulationRollout:
         """The full shape of parameter ``name`` (element shape included)."""
         art = self.articulation
         leading = {"link": (art.link_count,), "joint": (art.dof_count,), "gravity": (1,)}[name.split("_")[0]]
+        if name in ("joint_q", "joint_target"):  # coordinates: quaternions take 4 entries for 3 dofs
+            leading = (art.coord_count,)
         if name == "joint_torque":
             leading = (max(self.frames - 1, 1), art.dof_count)
         return leading + tuple(getattr(PARAMETER_DTYPES[name], "_shape_", None) or ())
@@ -144,7 +161,7 @@ class ArticulationRollout:
         return torch.tensor(self.articulation.defaults[name], dtype=torch.float64, device=self.torch_device)
 
     def rollout(self, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint positions and velocities of every frame, ``([frames, D], [frames, D])`` float64."""
+        """Joint positions and velocities of every frame, ``([frames, Q], [frames, D])`` float64."""
         inputs = {}
         for name, value in (params or {}).items():
             if name not in PARAMETER_DTYPES:
@@ -162,13 +179,14 @@ class ArticulationRollout:
         device = self.device
         params = dict(self._defaults)
         params.update(inputs)
-        steps, L, D = self.steps, art.link_count, art.dof_count
+        steps, L, D, Q = self.steps, art.link_count, art.dof_count, art.coord_count
 
         def buffer(rows, count, dtype):
             return wp.zeros((rows, max(count, 1)), dtype=dtype, device=device, requires_grad=True)
 
-        buffers = {name: buffer(steps, L, dtype) for name, dtype in {**_KINEMATIC_OUTPUTS, **_SUBTREE_OUTPUTS}.items()}
-        buffers.update({"q": buffer(steps + 1, D, wp.float64), "qd": buffer(steps + 1, D, wp.float64),
+        buffers = {name: buffer(steps, D if name.startswith("dof") else L, dtype)
+                   for name, dtype in {**_KINEMATIC_OUTPUTS, **_SUBTREE_OUTPUTS}.items()}
+        buffers.update({"q": buffer(steps + 1, Q, wp.float64), "qd": buffer(steps + 1, D, wp.float64),
                         "qdd": buffer(steps, D, wp.float64), "forward": buffer(steps, D, wp.float64),
                         "forward_partial": buffer(steps, art.matrix_size, wp.float64),
                         "backward_partial": buffer(steps, art.matrix_size, wp.float64),
@@ -177,7 +195,7 @@ class ArticulationRollout:
                         "cholesky": buffer(steps, art.matrix_size, wp.float64)})
         self._bad_step = wp.array([np.iinfo(np.int32).max], dtype=wp.int32, device=device)
         if D:
-            wp.launch(copy_float64, dim=D, inputs=[params["joint_q"]], outputs=[buffers["q"]], device=device)
+            wp.launch(copy_float64, dim=Q, inputs=[params["joint_q"]], outputs=[buffers["q"]], device=device)
             wp.launch(copy_float64, dim=D, inputs=[params["joint_qd"]], outputs=[buffers["qd"]], device=device)
         # the kernels take whole [steps, ...] buffers and the step index: per-step row views made a CPU step
         # 9x slower (2.2 ms against 0.25 ms for a double pendulum, measured), all of it host overhead
@@ -189,7 +207,8 @@ class ArticulationRollout:
         for step in range(steps):
             wp.launch(kinematics_kernel, dim=A, device=device,
                       inputs=[art.articulation_link_start, art.link_parent, art.joint_type, art.joint_dof,
-                              art.joint_position, art.joint_rotation, art.joint_axis, params["link_mass"],
+                              art.joint_coord, art.joint_position, art.joint_rotation, art.joint_axis,
+                              params["link_mass"],
                               params["link_com"], params["link_inertia"], params["gravity"], step, buffers["q"],
                               buffers["qd"]],
                       outputs=kinematic)
@@ -199,18 +218,19 @@ class ArticulationRollout:
                       outputs=subtree)
             wp.launch(solve_integrate_kernel, dim=A, device=device,
                       inputs=[art.articulation_dof_start, art.articulation_matrix_start, art.articulation_cube_start,
-                              art.dof_link,
-                              art.link_subtree_end, buffers["link_subspace"], *subtree,
+                              art.articulation_link_start, art.joint_type, art.joint_dof, art.joint_coord,
+                              art.dof_link, art.dof_kind, art.dof_coord, art.dof_component,
+                              art.link_subtree_end, buffers["dof_subspace"], *subtree,
                               params["joint_stiffness"], params["joint_damping"], params["joint_armature"],
                               params["joint_target"], params["joint_limit_lower"], params["joint_limit_upper"],
                               params["joint_limit_ke"], params["joint_torque"], step // self.substeps,
                               buffers["q"], buffers["qd"], wp.float64(self.dt), step],
                       outputs=[*solve, self._bad_step])
-        q_frames = buffer(self.frames, D, wp.float64)
+        q_frames = buffer(self.frames, Q, wp.float64)
         qd_frames = buffer(self.frames, D, wp.float64)
         if D:
-            for states, frames in ((buffers["q"], q_frames), (buffers["qd"], qd_frames)):
-                wp.launch(every_frame, dim=(self.frames, D), inputs=[states, self.substeps], outputs=[frames],
+            for states, frames, width in ((buffers["q"], q_frames, Q), (buffers["qd"], qd_frames, D)):
+                wp.launch(every_frame, dim=(self.frames, width), inputs=[states, self.substeps], outputs=[frames],
                           device=device)
         self.last_buffers = buffers
         self._last_params = params
@@ -239,7 +259,8 @@ class ArticulationRollout:
         return out.numpy()
 
     def states(self) -> dict[str, np.ndarray]:
-        """Every step's ``q`` and ``qd`` of the last rollout, ``[steps + 1, D]`` float64 (host copies)."""
+        """Every step's ``q`` and ``qd`` of the last rollout, ``[steps + 1, Q]`` and ``[steps + 1, D]``
+        float64 (host copies)."""
         if self.last_buffers is None:
             raise RuntimeError("no rollout has run yet")
         return {name: to_torch(self.last_buffers[name]).detach().cpu().numpy() for name in ("q", "qd")}

@@ -8,15 +8,19 @@ would simulate (its tree, masses, inertias and joint terms), and ``wsim`` q inde
 order, so link ``b - 1`` is body ``b`` and a body whose parent is the world starts an articulation):
 
 * no joint: a fixed link (static bodies attached to the world become articulations without dofs);
-  one hinge / slide joint: a revolute / prismatic link; several joints, ball or free joints: ConfigError.
+  one hinge / slide / ball / free joint: a revolute / prismatic / ball / free link; several joints on one
+  body: ConfigError. Ball and free joints keep MuJoCo's coordinates (``qpos`` quaternions ``(w, x, y, z)``,
+  angular velocities in the body frame, a free joint's position and linear velocity in the world); a free
+  link's joint frame is the world, its initial q MuJoCo's ``qpos0`` (the body's pos and quat).
 * Link frame = the body frame translated to the joint anchor ``jnt_pos`` (so a joint off the body origin
   is supported: the builder needs the joint at the link origin); mass properties and child frames are
   shifted by the same offset. MuJoCo moves a joint by ``qpos - qpos0`` (``ref``); the joint frame is
   pre-rotated (hinge) or pre-shifted (slide) by ``-ref`` so that wsim's q equals MuJoCo's qpos.
 * Inertia: MuJoCo stores principal moments ``body_inertia`` in the frame ``body_iquat`` at ``body_ipos``;
   the builder takes the full 3x3 matrix in the link frame, ``R diag(I) R^T``.
-* Joint terms: ``jnt_stiffness`` toward ``qpos_spring`` (springref), ``dof_damping`` (wsim applies it
-  explicitly; MuJoCo's Euler integrator implicitly, so trajectories differ by O(dt) when damping is
+* Joint terms: ``jnt_stiffness`` toward ``qpos_spring`` (springref; for a ball joint on the rotation
+  vector from that orientation), ``dof_damping`` (wsim applies it explicitly; MuJoCo's Euler integrator
+  implicitly unless its ``eulerdamp`` flag is disabled, so trajectories differ by O(dt) when damping is
   non-zero), ``dof_armature``, ``jnt_range`` where ``jnt_limited``. MuJoCo limits are soft constraints;
   wsim's are penalty springs (undamped) with stiffness ``limit_ke``, by default the one giving the
   same natural frequency as MuJoCo's limit at maximal impedance: ``ke = K / (dmax * invweight0)``, with
@@ -27,7 +31,8 @@ order, so link ``b - 1`` is body ``b`` and a body whose parent is the world star
   Disable flags for gravity, limits, springs and dampers are honoured.
 
 Not modelled, listed in ``info.ignored`` with a warning when the file has them: actuators, tendons,
-equality constraints, joint friction loss, nonlinear (polynomial) springs and dampers, plastic joints.
+equality constraints, joint friction loss, ball-joint limits, nonlinear (polynomial) springs and dampers,
+plastic joints.
 Contacts are never modelled by the articulation. Massless jointless bodies (frames such as a URDF
 tool link kept with ``fusestatic="false"``) get a negligible mass (:data:`MASSLESS`): the builder
 requires mass > 0, MuJoCo accepts them (it rejects massless bodies that move on their own joint).
@@ -54,8 +59,11 @@ class ArticulationInfo:
     """Names and indices of a loaded articulation.
 
     ``link_names`` [L]: MuJoCo body names in link order (``body<i>`` for unnamed bodies).
-    ``joint_names`` [D]: joint names in dof order (``joint<j>`` for unnamed joints).
-    ``link_index`` / ``dof_index``: name -> index into the links / into q, qd and every ``joint_*``
+    ``joint_names``: joint names in order (``joint<j>`` for unnamed joints), one per jointed link.
+    ``link_index``: name -> index into the links. ``dof_index``: joint name -> its first index into qd
+    and every per-dof ``joint_*`` parameter (MuJoCo's ``jnt_dofadr``); ``coord_index``: joint name -> its
+    first index into q and ``joint_target`` (``jnt_qposadr``). The two agree for hinge and slide joints only;
+    a ball joint spans 4 coordinates and 3 dofs, a free joint 7 and 6.
     parameter. ``timestep``: the file's ``opt.timestep`` (s). ``gravity``: (3,) m/s^2 as loaded.
     ``ignored``: features of the file the articulation does not model.
     """
@@ -65,6 +73,7 @@ class ArticulationInfo:
     joint_names: list[str]
     link_index: dict[str, int]
     dof_index: dict[str, int]
+    coord_index: dict[str, int]
     timestep: float
     gravity: np.ndarray
     ignored: list[str] = field(default_factory=list)
@@ -104,7 +113,8 @@ def load_urdf(path, device: str = "cpu", limit_ke: float | None = None) -> tuple
     body welded to it), links joined by fixed joints are fused into their parent (``fusestatic``; put
     ``<mujoco><compiler fusestatic="false"/></mujoco>`` inside ``<robot>`` to keep them as fixed links),
     visual geometry is discarded, ``continuous`` joints are unlimited hinges; mesh files referenced by
-    collision geometry must exist. ``floating`` and ``planar`` joints are not supported."""
+    collision geometry must exist. ``floating`` joints become free joints (MuJoCo's mapping; on links of the
+world only), ``planar`` joints are not supported."""
     mujoco = _mujoco()
     model = _compile_file(mujoco, str(path))
     return from_mujoco_model(model, source=str(path), device=device, limit_ke=limit_ke)
@@ -131,8 +141,9 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu",
 
     gravity = np.zeros(3) if off(mujoco.mjtDisableBit.mjDSBL_GRAVITY) else np.array(model.opt.gravity, dtype=np.float64)
     builder = ArticulationBuilder(gravity=gravity)
-    supported = {int(mujoco.mjtJoint.mjJNT_HINGE): "revolute", int(mujoco.mjtJoint.mjJNT_SLIDE): "prismatic"}
-    type_names = {int(t): n.removeprefix("mjJNT_").lower() for n, t in mujoco.mjtJoint.__members__.items()}
+    supported = {int(mujoco.mjtJoint.mjJNT_HINGE): "revolute", int(mujoco.mjtJoint.mjJNT_SLIDE): "prismatic",
+                 int(mujoco.mjtJoint.mjJNT_BALL): "ball", int(mujoco.mjtJoint.mjJNT_FREE): "free"}
+    ignored_limits = []  # names of ball joints whose limits are dropped
 
     def body_name(b: int) -> str:
         return mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, b) or f"body{b}"
@@ -146,14 +157,14 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu",
         return matrix.reshape(3, 3)
 
     anchor = np.zeros((model.nbody, 3))  # joint anchor of each body in its body frame: its link frame's origin
-    link_names, joint_names = [], []
+    link_names, joint_names, dof_index, coord_index = [], [], {}, {}
     for b in range(1, model.nbody):
         name = body_name(b)
         first, count = int(model.body_jntadr[b]), int(model.body_jntnum[b])
         if count > 1:
             names = ", ".join(joint_name(j) for j in range(first, first + count))
-            raise ConfigError(f"{source}: body '{name}' has {count} joints ({names}); wsim supports one hinge or "
-                              "slide joint per body (or none: a fixed link)")
+            raise ConfigError(f"{source}: body '{name}' has {count} joints ({names}); wsim supports one joint per "
+                              "body (or none: a fixed link)")
         parent = int(model.body_parentid[b])
         body_rotation = rotation(model.body_quat[b])
         joint_rotation = np.array(model.body_quat[b], dtype=np.float64)
@@ -162,36 +173,48 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu",
         kind = "fixed"
         if count == 1:
             j = first
-            jtype = int(model.jnt_type[j])
-            if jtype not in supported:
-                raise ConfigError(f"{source}: joint '{joint_name(j)}' of body '{name}' is a {type_names[jtype]} "
-                                  "joint; wsim supports hinge (revolute), slide (prismatic) and fixed (no joint)")
-            kind = supported[jtype]
+            kind = supported[int(model.jnt_type[j])]  # MuJoCo has these four joint types
             anchor[b] = model.jnt_pos[j]
-            axis = np.array(model.jnt_axis[j], dtype=np.float64)
             dof, qadr = int(model.jnt_dofadr[j]), int(model.jnt_qposadr[j])
-            reference = float(model.qpos0[qadr])
+            dofs, coords = {"ball": (3, 4), "free": (6, 7)}.get(kind, (1, 1))
+            limited = bool(model.jnt_limited[j]) and not off(mujoco.mjtDisableBit.mjDSBL_LIMIT)
+            if kind in ("ball", "free"):
+                if limited:  # a ball joint's cone limit is not modelled (MuJoCo has none on free joints)
+                    ignored_limits.append(joint_name(j))
+                    limited = False
+                if kind == "free":
+                    # MuJoCo places a free body by qpos alone, in the world (its qpos0 is body_pos, body_quat);
+                    # its compiler allows free joints only on bodies of the world and zeroes their anchor
+                    joint_rotation = np.array([1.0, 0.0, 0.0, 0.0])
+                axis = np.array([0.0, 0.0, 1.0])  # unused by ball and free joints
+                reference = np.array(model.qpos0[qadr:qadr + coords], dtype=np.float64)
+            else:
+                axis = np.array(model.jnt_axis[j], dtype=np.float64)
+                reference = float(model.qpos0[qadr])
             if kind == "revolute":
                 # MuJoCo rotates the body by qpos - qpos0: fold the -qpos0 into the joint frame
                 turn = np.zeros(4)
                 mujoco.mju_axisAngle2Quat(turn, axis, -reference)
                 mujoco.mju_mulQuat(joint_rotation, np.array(model.body_quat[b], dtype=np.float64), turn)
-            else:  # MuJoCo translates by qpos - qpos0 along the axis
+            elif kind == "prismatic":  # MuJoCo translates by qpos - qpos0 along the axis
                 position_shift = -body_rotation @ axis * reference
-            limited = bool(model.jnt_limited[j]) and not off(mujoco.mjtDisableBit.mjDSBL_LIMIT)
+            per_dof = slice(dof, dof + dofs)
             kwargs = dict(
                 axis=axis, q=reference, qd=0.0,
                 stiffness=0.0 if off(mujoco.mjtDisableBit.mjDSBL_SPRING) else float(model.jnt_stiffness[j]),
-                target=float(model.qpos_spring[qadr]),
-                damping=0.0 if off(mujoco.mjtDisableBit.mjDSBL_DAMPER) else float(model.dof_damping[dof]),
-                armature=float(model.dof_armature[dof]),
+                target=np.array(model.qpos_spring[qadr:qadr + coords], dtype=np.float64),
+                damping=0.0 if off(mujoco.mjtDisableBit.mjDSBL_DAMPER) else np.array(model.dof_damping[per_dof]),
+                armature=np.array(model.dof_armature[per_dof]),
                 limit_lower=float(model.jnt_range[j, 0]) if limited else -NO_LIMIT,
                 limit_upper=float(model.jnt_range[j, 1]) if limited else NO_LIMIT,
                 limit_ke=(_limit_stiffness(model, j, dof) if limit_ke is None else float(limit_ke)) if limited else 0.0,
             )
             joint_names.append(joint_name(j))
+            dof_index[joint_name(j)], coord_index[joint_name(j)] = dof, qadr
         # the parent's link frame sits at its anchor: express this joint frame's origin from there
         position = model.body_pos[b] - anchor[parent] + body_rotation @ anchor[b] + position_shift
+        if kind == "free":
+            position = np.zeros(3)
         inertial = rotation(model.body_iquat[b])
         inertia = inertial @ np.diag(model.body_inertia[b]) @ inertial.T
         mass = float(model.body_mass[b])
@@ -201,11 +224,13 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu",
         link_names.append(name)
 
     ignored = _ignored_features(model, off, mujoco)
+    if ignored_limits:
+        ignored.append(f"limits of ball joints {', '.join(ignored_limits)}")
     if ignored:
         warnings.warn(f"{source}: wsim's articulation does not model: {'; '.join(ignored)}", stacklevel=3)
     info = ArticulationInfo(
         source=source, link_names=link_names, joint_names=joint_names,
-        link_index={n: i for i, n in enumerate(link_names)}, dof_index={n: i for i, n in enumerate(joint_names)},
+        link_index={n: i for i, n in enumerate(link_names)}, dof_index=dof_index, coord_index=coord_index,
         timestep=float(model.opt.timestep), gravity=gravity, ignored=ignored,
     )
     return builder.finalize(device), info

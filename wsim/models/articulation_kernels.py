@@ -5,20 +5,25 @@ so ``wp.Tape`` can reverse a rollout."""
 
 import warp as wp
 
+from .articulation_joints import integrate_quat, quat_at, rotation_subspace, rotation_vector
+from .articulation_joints import spatial as _spatial
+
 REVOLUTE = wp.constant(0)
 PRISMATIC = wp.constant(1)
 FIXED = wp.constant(2)
+BALL = wp.constant(3)
+FREE = wp.constant(4)
+
+# what a degree of freedom is, for its spring, limit and coordinate: a hinge or slide coordinate (limits
+# apply), a free joint's translation coordinate, one component of a ball or free joint's rotation
+DOF_SCALAR = wp.constant(0)
+DOF_TRANSLATION = wp.constant(1)
+DOF_ROTATION = wp.constant(2)
 
 vec3d = wp.vec3d
 quatd = wp.quatd
 mat33d = wp.mat33d
 spatiald = wp.spatial_vectord
-
-
-@wp.func
-def _spatial(top: vec3d, bottom: vec3d):
-    # Warp 1.19's two-vector spatial_vector constructor infers float32 inside these functions
-    return spatiald(top[0], top[1], top[2], bottom[0], bottom[1], bottom[2])
 
 
 @wp.func
@@ -36,6 +41,7 @@ def kinematics_kernel(
     link_parent: wp.array(dtype=wp.int32),
     joint_type: wp.array(dtype=wp.int32),
     joint_dof: wp.array(dtype=wp.int32),
+    joint_coord: wp.array(dtype=wp.int32),
     joint_position: wp.array(dtype=vec3d),
     joint_rotation: wp.array(dtype=quatd),
     joint_axis: wp.array(dtype=vec3d),
@@ -48,15 +54,15 @@ def kinematics_kernel(
     qd: wp.array2d(dtype=wp.float64),
     link_rotation: wp.array2d(dtype=quatd),
     link_origin: wp.array2d(dtype=vec3d),
-    link_subspace: wp.array2d(dtype=spatiald),
+    dof_subspace: wp.array2d(dtype=spatiald),
     link_velocity: wp.array2d(dtype=spatiald),
     link_acceleration: wp.array2d(dtype=spatiald),
     link_moment: wp.array2d(dtype=vec3d),
     link_inertia_origin: wp.array2d(dtype=mat33d),
     link_bias_force: wp.array2d(dtype=spatiald),
 ):
-    """Forward pass, root to leaves: poses, motion subspaces, velocities, velocity-product accelerations
-    (gravity as a base acceleration) and the Newton-Euler force each link needs at ``qdd = 0``."""
+    """Forward pass, root to leaves: poses, motion subspaces (one per dof), velocities, velocity-product
+    accelerations (gravity as a base acceleration) and the Newton-Euler force each link needs at ``qdd = 0``."""
     a = wp.tid()
     zero = wp.float64(0.0)
     for l in range(articulation_link_start[a], articulation_link_start[a + 1]):
@@ -76,23 +82,64 @@ def kinematics_kernel(
         axis = wp.quat_rotate(frame_rotation, joint_axis[l])
         rotation = frame_rotation
         origin = frame_origin
-        subspace = spatiald()
         joint_velocity = spatiald()
+        # velocity-product term of the joint itself, beyond parent_velocity x joint_velocity (nonzero for free joints)
+        joint_bias = spatiald()
         kind = joint_type[l]
-        if kind != FIXED:
-            dof = joint_dof[l]
-            if kind == REVOLUTE:
-                rotation = frame_rotation * wp.quat_from_axis_angle(joint_axis[l], q[step, dof])
-                # a rotation about the axis through o moves the body point at the origin with o x w
-                subspace = _spatial(axis, wp.cross(frame_origin, axis))
-            else:
-                origin = frame_origin + axis * q[step, dof]
-                subspace = _spatial(vec3d(zero, zero, zero), axis)
+        dof = joint_dof[l]
+        coord = joint_coord[l]
+        if kind == REVOLUTE:
+            rotation = frame_rotation * wp.quat_from_axis_angle(joint_axis[l], q[step, coord])
+            # a rotation about the axis through o moves the body point at the origin with o x w
+            subspace = _spatial(axis, wp.cross(frame_origin, axis))
+            dof_subspace[step, dof] = subspace
             joint_velocity = subspace * qd[step, dof]
+        if kind == PRISMATIC:
+            origin = frame_origin + axis * q[step, coord]
+            subspace = _spatial(vec3d(zero, zero, zero), axis)
+            dof_subspace[step, dof] = subspace
+            joint_velocity = subspace * qd[step, dof]
+        if kind == BALL:
+            rotation = frame_rotation * quat_at(q, step, coord)
+            link_matrix = wp.quat_to_matrix(rotation)
+            s0 = rotation_subspace(link_matrix, frame_origin, 0)
+            s1 = rotation_subspace(link_matrix, frame_origin, 1)
+            s2 = rotation_subspace(link_matrix, frame_origin, 2)
+            dof_subspace[step, dof] = s0
+            dof_subspace[step, dof + 1] = s1
+            dof_subspace[step, dof + 2] = s2
+            # the axes turn with the child, S' = v_child x S, and (v_parent + v_J) x v_J = v_parent x v_J:
+            # the same acceleration term as a joint whose axis is fixed in the parent
+            joint_velocity = s0 * qd[step, dof] + s1 * qd[step, dof + 1] + s2 * qd[step, dof + 2]
+        if kind == FREE:
+            # translation along the joint frame's axes (the world's for a root with the default frame), by
+            # q[0:3]; then the rotation q[3:7] about the moved origin, rates in the child frame
+            frame_matrix = wp.quat_to_matrix(frame_rotation)
+            origin = frame_origin + frame_matrix * vec3d(q[step, coord], q[step, coord + 1], q[step, coord + 2])
+            rotation = frame_rotation * quat_at(q, step, coord + 3)
+            link_matrix = wp.quat_to_matrix(rotation)
+            t0 = _spatial(vec3d(zero, zero, zero), wp.transpose(frame_matrix)[0])
+            t1 = _spatial(vec3d(zero, zero, zero), wp.transpose(frame_matrix)[1])
+            t2 = _spatial(vec3d(zero, zero, zero), wp.transpose(frame_matrix)[2])
+            s0 = rotation_subspace(link_matrix, origin, 0)
+            s1 = rotation_subspace(link_matrix, origin, 1)
+            s2 = rotation_subspace(link_matrix, origin, 2)
+            dof_subspace[step, dof] = t0
+            dof_subspace[step, dof + 1] = t1
+            dof_subspace[step, dof + 2] = t2
+            dof_subspace[step, dof + 3] = s0
+            dof_subspace[step, dof + 4] = s1
+            dof_subspace[step, dof + 5] = s2
+            translation = t0 * qd[step, dof] + t1 * qd[step, dof + 1] + t2 * qd[step, dof + 2]
+            turning = s0 * qd[step, dof + 3] + s1 * qd[step, dof + 4] + s2 * qd[step, dof + 5]
+            joint_velocity = translation + turning
+            # translation axes are fixed in the frame (S' = v_parent x S), rotation axes move with the
+            # translated child (S' = (v_parent + translation) x S): the extra term is translation x turning
+            joint_bias = wp.spatial_cross(translation, turning)
 
         velocity = parent_velocity + joint_velocity
-        # the subspace is fixed in the parent, so it changes at rate parent_velocity x S
-        acceleration = parent_acceleration + wp.spatial_cross(parent_velocity, joint_velocity)
+        # a subspace fixed in the parent changes at rate parent_velocity x S
+        acceleration = parent_acceleration + wp.spatial_cross(parent_velocity, joint_velocity) + joint_bias
 
         mass = link_mass[l]
         rotation_matrix = wp.quat_to_matrix(rotation)
@@ -107,7 +154,6 @@ def kinematics_kernel(
 
         link_rotation[step, l] = rotation
         link_origin[step, l] = origin
-        link_subspace[step, l] = subspace
         link_velocity[step, l] = velocity
         link_acceleration[step, l] = acceleration
         link_moment[step, l] = moment
@@ -145,9 +191,16 @@ def solve_integrate_kernel(
     articulation_dof_start: wp.array(dtype=wp.int32),
     articulation_matrix_start: wp.array(dtype=wp.int32),
     articulation_cube_start: wp.array(dtype=wp.int32),
+    articulation_link_start: wp.array(dtype=wp.int32),
+    joint_type: wp.array(dtype=wp.int32),
+    joint_dof: wp.array(dtype=wp.int32),
+    joint_coord: wp.array(dtype=wp.int32),
     dof_link: wp.array(dtype=wp.int32),
+    dof_kind: wp.array(dtype=wp.int32),
+    dof_coord: wp.array(dtype=wp.int32),
+    dof_component: wp.array(dtype=wp.int32),
     link_subtree_end: wp.array(dtype=wp.int32),
-    link_subspace: wp.array2d(dtype=spatiald),
+    dof_subspace: wp.array2d(dtype=spatiald),
     composite_mass: wp.array2d(dtype=wp.float64),
     composite_moment: wp.array2d(dtype=vec3d),
     composite_inertia: wp.array2d(dtype=mat33d),
@@ -174,7 +227,8 @@ def solve_integrate_kernel(
     qdd: wp.array2d(dtype=wp.float64),
     bad_step: wp.array(dtype=wp.int32),
 ):
-    """Mass matrix (CRBA), generalised forces, Cholesky solve for qdd, semi-implicit Euler step.
+    """Mass matrix (CRBA), generalised forces, Cholesky solve for qdd, semi-implicit Euler step (quaternion
+    coordinates by the exponential map of the new angular velocity).
 
     ``mass_matrix`` and ``cholesky`` hold each articulation's n x n block row-major (lower triangle used).
     Every inner sum of the factorisation and of the two triangular solves is kept as its sequence of
@@ -192,12 +246,12 @@ def solve_integrate_kernel(
     for i in range(n):
         link_i = dof_link[d0 + i]
         crb_force = _inertia_times(composite_mass[step, link_i], composite_moment[step, link_i],
-                                   composite_inertia[step, link_i], link_subspace[step, link_i])
+                                   composite_inertia[step, link_i], dof_subspace[step, d0 + i])
         for j in range(i + 1):
             link_j = dof_link[d0 + j]
             entry = wp.float64(0.0)
             if link_i < link_subtree_end[link_j]:
-                entry = wp.dot(link_subspace[step, link_j], crb_force)
+                entry = wp.dot(dof_subspace[step, d0 + j], crb_force)
             if i == j:
                 entry += joint_armature[d0 + i]
             mass_matrix[step, m0 + i * n + j] = entry
@@ -223,14 +277,24 @@ def solve_integrate_kernel(
     for i in range(n):
         d = d0 + i
         link = dof_link[d]
-        position = q[step, d]
-        bias = wp.dot(link_subspace[step, link], composite_force[step, link])
-        generalised = (joint_torque[interval, d] - joint_stiffness[d] * (position - joint_target[d])
+        kind = dof_kind[d]
+        c = dof_coord[d]
+        position = q[step, c]
+        # the spring acts on the coordinate's offset from its target; for a rotation, on the component of
+        # the rotation vector from the target orientation (MuJoCo's ball-joint spring)
+        displacement = position - joint_target[c]
+        if kind == DOF_ROTATION:
+            turned = rotation_vector(quat_at(q, step, c), wp.normalize(quatd(joint_target[c + 1], joint_target[c + 2],
+                                                                        joint_target[c + 3], joint_target[c])))
+            displacement = turned[dof_component[d]]
+        bias = wp.dot(dof_subspace[step, d], composite_force[step, link])
+        generalised = (joint_torque[interval, d] - joint_stiffness[d] * displacement
                        - joint_damping[d] * qd[step, d] - bias)
-        if position < joint_limit_lower[d]:
-            generalised += joint_limit_ke[d] * (joint_limit_lower[d] - position)
-        if position > joint_limit_upper[d]:
-            generalised += joint_limit_ke[d] * (joint_limit_upper[d] - position)
+        if kind == DOF_SCALAR:
+            if position < joint_limit_lower[d]:
+                generalised += joint_limit_ke[d] * (joint_limit_lower[d] - position)
+            if position > joint_limit_upper[d]:
+                generalised += joint_limit_ke[d] * (joint_limit_upper[d] - position)
         for k in range(i):
             previous = generalised
             if k > 0:
@@ -252,14 +316,40 @@ def solve_integrate_kernel(
             value = backward_partial[step, m0 + i * n + n - 1]
         qdd[step, d0 + i] = value / cholesky[step, m0 + i * n + i]
 
-    for i in range(n):
-        d = d0 + i
-        velocity = qd[step, d] + dt * qdd[step, d]
-        position = q[step, d] + dt * velocity
-        qd[step + 1, d] = velocity
-        q[step + 1, d] = position
-        if not (wp.isfinite(velocity) and wp.isfinite(position)):
-            wp.atomic_min(bad_step, 0, step)
+    # semi-implicit Euler, joint by joint: velocities first, then the coordinates with the new velocities
+    for l in range(articulation_link_start[a], articulation_link_start[a + 1]):
+        kind = joint_type[l]
+        d = joint_dof[l]
+        c = joint_coord[l]
+        if kind == REVOLUTE or kind == PRISMATIC:
+            velocity = qd[step, d] + dt * qdd[step, d]
+            position = q[step, c] + dt * velocity
+            qd[step + 1, d] = velocity
+            q[step + 1, c] = position
+            if not (wp.isfinite(velocity) and wp.isfinite(position)):
+                wp.atomic_min(bad_step, 0, step)
+        if kind == FREE:
+            linear = vec3d(qd[step, d] + dt * qdd[step, d], qd[step, d + 1] + dt * qdd[step, d + 1],
+                           qd[step, d + 2] + dt * qdd[step, d + 2])
+            place = vec3d(q[step, c], q[step, c + 1], q[step, c + 2]) + dt * linear
+            for k in range(3):
+                qd[step + 1, d + k] = linear[k]
+                q[step + 1, c + k] = place[k]
+            if not (wp.isfinite(linear) and wp.isfinite(place)):
+                wp.atomic_min(bad_step, 0, step)
+        if kind == BALL or kind == FREE:
+            r = 0
+            if kind == FREE:
+                r = 3
+            rate = vec3d(qd[step, d + r] + dt * qdd[step, d + r], qd[step, d + r + 1] + dt * qdd[step, d + r + 1],
+                         qd[step, d + r + 2] + dt * qdd[step, d + r + 2])
+            spun = integrate_quat(quat_at(q, step, c + r), rate, dt)
+            for k in range(3):
+                qd[step + 1, d + r + k] = rate[k]
+                q[step + 1, c + r + 1 + k] = spun[k]  # stored (w, x, y, z)
+            q[step + 1, c + r] = spun[3]
+            if not (wp.isfinite(rate) and wp.isfinite(spun)):
+                wp.atomic_min(bad_step, 0, step)
 
 
 @wp.kernel
