@@ -143,6 +143,9 @@ def test_rigid_pose_state_matches_the_simulator(cube):
     instance.rollout(instance.truth)
     frames = instance.sim.frame_states()
     assert np.abs(states[:, :3] - frames["body_q"][:, 0]).max() < 1e-5
+    position = StateMap("position", instance.scene)
+    assert position.names == ["x", "y", "z"]
+    np.testing.assert_array_equal(position(instance.target_vertices).numpy(), states[:, :3])
     rot = Rotation.from_quat(frames["body_r"][:, 0]).as_matrix()
     yaw, pitch, roll = np.arctan2(rot[:, 0, 2], rot[:, 2, 2]), np.arcsin(-rot[:, 1, 2]), np.arctan2(rot[:, 1, 0], rot[:, 1, 1])
     expected = np.stack([np.sin(yaw), np.sin(pitch), np.sin(roll), np.cos(yaw), np.cos(pitch), np.cos(roll)], -1)

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from ..config import NonNegative, Positive
 from ..config_io import ConfigModel
 
-STATES = ("rigid_pose", "heights")
+STATES = ("rigid_pose", "position", "heights")
 Range = Annotated[list[float], Field(min_length=2, max_length=2)]
 
 
@@ -96,7 +96,7 @@ class TrainConfig(ConfigModel):
 
 class RispConfig(ConfigModel):
     """``state``: ``rigid_pose`` (the body's position and the sines and cosines of its yaw, pitch and roll,
-    RISP Eq. 18: 9 values) or ``heights`` (the heights of ``points`` surface points spread evenly along
+    RISP Eq. 18: 9 values), ``position`` (its centre of mass alone: 3 values) or ``heights`` (the heights of ``points`` surface points spread evenly along
     the x extent of the rest shape). ``checkpoint``: the trained network (``risp.pt`` of ``wsim risp
     train``) that ``loss.type: risp`` uses. ``width``: the network's first-stage channel count."""
 
