@@ -229,3 +229,27 @@ def test_a_joint_limit_holds_a_pushed_finger_where_the_penalty_balances_the_torq
     settled = sim.frame_states()["joint_q"][-1, 0]
     expected = (2.0 + 20.0 * math.pi / 4) / (1.0 + 20.0)
     assert settled == pytest.approx(expected, abs=1e-4) and settled > math.pi / 4
+
+
+def test_usd_export_poses_every_link_over_its_static_mesh(tmp_path):
+    from pxr import Usd, UsdGeom
+
+    from wsim.export import body_poses, write_rollout_usd
+
+    scene = _scene([{"length": 0.5, "q": 0.9, "qd": 1.0, "shape": "box", "radius": 0.03},
+                    {"length": 0.3, "q": -0.6, "shape": "capsule", "radius": 0.02}], frames=9)
+    sim, model = scene.simulation, scene.model
+    with torch.no_grad():
+        vertices = sim.rollout().numpy()
+    write_rollout_usd(tmp_path / "chain.usda", vertices, model.render_faces, scene.fps, model.body_vertex_start,
+                      model.body_names, scene.colors, None, body_poses(sim.frame_states()))
+    stage = Usd.Stage.Open(str(tmp_path / "chain.usda"))
+    starts = model.body_vertex_start
+    for link, name in enumerate(model.body_names):
+        mesh = UsdGeom.Mesh(stage.GetPrimAtPath(f"/World/{name}/mesh"))
+        local = np.array(mesh.GetPointsAttr().Get(), dtype=np.float64)
+        assert not mesh.GetPointsAttr().GetTimeSamples()
+        for frame in (0, 4, 8):
+            matrix = np.array(mesh.ComputeLocalToWorldTransform(Usd.TimeCode(frame)))
+            world = local @ matrix[:3, :3] + matrix[3, :3]
+            np.testing.assert_allclose(world, vertices[frame, starts[link]:starts[link + 1]], atol=2e-6)

@@ -234,7 +234,7 @@ class ArticulatedSimulation:
                                                  device=self.torch_device)[:, None]
         self._offset = self._offset + torch.tensor([l.anchor for l in links], dtype=torch.float64,
                                                    device=self.torch_device)
-        self.last_q = self.last_qd = None
+        self.last_q = self.last_qd = self.last_length = None
 
     # -- parameters -------------------------------------------------------------------------------
     def parameter_names(self) -> list[str]:
@@ -310,7 +310,7 @@ class ArticulatedSimulation:
             shared = full["group_stiffness"][self._group_of.clamp(min=0)]
             inputs["joint_stiffness"] = torch.where(grouped, shared, full["joint_stiffness"])
         q, qd = run_tape_program(self.dynamics, inputs)
-        self.last_q, self.last_qd = q.detach(), qd.detach()
+        self.last_q, self.last_qd, self.last_length = q.detach(), qd.detach(), full["link_length"].detach()
         return q, qd, full
 
     def link_poses(self, q: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,7 +350,13 @@ class ArticulatedSimulation:
         return self.vertices(q, full["link_length"]).float()
 
     def frame_states(self) -> dict[str, np.ndarray]:
-        """Joint angles and rates of every frame of the last rollout (host copies)."""
+        """Joint angles and rates of every frame of the last rollout, and each link's pose as a rigid
+        body's: ``body_q`` [F, L, 3] its joint origin, ``body_r`` [F, L, 4] its rotation (x, y, z, w)
+        (host copies)."""
+        from .geometry.transforms import matrix_quaternion
+
         if self.last_q is None:
             raise RuntimeError("no rollout has run yet")
-        return {"joint_q": self.last_q.cpu().numpy(), "joint_qd": self.last_qd.cpu().numpy()}
+        rotations, origins = self.link_poses(self.last_q, self.last_length)
+        return {"joint_q": self.last_q.cpu().numpy(), "joint_qd": self.last_qd.cpu().numpy(),
+                "body_q": origins.cpu().numpy(), "body_r": matrix_quaternion(rotations.cpu().numpy())}

@@ -188,12 +188,10 @@ def _posed_body(stage, prim_path: str, mesh, first_frame: np.ndarray, positions:
     (recovered from the first frame's world vertices and pose)."""
     from pxr import Gf, Usd, UsdGeom, Vt
 
-    x, y, z, w = np.asarray(rotations[0], dtype=np.float64)
-    # rotation matrix of the first frame's quaternion: local = R^T (world - position)
-    r = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]) / (x * x + y * y + z * z + w * w)
-    local = (np.asarray(first_frame, dtype=np.float64) - positions[0]) @ r
+    from .geometry.transforms import rotation_matrix
+
+    # local = R^T (world - position) at the first frame
+    local = (np.asarray(first_frame, dtype=np.float64) - positions[0]) @ rotation_matrix(rotations[0])
     mesh.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(local.astype(np.float32)))
     xform = UsdGeom.Xform.Define(stage, prim_path)
     translate = xform.AddTranslateOp(UsdGeom.XformOp.PrecisionDouble)

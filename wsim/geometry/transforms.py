@@ -23,6 +23,29 @@ def rotation_matrix(quaternion) -> np.ndarray:
     ])
 
 
+def matrix_quaternion(matrices) -> np.ndarray:
+    """Unit quaternions ``[..., 4]`` (x, y, z, w, with w >= 0) of rotation matrices ``[..., 3, 3]``: from
+    the largest of the four diagonal combinations, so no branch divides by a vanishing component."""
+    m = np.asarray(matrices, dtype=np.float64)
+    flat = m.reshape(-1, 3, 3)
+    trace = np.einsum("nii->n", flat)
+    candidates = np.stack([1 + 2 * flat[:, 0, 0] - trace, 1 + 2 * flat[:, 1, 1] - trace,
+                           1 + 2 * flat[:, 2, 2] - trace, 1 + trace], -1)  # 4 x^2, 4 y^2, 4 z^2, 4 w^2
+    pick = np.argmax(candidates, -1)
+    off = np.stack([flat[:, 2, 1] - flat[:, 1, 2], flat[:, 0, 2] - flat[:, 2, 0], flat[:, 1, 0] - flat[:, 0, 1],
+                    flat[:, 1, 0] + flat[:, 0, 1], flat[:, 0, 2] + flat[:, 2, 0], flat[:, 2, 1] + flat[:, 1, 2]], -1)
+    # 4 q_i q_j for every pair, read off the matrix; divided by 4 q_k of the picked, largest component
+    products = {0: (None, 3, 4, 0), 1: (3, None, 5, 1), 2: (4, 5, None, 2), 3: (0, 1, 2, None)}
+    q = np.empty((len(flat), 4))
+    for k, row in products.items():
+        rows = pick == k
+        big = np.sqrt(np.maximum(candidates[rows, k], 0.0))
+        for j, column in enumerate(row):
+            q[rows, j] = big / 2.0 if column is None else off[rows, column] / (2.0 * big)
+    q *= np.where(q[:, 3:] < 0, -1.0, 1.0)
+    return q.reshape(m.shape[:-2] + (4,))
+
+
 def axis_angle_quaternion(axis, angle: float) -> np.ndarray:
     """The unit quaternion (x, y, z, w) of a rotation by ``angle`` (radians, right-handed) about ``axis``."""
     axis = np.asarray(axis, dtype=np.float64).reshape(3)
