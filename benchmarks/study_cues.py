@@ -84,20 +84,26 @@ def report(curves: dict, seeds, iterations: int, overrides, command: str) -> tup
              "", f"command: `{command}`", "",
              f"Relative error of the mass after k Adam steps, mean (median) over {len(seeds)} seeds; "
              "target and estimate rendered alike.", "",
-             "| cues | " + " | ".join(f"k={m}" for m in marks) + " | steps to < 1e-2 (median) |",
+             "| cues | " + " | ".join(f"k={m}" for m in marks) + " | first step below 1e-2 (median) |",
              "|---|" + "---|" * (len(marks) + 1)]
     summary = {}
     for variant, runs in curves.items():
         a = padded(runs)
         reach = [int(np.argmax(r < 1e-2)) if (r < 1e-2).any() else None for r in a]
         hit = [r for r in reach if r is not None]
-        median_reach = f"{int(np.median(hit))} ({len(hit)}/{len(reach)} reach it)" if hit else "never"
+        median_reach = f"{int(np.median(hit))} ({len(hit)}/{len(reach)} get there)" if hit else "never"
         cells = [f"{a[:, m].mean():.2e} ({np.median(a[:, m]):.2e})" if m < a.shape[1] else "-"
                  for m in marks]
         lines.append(f"| {variant} | " + " | ".join(cells) + f" | {median_reach} |")
         summary[variant] = {"mean": a.mean(0).tolist(), "median": np.median(a, 0).tolist(), "steps_to_1e-2": reach}
     lines += ["", "Paper (Fig. 7, ShapeNet textures): shading and texture cues converge markedly faster than "
-              "colour alone, texture slightly faster than shading.", ""]
+              "colour alone, texture slightly faster than shading.", "",
+              "Reading: Adam's steps do not depend on the gradient's magnitude, so richer cues can only "
+              "change these curves by changing where the gradient points, or by moving the minimum; "
+              "plain gradient descent (optim.optimizer=sgd) at one learning rate for all three would show "
+              "the steepness, but it diverges on this experiment's horizon curriculum (the gradient grows "
+              "by orders of magnitude as the loss takes in more frames), which is why the paper's "
+              "comparison is repeated here with the optimiser wsim ships.", ""]
     return "\n".join(lines), summary
 
 
