@@ -54,14 +54,16 @@ def to_torch(array: wp.array) -> torch.Tensor:
 
 class _TapeFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, program, names, *tensors):
+    def forward(ctx, program, names, record_tape, *tensors):
         device = program.device
         inputs = {}
         for name, tensor in zip(names, tensors):
             inputs[name] = to_warp(tensor, program.input_dtypes[name], requires_grad=tensor.requires_grad)
-        tape = wp.Tape()
+        # A pass that no gradient will follow records no tape: the launches skip the tape's bookkeeping
+        # and nothing keeps the intermediate states alive past the call.
+        tape = wp.Tape() if record_tape else None
         with stream_scope(device):
-            with tape:
+            with tape if tape is not None else nullcontext():
                 outputs = program.record(inputs)
             if hasattr(program, "after_forward"):
                 program.after_forward(outputs)
@@ -96,17 +98,19 @@ class _TapeFunction(torch.autograd.Function):
         ctx.tape = None
         ctx.inputs = None
         ctx.outputs = None
-        return (None, None, *grads)
+        return (None, None, None, *grads)
 
 
 def run_tape_program(program, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """Run a tape program on ``inputs`` as one differentiable torch operation (see module docstring).
 
     Inputs that require grad receive gradients; outputs alias Warp memory (no copy). Each call records
-    a fresh tape, so two forward passes may be alive at the same time.
+    a fresh tape, so two forward passes may be alive at the same time; under ``torch.no_grad()``, or
+    when no input requires grad, nothing is recorded.
     """
     unknown = sorted(set(inputs) - set(program.input_dtypes))
     if unknown:
         raise KeyError(f"unknown input(s) {unknown}; this program accepts {sorted(program.input_dtypes)}")
     names = tuple(inputs)
-    return _TapeFunction.apply(program, names, *(inputs[n] for n in names))
+    record_tape = torch.is_grad_enabled() and any(inputs[n].requires_grad for n in names)
+    return _TapeFunction.apply(program, names, record_tape, *(inputs[n] for n in names))
