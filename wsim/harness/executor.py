@@ -192,8 +192,9 @@ class RayExecutor:
                             raise WorkerLost(f"seed {seed}: its Ray worker died {attempt + 1} times "
                                              f"({type(error).__name__}); the finished instances are kept in "
                                              "the output folder: continue with --resume") from None
-                        bar.write(f"seed {seed}: its Ray worker died ({type(error).__name__}); running it again "
-                                  f"from its checkpoint (retry {attempt + 1} of {self.retries})", file=sys.stderr)
+                        bar.write(f"seed {seed}: its Ray worker died ({type(error).__name__}); running it again, "
+                                  f"from its checkpoint if it wrote one (retry {attempt + 1} of {self.retries})",
+                                  file=sys.stderr)
                         submit(index, attempt + 1)
                         continue
                     except ray.exceptions.RayTaskError as error:
