@@ -74,6 +74,14 @@ def test_flags_of_the_ray_executor_are_checked(tmp_path, capsys, monkeypatch):
 
 
 @needs_ray
+def test_an_address_where_no_cluster_answers_is_a_quick_clear_error(tmp_path, capsys):
+    assert main(_args(tmp_path, "--executor", "ray", "--address", "127.0.0.1:1")) == 2
+    assert "--address 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err
+    assert main(_args(tmp_path, "--executor", "ray", "--address", "auto", "--workers", "2")) == 2
+    assert "with --address the cluster decides" in capsys.readouterr().err
+
+
+@needs_ray
 def test_ray_gives_the_local_results_and_summary(tmp_path, ray_session, local_run, capsys):
     assert main(_args(tmp_path, "--executor", "ray")) == 0
     results, summary = _load(tmp_path)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -73,6 +74,20 @@ def _kill_when_checkpointed(folder: Path, marker: str, stop: threading.Event) ->
                 os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True, name="wsim-test-kill").start()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A clear error, in seconds rather than Ray's minutes of retries, when nothing listens at HOST:PORT."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except ValueError:
+        raise ConfigError(f"--address {address}: give auto, HOST:PORT or ray://HOST:PORT") from None
+    except OSError as error:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there ({error.strerror or error}); start "
+                          "one with `ray start --head` or check the address") from None
 
 
 def run_task(experiment: Experiment, config, job: tuple, options: RunOptions, attempt: int, started: float,
@@ -125,12 +140,16 @@ class RayExecutor:
     def _start(self) -> None:
         common = {"logging_level": logging.WARNING, "log_to_driver": True}
         if self.address:
+            _check_reachable(self.address)
             env = {k: v for k, v in os.environ.items() if k.startswith("WSIM_") or k in FORWARDED_ENV}
             try:
                 self.ray.init(address=self.address, runtime_env={"env_vars": env}, **common)
             except (ConnectionError, RuntimeError, ValueError) as error:
-                raise ConfigError(f"--address {self.address}: cannot join a Ray cluster there "
-                                  f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                hint = "" if "RAY_AUTH_MODE" in os.environ else (
+                    "; a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token and its token "
+                    "(~/.ray/auth_token or RAY_AUTH_TOKEN) here too")
+                raise ConfigError(f"--address {self.address}: cannot join a Ray cluster there ({reason}){hint}") from None
         else:
             self.ray.init(address="local", num_cpus=self.workers or os.cpu_count() or 1, include_dashboard=False,
                           object_store_memory=OBJECT_STORE_BYTES, **common)
