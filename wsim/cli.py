@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import WsimError
+from .errors import ConfigError, WsimError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reuse the finished instances in the output folder and continue an interrupted one from "
                           "its checkpoint; a result or checkpoint of another config or seed is an error")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local (default: the instances one after the other in this process) or ray (as Ray "
+                          "tasks on a cluster, pip install 'wsim[ray]'; a local cluster unless --address)")
+    run.add_argument("--address", default=None,
+                     help="with --executor ray: join the Ray cluster at ADDR (auto, HOST:PORT, ray://HOST:PORT); "
+                          "its workers must see --out at the same path (a shared filesystem)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="with --executor ray and no --address: instances at once (CPUs of the local cluster; "
+                          "default: all)")
     _render_parser(commands)
     _risp_parser(commands)
     _landscape_parser(commands)
@@ -192,7 +201,27 @@ def cmd_render(args) -> int:
     return 0
 
 
+def _run_executor(args):
+    """None (the local executor) or the Ray executor the flags ask for; a ConfigError for flags that
+    only go with --executor ray."""
+    if args.executor != "ray":
+        for flag, value in (("--address", args.address), ("--workers", args.workers)):
+            if value is not None:
+                raise ConfigError(f"{flag} goes with --executor ray")
+        return None
+    from .harness.executor import RayExecutor
+
+    return RayExecutor(args.address, args.workers, progress=not args.quiet)
+
+
 def cmd_run(args) -> int:
+    from .harness.runner import executing
+
+    with executing(_run_executor(args)):
+        return _run(args)
+
+
+def _run(args) -> int:
     from .control.config import control_config_path
 
     if control_config_path(args.config) is not None:  # task: control (visuomotor control, configs/control)

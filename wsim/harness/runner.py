@@ -13,6 +13,8 @@ does the rest the same way for all of them:
   checkpoint;
 * with ``resume`` several processes may work on one output folder at once: each instance is claimed
   (``claimed.lock``) by the process that runs it, and every process ends with the whole summary;
+* the instances run here one after the other, or on a Ray cluster (:mod:`wsim.harness.executor`, set with
+  :func:`executing`): either way each goes through :func:`run_job`, and the summary is built here;
 * several instances get ``summary.json`` and ``summary.md``; ``ok`` is false when any instance did
   not converge, and the command line then exits non-zero.
 """
@@ -25,6 +27,7 @@ import socket
 import sys
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +157,60 @@ def progress_bar(total: int, description: str, initial: int = 0, enabled: bool =
                 leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
+def plan(experiment: Experiment, config, out: Path, count: int) -> list[tuple[int, Path, str]]:
+    """``(seed, folder, fingerprint)`` of each of the ``count`` instances of ``config`` under ``out``."""
+    data = to_dict(config)
+    return [(int(config.seed) + index, experiment.folder(out, index, int(config.seed) + index, count),
+             fingerprint(data, int(config.seed) + index, experiment.kind)) for index in range(count)]
+
+
+def run_job(experiment: Experiment, config, job: tuple[int, Path, str], options: RunOptions) -> dict | None:
+    """One instance, the same way wherever it runs (here, or in a worker of :mod:`wsim.harness.executor`):
+    with ``resume`` its finished result is reused, or it is claimed and run (continuing from its
+    checkpoint); None when another live process holds its claim."""
+    seed, folder, stamp = job
+    previous = finished_result(folder / "results.json", stamp) if options.resume else None
+    if previous is None:
+        with claim(folder, enabled=options.resume) as mine:
+            if not mine:
+                return None
+            previous = experiment.run_instance(config, seed, folder, stamp, options)
+    return previous
+
+
+def _run_here(experiment: Experiment, config, jobs: list, options: RunOptions) -> list[dict]:
+    results = [None] * len(jobs)
+    # with resume, several processes may share one --out: each claims the instances it runs, skips the
+    # ones another live process holds, and at the end waits for them (or runs them if their holder died)
+    rounds = 0
+    while any(r is None for r in results):
+        for index, job in enumerate(jobs):
+            if results[index] is None:
+                results[index] = run_job(experiment, config, job, options)
+        if any(r is None for r in results):
+            rounds += 1
+            if rounds == 1:
+                waiting = [jobs[i][0] for i, r in enumerate(results) if r is None]
+                print(f"waiting for seed(s) {', '.join(map(str, waiting))}, run by another process", file=sys.stderr)
+            time.sleep(CLAIM_POLL_S)
+    return results
+
+
+# where the instances of run_experiment run: None (here, one after the other) or an executor, a callable
+# (experiment, config, jobs, options) -> results that runs run_job elsewhere (wsim.harness.executor)
+_executor: ContextVar = ContextVar("wsim_executor", default=None)
+
+
+@contextmanager
+def executing(executor):
+    """Run the instances of every :func:`run_experiment` in the body with ``executor`` (None: here)."""
+    token = _executor.set(executor)
+    try:
+        yield
+    finally:
+        _executor.reset(token)
+
+
 def run_experiment(experiment: Experiment, config, out, options: RunOptions | None = None,
                    instances: int | None = None) -> dict:
     """Run ``instances`` (default ``config.instances``) seeded instances of ``config`` into ``out``.
@@ -165,32 +222,10 @@ def run_experiment(experiment: Experiment, config, out, options: RunOptions | No
     count = int(instances or config.instances)
     if count < 1:
         raise ConfigError(f"the number of instances must be >= 1, got {count}")
-    data = to_dict(config)
-    jobs = []
-    for index in range(count):
-        seed = int(config.seed) + index
-        jobs.append((seed, experiment.folder(out, index, seed, count), fingerprint(data, seed, experiment.kind)))
-    results = [None] * count
-    # with resume, several processes may share one --out: each claims the instances it runs, skips the
-    # ones another live process holds, and at the end waits for them (or runs them if their holder died)
-    rounds = 0
-    while any(r is None for r in results):
-        for index, (seed, folder, stamp) in enumerate(jobs):
-            if results[index] is not None:
-                continue
-            previous = finished_result(folder / "results.json", stamp) if options.resume else None
-            if previous is None:
-                with claim(folder, enabled=options.resume) as mine:
-                    if not mine:
-                        continue
-                    previous = experiment.run_instance(config, seed, folder, stamp, options)
-            results[index] = previous
-        if any(r is None for r in results):
-            rounds += 1
-            if rounds == 1:
-                waiting = [jobs[i][0] for i, r in enumerate(results) if r is None]
-                print(f"waiting for seed(s) {', '.join(map(str, waiting))}, run by another process", file=sys.stderr)
-            time.sleep(CLAIM_POLL_S)
+    jobs = plan(experiment, config, out, count)
+    executor = _executor.get()
+    results = executor(experiment, config, jobs, options) if executor is not None else _run_here(
+        experiment, config, jobs, options)
     summary = experiment.summarize(results, config)
     summary["not_converged"] = [r.get("seed") for r in results if r.get("status") != "done"]
     text = experiment.format_summary(summary, config)

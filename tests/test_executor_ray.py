@@ -1,0 +1,177 @@
+"""``wsim run --executor ray``: the instances of an experiment as Ray tasks on a local cluster of 2 CPUs
+give the same results and summary as the local executor, a worker killed mid-instance is retried and
+resumes from its checkpoint, and ``--resume`` after an interrupted Ray run reuses the finished instances.
+
+The Ray tests share one local Ray session (started here, so its workers stay warm between tests); the
+interrupted run starts its own cluster on demand, as ``wsim run`` does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wsim.cli import main
+
+try:
+    import ray
+except ImportError:
+    ray = None
+
+needs_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install 'wsim[ray]')")
+
+# a small, fast rigid-mass (tests/test_sysid.py) with a checkpoint after every step
+SMALL = ["scene.sim.frames=8", "scene.sim.substeps=5", "scene.sim.dt=0.004", "render.resolution=32",
+         "randomize.shapes=[box, cone, l_prism]", "loss.horizon_start=2", "loss.horizon_iterations=6",
+         "optim.iterations=14", "optim.polish_iterations=8", "render.video_scale=1", "render.sigma=4e-3",
+         "optim.checkpoint_every=1"]
+# what changes from run to run without changing a number: timings, the run's own paths, library versions
+VARYING = {"wall_time_s", "setup_time_s", "optimisation_time_s", "versions", "scene"}
+SAME = ("estimate", "errors", "loss_history", "value_history", "final_loss", "iterations", "status", "fingerprint")
+
+
+def _args(out, *extra):
+    return ["run", "rigid-mass", "--device", "cpu", "--quiet", "--instances", "2", "--out", str(out),
+            *sum((["--set", s] for s in SMALL), []), *extra]
+
+
+def _load(out: Path):
+    results = [json.loads((out / f"instance_{i:03d}" / "results.json").read_text()) for i in range(2)]
+    summary = json.loads((out / "summary.json").read_text())
+    return results, {k: v for k, v in summary.items() if k not in VARYING}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=128 * 1024 ** 2,
+             logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The reference: the same two instances with the local executor."""
+    out = tmp_path_factory.mktemp("local")
+    assert main(_args(out)) == 0
+    return _load(out)
+
+
+def test_flags_of_the_ray_executor_are_checked(tmp_path, capsys, monkeypatch):
+    assert main(_args(tmp_path, "--address", "auto")) == 2
+    assert "--address goes with --executor ray" in capsys.readouterr().err
+    assert main(_args(tmp_path, "--executor", "ray", "--workers", "0")) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(_args(tmp_path, "--executor", "ray")) == 2
+    assert "pip install 'wsim[ray]'" in capsys.readouterr().err
+
+
+@needs_ray
+def test_an_address_where_no_cluster_answers_is_a_quick_clear_error(tmp_path, capsys):
+    assert main(_args(tmp_path, "--executor", "ray", "--address", "127.0.0.1:1")) == 2
+    assert "--address 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err
+    assert main(_args(tmp_path, "--executor", "ray", "--address", "auto", "--workers", "2")) == 2
+    assert "with --address the cluster decides" in capsys.readouterr().err
+
+
+@needs_ray
+def test_ray_gives_the_local_results_and_summary(tmp_path, ray_session, local_run, capsys):
+    assert main(_args(tmp_path, "--executor", "ray")) == 0
+    results, summary = _load(tmp_path)
+    reference, reference_summary = local_run
+    for result, expected in zip(results, reference):
+        assert {k: result[k] for k in SAME} == {k: expected[k] for k in SAME}  # bit for bit
+    assert summary == reference_summary
+    assert "2 CPU(s)" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*/claimed.lock"))
+
+
+@needs_ray
+def test_a_worker_killed_mid_instance_is_retried_from_its_checkpoint(tmp_path, ray_session, local_run, capsys,
+                                                                      monkeypatch):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("WSIM_TEST_KILL_WORKER", str(marker))  # the executor's documented test hook
+    out = tmp_path / "out"
+    assert main(_args(out, "--executor", "ray")) == 0
+    assert marker.exists()  # one worker did die mid-instance
+    err = capsys.readouterr().err
+    assert "seed 0: its Ray worker died" in err or "seed 1: its Ray worker died" in err
+    assert "running it again, from its checkpoint" in err
+    results, summary = _load(out)
+    for result, expected in zip(results, local_run[0]):
+        assert result["status"] == "done" and result["iterations"] == expected["iterations"]
+        assert result["estimate"]["density"] == pytest.approx(expected["estimate"]["density"], rel=1e-6)
+        assert result["loss_history"] == pytest.approx(expected["loss_history"], rel=1e-5)
+    assert summary["seeds"] == [0, 1] and summary["converged"] == 2
+
+
+@needs_ray
+def test_resume_after_an_interrupted_ray_run_reuses_the_finished_instances(tmp_path, ray_session, local_run):
+    """A Ray run on a local cluster of its own (one worker: the instances one after the other) is interrupted
+    (SIGINT, as Ctrl-C) once the first instance is done and the second has a checkpoint: exit 130, the
+    second's results say interrupted; --resume keeps the first and finishes the second from its checkpoint."""
+    first, second = (tmp_path / f"instance_00{i}" for i in range(2))
+    command = [sys.executable, "-m", "wsim.cli", *_args(tmp_path, "--executor", "ray", "--workers", "1")]
+    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (second / "checkpoint.pt").is_file() and (first / "results.json").is_file():
+            process.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.05)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130 and "continue with --resume" in output, output
+    assert json.loads((second / "results.json").read_text())["status"] == "interrupted"
+    kept = (first / "results.json").read_bytes(), (first / "results.json").stat().st_mtime_ns
+    assert json.loads(kept[0])["status"] == "done"
+    assert main(_args(tmp_path, "--executor", "ray", "--resume")) == 0
+    assert ((first / "results.json").read_bytes(), (first / "results.json").stat().st_mtime_ns) == kept  # reused
+    results, summary = _load(tmp_path)
+    for result, expected in zip(results, local_run[0]):
+        assert result["status"] == "done" and result["iterations"] == expected["iterations"]
+        assert result["estimate"]["density"] == pytest.approx(expected["estimate"]["density"], rel=1e-6)
+    assert summary["seeds"] == [0, 1] and summary["converged"] == 2
+
+
+class _Recording:
+    """An experiment family that records the options its instance ran with (no simulation)."""
+
+    kind = "recording"
+
+    def run_instance(self, config, seed, folder, stamp, options):
+        self.options = options
+        lock = folder / "claimed.lock"
+        return {"seed": seed, "fingerprint": stamp, "status": "done", "files": sorted(p.name for p in folder.iterdir()),
+                "claim": lock.read_text().split()[0] if lock.exists() else None}
+
+
+def test_a_retry_resumes_and_drops_only_what_predates_a_fresh_run(tmp_path):
+    """What a Ray task does on its retry, run here (no Ray needed): the dead worker's claim goes (even one of
+    another node), files of before a run without --resume go, the checkpoint this run wrote stays, and the
+    instance resumes."""
+    from wsim.harness.executor import run_task
+    from wsim.harness.runner import RunOptions
+
+    for name in ("results.json", "old.pt"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "claimed.lock").write_text("1 another-node\n")  # the dead worker's, on a node not checkable here
+    started = time.time()
+    os.utime(tmp_path / "results.json", (started - 60, started - 60))
+    os.utime(tmp_path / "old.pt", (started - 60, started - 60))
+    (tmp_path / "checkpoint.pt").write_text("this run's")
+    experiment = _Recording()
+    result = run_task(experiment, None, (7, tmp_path, "stamp"), RunOptions(progress=False), 1, started)
+    assert experiment.options.resume and result["files"] == ["checkpoint.pt", "claimed.lock"]
+    assert result["claim"] == str(os.getpid()) and not (tmp_path / "claimed.lock").exists()
+    first = _Recording()  # a first attempt leaves everything as it is
+    (tmp_path / "old.pt").write_text("{}")
+    run_task(first, None, (7, tmp_path, "stamp"), RunOptions(progress=False), 0, time.time() + 60)
+    assert not first.options.resume and (tmp_path / "old.pt").exists()
