@@ -175,3 +175,22 @@ def test_a_retry_resumes_and_drops_only_what_predates_a_fresh_run(tmp_path):
     (tmp_path / "old.pt").write_text("{}")
     run_task(first, None, (7, tmp_path, "stamp"), RunOptions(progress=False), 0, time.time() + 60)
     assert not first.options.resume and (tmp_path / "old.pt").exists()
+
+
+@needs_ray
+def test_risp_data_shards_as_ray_tasks_equal_the_local_ones(ray_session, tmp_path):
+    import numpy as np
+
+    from wsim.harness.executor import RayExecutor
+    from wsim.risp.data import generate, load
+    from wsim.sysid import load_experiment
+
+    config = load_experiment("risp-cube", ["render.resolution=16", "scene.sim.frames=4", "risp.data.count=8",
+                                           "risp.data.shard_size=3"])
+    generate(config, tmp_path / "local", device="cpu", progress=False)
+    manifest = generate(config, tmp_path / "ray", device="cpu", progress=False, pool=RayExecutor(progress=False))
+    assert manifest["shards"] == 3 and manifest["count"] == 8
+    local, remote = load(tmp_path / "local")[1], load(tmp_path / "ray")[1]
+    assert set(local) == set(remote)
+    for name in local:
+        np.testing.assert_array_equal(remote[name], local[name], err_msg=name)

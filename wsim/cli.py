@@ -60,15 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reuse the finished instances in the output folder and continue an interrupted one from "
                           "its checkpoint; a result or checkpoint of another config or seed is an error")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--executor", choices=("local", "ray"), default="local",
-                     help="local (default: the instances one after the other in this process) or ray (as Ray "
-                          "tasks on a cluster, pip install 'wsim[ray]'; a local cluster unless --address)")
-    run.add_argument("--address", default=None,
-                     help="with --executor ray: join the Ray cluster at ADDR (auto, HOST:PORT, ray://HOST:PORT); "
-                          "its workers must see --out at the same path (a shared filesystem)")
-    run.add_argument("--workers", type=int, default=None,
-                     help="with --executor ray and no --address: instances at once (CPUs of the local cluster; "
-                          "default: all)")
+    _executor_flags(run, "instances")
     _render_parser(commands)
     _risp_parser(commands)
     _landscape_parser(commands)
@@ -118,6 +110,18 @@ def cmd_landscape(args) -> int:
     return 0
 
 
+def _executor_flags(parser, what: str) -> None:
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help=f"local (default: the {what} one after the other in this process) or ray (as Ray "
+                             "tasks on a cluster, pip install 'wsim[ray]'; a local cluster unless --address)")
+    parser.add_argument("--address", default=None,
+                        help="with --executor ray: join the Ray cluster at ADDR (auto, HOST:PORT, ray://HOST:PORT); "
+                             "its workers must see --out at the same path (a shared filesystem)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"with --executor ray and no --address: {what} at once (CPUs of the local cluster; "
+                             "default: all)")
+
+
 def _risp_parser(commands) -> None:
     risp = commands.add_parser(
         "risp", help="RISP: make training images (data), train the rendering-invariant state predictor (train)",
@@ -130,6 +134,7 @@ def _risp_parser(commands) -> None:
     data.add_argument("--count", type=int, default=None, help="number of images (default: risp.data.count)")
     data.add_argument("--out", default=None, help="dataset folder (default: runs/risp/<experiment>/data)")
     data.add_argument("--quiet", action="store_true", help="no progress bar")
+    _executor_flags(data, "shards")
     train = actions.add_parser("train", help="train the network on a dataset (checkpoints every epoch)")
     _common(train)
     train.add_argument("--data", default=None, help="dataset folder (default: runs/risp/<experiment>/data)")
@@ -151,7 +156,8 @@ def cmd_risp(args) -> int:
             print("wsim: error: --count must be >= 1", file=sys.stderr)
             return 2
         out = Path(args.out or root / "data")
-        manifest = generate(config, out, args.count, device=args.device, base=base, progress=not args.quiet)
+        manifest = generate(config, out, args.count, device=args.device, base=base, progress=not args.quiet,
+                            pool=_run_executor(args))
         print(f"{manifest['count']} images of {manifest['image_size'][0]}x{manifest['image_size'][1]} px in "
               f"{manifest['shards']} shards: {out} ({manifest['seconds']:.0f} s)")
         return 0

@@ -137,6 +137,41 @@ class RayExecutor:
             if own:
                 ray.shutdown()
 
+    def map(self, fn, arguments: list[tuple], label: str) -> list:
+        """``fn(*args)`` for every ``args`` of ``arguments`` as Ray tasks of one CPU each (RISP's data
+        shards), in order; a task whose worker dies is run again by Ray, up to ``retries`` times, so
+        ``fn`` must be safe to repeat (a shard rewritten atomically is)."""
+        ray = self.ray
+        own = not ray.is_initialized()
+        if own:
+            self._start()
+        try:
+            task = ray.remote(fn).options(num_cpus=1, max_retries=self.retries)
+            refs = [task.remote(*args) for args in arguments]
+            done, pending = {}, list(refs)
+            bar = progress_bar(len(refs), label, enabled=self.progress)
+            try:
+                while pending:
+                    ready, pending = ray.wait(pending, num_returns=1)
+                    for ref in ready:
+                        try:
+                            done[ref] = ray.get(ref)
+                        except ray.exceptions.RayTaskError as error:
+                            cause = getattr(error, "cause", None)
+                            if isinstance(cause, WsimError):
+                                raise cause from None
+                            raise
+                        bar.update(1)
+            except BaseException:
+                self._cancel(pending)
+                raise
+            finally:
+                bar.close()
+            return [done[ref] for ref in refs]
+        finally:
+            if own:
+                ray.shutdown()
+
     def _start(self) -> None:
         common = {"logging_level": logging.WARNING, "log_to_driver": True}
         if self.address:

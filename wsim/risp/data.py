@@ -136,8 +136,57 @@ def _save_npz(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def generate(config, out, count: int | None = None, device=None, base=None, progress: bool = True) -> dict:
-    """Write (or complete) the dataset of ``config`` in ``out``; returns the manifest."""
+def _shard_path(out: Path, k: int) -> Path:
+    return out / f"shard_{k:04d}.npz"
+
+
+def _shard_indices(k: int, shard_size: int, count: int) -> range:
+    return range(k * shard_size, min(count, (k + 1) * shard_size))
+
+
+def _shard_complete(path: Path, indices: range) -> bool:
+    if not path.exists():
+        return False
+    with np.load(path) as z:
+        return list(z["index"]) == list(indices)
+
+
+def write_shard(config, out, k: int, count: int, device=None, base=None, rollouts=None, bar=None) -> list[str]:
+    """Render shard ``k`` of the dataset of ``count`` images into ``out`` (atomically, so a repeated or
+    interrupted shard is simply written again); returns the state's names. Every image draws its psi
+    from its own seeded stream, so a shard is the same whichever process writes it."""
+    rc = config.risp
+    out = Path(out)
+    frames = int(config.scene.sim.frames)
+    rollouts = rollouts or Rollouts(config, out / "instances", device=device, base=base)
+    psi_seed = rc.data.seed if rc.data.psi_seed is None else rc.data.psi_seed
+    names = None
+    images, jacobians, states, psis = [], [], [], []
+    indices = _shard_indices(k, rc.data.shard_size, count)
+    for i in indices:
+        instance, state = rollouts.get(rc.data.seed + i // frames)
+        names = names or StateMap(rc.state, instance.scene, rc.points).names
+        # a shared configuration draws from its own stream: psi and jitter are the same for its images
+        configuration = i if not rc.data.configurations else 2 ** 31 + i % rc.data.configurations
+        rng = np.random.default_rng([psi_seed, configuration])
+        psi = domain.sample(rc.domain, 1, rng)[0]
+        image, jac = render_sample(instance, instance.target_vertices[i % frames], psi, config, rng)
+        images.append(image.cpu().numpy().astype(np.float16))
+        jacobians.append(jac.cpu().numpy().astype(np.float16))
+        states.append(state[i % frames].cpu().numpy())
+        psis.append(psi)
+        if bar is not None:
+            bar.update(1)
+    _save_npz(_shard_path(out, k), images=np.stack(images), jacobians=np.stack(jacobians),
+              states=np.stack(states).astype(np.float32), psi=np.stack(psis), index=np.asarray(indices))
+    return names
+
+
+def generate(config, out, count: int | None = None, device=None, base=None, progress: bool = True,
+             pool=None) -> dict:
+    """Write (or complete) the dataset of ``config`` in ``out``; returns the manifest. ``pool``: a
+    :class:`~wsim.harness.executor.RayExecutor` that writes the missing shards as Ray tasks (they must
+    see ``out`` at the same path); None writes them here, one after the other."""
     from ..sysid.config import image_size
 
     check_camera(config)
@@ -158,40 +207,20 @@ def generate(config, out, count: int | None = None, device=None, base=None, prog
     size = image_size(config)
     shard_size = rc.data.shard_size
     shards = math.ceil(count / shard_size)
-    rollouts = Rollouts(config, out / "instances", device=device, base=base)
-    psi_seed = rc.data.seed if rc.data.psi_seed is None else rc.data.psi_seed
-    names = None
-    bar = progress_bar(count, f"risp data {config.name}", enabled=progress)
+    missing = [k for k in range(shards)
+               if not _shard_complete(_shard_path(out, k), _shard_indices(k, shard_size, count))]
     start = time.time()
-    for k in range(shards):
-        path = out / f"shard_{k:04d}.npz"
-        indices = range(k * shard_size, min(count, (k + 1) * shard_size))
-        if path.exists():
-            with np.load(path) as z:
-                complete = list(z["index"]) == list(indices)
-            if complete:
-                bar.update(len(indices))
-                continue
-        images, jacobians, states, psis = [], [], [], []
-        for i in indices:
-            instance, state = rollouts.get(rc.data.seed + i // frames)
-            names = names or StateMap(rc.state, instance.scene, rc.points).names
-            # a shared configuration draws from its own stream: psi and jitter are the same for its images
-            configuration = i if not rc.data.configurations else 2 ** 31 + i % rc.data.configurations
-            rng = np.random.default_rng([psi_seed, configuration])
-            psi = domain.sample(rc.domain, 1, rng)[0]
-            image, jac = render_sample(instance, instance.target_vertices[i % frames], psi, config, rng)
-            images.append(image.cpu().numpy().astype(np.float16))
-            jacobians.append(jac.cpu().numpy().astype(np.float16))
-            states.append(state[i % frames].cpu().numpy())
-            psis.append(psi)
-            bar.update(1)
-        _save_npz(path, images=np.stack(images), jacobians=np.stack(jacobians),
-                  states=np.stack(states).astype(np.float32), psi=np.stack(psis), index=np.asarray(indices))
-    bar.close()
-    if names is None:
-        instance, _ = rollouts.get(rc.data.seed)
-        names = StateMap(rc.state, instance.scene, rc.points).names
+    if pool is not None and missing:
+        pool.map(write_shard, [(config, out, k, count, device, base) for k in missing], f"risp data {config.name} shards")
+    elif missing:
+        rollouts = Rollouts(config, out / "instances", device=device, base=base)
+        bar = progress_bar(count, f"risp data {config.name}", enabled=progress)
+        bar.update(count - sum(len(_shard_indices(k, shard_size, count)) for k in missing))
+        for k in missing:
+            write_shard(config, out, k, count, rollouts=rollouts, bar=bar)
+        bar.close()
+    instance, _ = Rollouts(config, out / "instances", device=device, base=base).get(rc.data.seed)
+    names = StateMap(rc.state, instance.scene, rc.points).names
     manifest = {"experiment": config.name, "fingerprint": stamp, "count": count, "shards": shards,
                 "shard_size": shard_size, "frames_per_rollout": frames, "image_size": list(size),
                 "state": rc.state, "state_names": names, "psi_fields": dict(domain.FIELDS),
