@@ -17,4 +17,8 @@ fi
 extras=${1:-}
 target="."
 [ -n "$extras" ] && target=".[$extras]"
-.venv/bin/python -m pip install --quiet -e "$target"
+# Keep a PyTorch that is there and new enough (a container's CUDA build, or the one installed above):
+# without the pin pip may replace it to satisfy an extra's dependency.
+keep=$(.venv/bin/python -c "import torch; v = torch.__version__.split('+')[0]; \
+print(f'torch=={v}' if tuple(int(x) for x in v.split('.')[:2]) >= (2, 13) else '')")
+.venv/bin/python -m pip install --quiet -e "$target" $keep
