@@ -302,8 +302,10 @@ def soft_edges(clip, attrs, faces, topo: Topology, tri, wvis, image_size, sigma,
     flags, face_on = soft_edge_flags(clip, faces, topo, near)
     flags, face_on = flags.reshape(-1).contiguous(), face_on.reshape(-1).contiguous()
     E = topo.edge_verts.shape[0]
+    # edge_faces: the gated ring entries are tested against the planes of their edges' faces
     topo_arrays = [wp.from_torch(tt["face_edges"], dtype=wp.vec3i), wp.from_torch(tt["edge_verts"], dtype=wp.vec2i),
-                   wp.from_torch(tt["edge_apex"], dtype=wp.int32), wp.from_torch(flags, dtype=wp.int32), wp.from_torch(tt["ring_start"], dtype=wp.int32),
+                   wp.from_torch(tt["edge_faces32"], dtype=wp.vec2i), wp.from_torch(tt["edge_apex"], dtype=wp.int32),
+                   wp.from_torch(flags, dtype=wp.int32), wp.from_torch(tt["ring_start"], dtype=wp.int32),
                    wp.from_torch(tt["ring_edges"], dtype=wp.int32), E, wp.from_torch(face_on, dtype=wp.int32)]
     tri_c = tri.detach().to(torch.int32).contiguous().reshape(-1)
     s = float(min(H, W))
