@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warp as wp
 
-from .soft_ring import _count_soft, _iso_xy, _nearest_soft_edge, _seg_dist2, edge
+from .soft_ring import _iso_xy, _nearest_soft_edge, _seg_dist2, edge
 
 
 @wp.func
@@ -78,7 +78,7 @@ def _soft_x(
     edge_apex: wp.array(dtype=wp.int32),
     edge_soft: wp.array(dtype=wp.int32),
     ring_start: wp.array(dtype=wp.int32),
-    ring_edges: wp.array(dtype=wp.int32),
+    near_edges: wp.array(dtype=wp.int32),
     soft0: int,
     soft1: int,
     soft2: int,
@@ -110,8 +110,8 @@ def _soft_x(
         if ring_soft > 0:
             # face t's inverse view depth at p, against which gated ring edges are tested
             inv_depth = l0 / clip[b * V + f[0]][3] + l1 / clip[b * V + f[1]][3] + l2 / clip[b * V + f[2]][3]
-            best = _nearest_soft_edge(p, b, t, inv_depth, clip, faces, edge_verts, edge_faces, edge_apex, edge_soft,
-                                      ring_start, ring_edges, V, E, sx, sy)
+            best = _nearest_soft_edge(p, b, inv_depth, clip, faces, edge_verts, edge_faces, edge_apex, near_edges,
+                                      b * ring_start[ring_start.shape[0] - 1] + ring_start[t], ring_soft, V, sx, sy)
             if best >= 0:
                 evb = edge_verts[best]
                 dsoft, sb = _seg_dist2(p, _iso_xy(clip[b * V + evb[0]], sx, sy), _iso_xy(clip[b * V + evb[1]], sx, sy))
@@ -174,9 +174,10 @@ def _make_soft_kernel(MODE: int, UNION: int):
         edge_apex: wp.array(dtype=wp.int32),
         edge_soft: wp.array(dtype=wp.int32),
         ring_start: wp.array(dtype=wp.int32),
-        ring_edges: wp.array(dtype=wp.int32),
+        near_edges: wp.array(dtype=wp.int32),  # per frame, the ring entries within reach (ring_reach_kernel)
         E: int,
         face_on: wp.array(dtype=wp.int32),
+        ring_near: wp.array(dtype=wp.int32),
         tribuf: wp.array(dtype=wp.int32),
         wvis: wp.array(dtype=float),
         zmax_n: wp.array(dtype=float),
@@ -251,11 +252,7 @@ def _make_soft_kernel(MODE: int, UNION: int):
             area = edge(a0, a1, a2)
             if wp.abs(area) > 1.0e-12:
                 inv_area = 1.0 / area
-                # the soft ring edges within the sigmoid's reach of the face (d^2 / sigma < BIG, with a margin)
-                reach = wp.sqrt(1.01 * BIG / inv_sigma)
-                lo = wp.vec2(wp.min(a0[0], wp.min(a1[0], a2[0])) - reach, wp.min(a0[1], wp.min(a1[1], a2[1])) - reach)
-                hi = wp.vec2(wp.max(a0[0], wp.max(a1[0], a2[0])) + reach, wp.max(a0[1], wp.max(a1[1], a2[1])) + reach)
-                ring_soft = _count_soft(b, t, E, V, edge_soft, ring_start, ring_edges, edge_verts, clip, sx, sy, lo, hi)
+                ring_soft = ring_near[b * T + t]  # soft ring edges within the sigmoid's reach of the face
                 r = float(0.0)
                 if soft0 + soft1 + soft2 > 0:
                     r = wp.sqrt(cutoff2)
@@ -278,7 +275,7 @@ def _make_soft_kernel(MODE: int, UNION: int):
                         p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
                         x, weight, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces,
                                                 edge_apex, edge_soft,
-                                                ring_start, ring_edges, soft0, soft1, soft2, ring_soft, V, E, sx,
+                                                ring_start, near_edges, soft0, soft1, soft2, ring_soft, V, E, sx,
                                                 sy, inv_sigma)
                         if weight > 0.0 and x > min_x:
                             idx = (b * H + i) * W + j

@@ -58,34 +58,6 @@ def _ring_edge(code: int):
 
 
 @wp.func
-def _count_soft(b: int, t: int, E: int, V: int, edge_soft: wp.array(dtype=wp.int32),
-                ring_start: wp.array(dtype=wp.int32), ring_edges: wp.array(dtype=wp.int32),
-                edge_verts: wp.array(dtype=wp.vec2i), clip: wp.array(dtype=wp.vec4), sx: float, sy: float,
-                lo: wp.vec2, hi: wp.vec2):
-    """How many soft edges of face t's ring may bound its coverage: those whose screen box meets the
-    face's box grown by the sigmoid's reach (``[lo, hi]``). An edge farther than the reach from every
-    point of the face gives ``x = delta d^2 / sigma`` at its cap ``BIG`` wherever it is nearest, exactly
-    as no soft edge does, so a face with none near skips the search (most faces of the 3-ring; an edge
-    with a vertex behind the eye, whose screen box means nothing, always counts)."""
-    n = int(0)
-    for k in range(ring_start[t], ring_start[t + 1]):
-        e = _ring_edge(ring_edges[k])
-        if edge_soft[b * E + e] != 0:
-            ev = edge_verts[e]
-            c0 = clip[b * V + ev[0]]
-            c1 = clip[b * V + ev[1]]
-            if c0[3] <= 0.0 or c1[3] <= 0.0:
-                n = n + 1
-            else:
-                a0 = _iso_xy(c0, sx, sy)
-                a1 = _iso_xy(c1, sx, sy)
-                if (wp.max(a0[0], a1[0]) >= lo[0] and wp.min(a0[0], a1[0]) <= hi[0] and wp.max(a0[1], a1[1]) >= lo[1]
-                        and wp.min(a0[1], a1[1]) <= hi[1]):
-                    n = n + 1
-    return n
-
-
-@wp.func
 def _plane_inv_depth(p: wp.vec2, b: int, g: int, faces: wp.array(dtype=wp.vec3i), clip: wp.array(dtype=wp.vec4),
                      V: int, sx: float, sy: float):
     """Inverse view depth ``1 / w`` at p of the plane of face g (affine in screen space, so extrapolated
@@ -120,33 +92,80 @@ def _not_hidden(p: wp.vec2, b: int, e: int, inv_depth: float, edge_faces: wp.arr
 
 
 @wp.func
-def _nearest_soft_edge(p: wp.vec2, b: int, t: int, inv_depth: float, clip: wp.array(dtype=wp.vec4),
+def _nearest_soft_edge(p: wp.vec2, b: int, inv_depth: float, clip: wp.array(dtype=wp.vec4),
                        faces: wp.array(dtype=wp.vec3i), edge_verts: wp.array(dtype=wp.vec2i),
                        edge_faces: wp.array(dtype=wp.vec2i), edge_apex: wp.array(dtype=wp.int32),
-                       edge_soft: wp.array(dtype=wp.int32), ring_start: wp.array(dtype=wp.int32),
-                       ring_edges: wp.array(dtype=wp.int32), V: int, E: int, sx: float, sy: float):
-    """The nearest soft edge of face t's ring that has p on its inner side (the side of its faces):
+                       near_edges: wp.array(dtype=wp.int32), first: int, count: int, V: int, sx: float, sy: float):
+    """The nearest soft edge of a face's ring that has p on its inner side (the side of its faces):
     an edge with p beyond it bounds another part of the surface (a fan's far rim, a nearer tooth of a
     gear), and where p is covered all the same a nearer boundary separates p from it. A gated entry
-    counts only where it is not hidden (``_not_hidden``; ``inv_depth``: face t's 1 / w at p)."""
+    counts only where it is not hidden (``_not_hidden``; ``inv_depth``: the face's 1 / w at p). The
+    candidates are the ``count`` entries from ``first`` on of ``near_edges`` (``ring_reach_kernel``)."""
     best = int(-1)
     bestd = float(1.0e30)
-    for k in range(ring_start[t], ring_start[t + 1]):
-        code = ring_edges[k]
+    for k in range(first, first + count):
+        code = near_edges[k]
         e = _ring_edge(code)
-        if edge_soft[b * E + e] != 0:
-            ev = edge_verts[e]
-            a0 = _iso_xy(clip[b * V + ev[0]], sx, sy)
-            a1 = _iso_xy(clip[b * V + ev[1]], sx, sy)
-            inner = True
-            apex = edge_apex[e]
-            if apex >= 0:
-                inner = edge(a0, a1, p) * edge(a0, a1, _iso_xy(clip[b * V + apex], sx, sy)) >= 0.0
-            if inner:
-                dk, sk = _seg_dist2(p, a0, a1)
-                if dk < bestd:
-                    # the gate last: it costs two plane evaluations, and only a nearer edge needs it
-                    if code >= 0 or _not_hidden(p, b, e, inv_depth, edge_faces, faces, clip, V, sx, sy):
-                        bestd = dk
-                        best = e
+        ev = edge_verts[e]
+        a0 = _iso_xy(clip[b * V + ev[0]], sx, sy)
+        a1 = _iso_xy(clip[b * V + ev[1]], sx, sy)
+        inner = True
+        apex = edge_apex[e]
+        if apex >= 0:
+            inner = edge(a0, a1, p) * edge(a0, a1, _iso_xy(clip[b * V + apex], sx, sy)) >= 0.0
+        if inner:
+            dk, sk = _seg_dist2(p, a0, a1)
+            if dk < bestd:
+                # the gate last: it costs two plane evaluations, and only a nearer edge needs it
+                if code >= 0 or _not_hidden(p, b, e, inv_depth, edge_faces, faces, clip, V, sx, sy):
+                    bestd = dk
+                    best = e
     return best
+
+
+@wp.kernel
+def ring_reach_kernel(clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i), face_on: wp.array(dtype=wp.int32),
+                      edge_verts: wp.array(dtype=wp.vec2i), edge_soft: wp.array(dtype=wp.int32),
+                      ring_start: wp.array(dtype=wp.int32), ring_edges: wp.array(dtype=wp.int32), V: int, T: int,
+                      E: int, sx: float, sy: float, reach: float, near: float, ring_near: wp.array(dtype=wp.int32),
+                      near_edges: wp.array(dtype=wp.int32)):
+    """Per frame b and face t, the entries of the face's ring that may bound its coverage, in ring order:
+    soft edges whose screen box meets the face's box grown by ``reach`` (where ``delta d^2 / sigma``
+    reaches its cap ``BIG``). An edge farther than that from every point of the face gives ``x = BIG``
+    wherever it is nearest, exactly as no soft edge does, so leaving it out changes nothing, and a face
+    with none skips the search (most faces of the 3-ring, whose entries are mostly inner edges anyway).
+    An edge with a vertex behind the eye, whose screen box means nothing, is always kept. Their count
+    goes to ``ring_near[b * T + t]``, the entries to ``near_edges`` from ``b * R + ring_start[t]`` on
+    (``R``: the ring buffer's length); done once, not in every pass of the soft term and its adjoint."""
+    tid = wp.tid()
+    b = tid // T
+    t = tid - b * T
+    f = faces[t]
+    c0 = clip[b * V + f[0]]
+    c1 = clip[b * V + f[1]]
+    c2 = clip[b * V + f[2]]
+    first = b * ring_start[T] + ring_start[t]
+    n = int(0)
+    if face_on[tid] != 0 and c0[3] >= near and c1[3] >= near and c2[3] >= near:
+        a0 = _iso_xy(c0, sx, sy)
+        a1 = _iso_xy(c1, sx, sy)
+        a2 = _iso_xy(c2, sx, sy)
+        lo = wp.vec2(wp.min(a0[0], wp.min(a1[0], a2[0])) - reach, wp.min(a0[1], wp.min(a1[1], a2[1])) - reach)
+        hi = wp.vec2(wp.max(a0[0], wp.max(a1[0], a2[0])) + reach, wp.max(a0[1], wp.max(a1[1], a2[1])) + reach)
+        for k in range(ring_start[t], ring_start[t + 1]):
+            code = ring_edges[k]
+            e = _ring_edge(code)
+            if edge_soft[b * E + e] != 0:
+                ev = edge_verts[e]
+                e0 = clip[b * V + ev[0]]
+                e1 = clip[b * V + ev[1]]
+                keep = True
+                if e0[3] > 0.0 and e1[3] > 0.0:
+                    q0 = _iso_xy(e0, sx, sy)
+                    q1 = _iso_xy(e1, sx, sy)
+                    keep = (wp.max(q0[0], q1[0]) >= lo[0] and wp.min(q0[0], q1[0]) <= hi[0]
+                            and wp.max(q0[1], q1[1]) >= lo[1] and wp.min(q0[1], q1[1]) <= hi[1])
+                if keep:
+                    near_edges[first + n] = code
+                    n = n + 1
+    ring_near[tid] = n
