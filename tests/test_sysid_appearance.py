@@ -61,19 +61,37 @@ def test_known_appearance_recovered_with_the_mass(tmp_path):
 
 
 def test_foreground_mask_by_background_subtraction_follows_the_outline(tmp_path):
-    """On an 8-bit target over a tinted background the mask is close to the rendered alpha > 1/2 (the
-    object's outline), far closer than a fixed small threshold, which counts every pixel the object
-    touches. Measured at 32 px: IoU 0.87 (the misses are rim pixels of alpha 0.44-0.5 whose grazing
-    shading is darker than the interior next to them), against 0.51 for the fixed threshold."""
+    """On an 8-bit target over a tinted background the mask follows the rendered alpha > 1/2 (the
+    object's outline: the renderer's union coverage is 1/2 exactly there) to within a pixel, where a
+    fixed small threshold counts every pixel the object touches, out to twice as far.
+
+    The bound is on where the mask may err, not on its IoU: the mask is exact only where a pixel's
+    difference from the background is its coverage times the full contrast of an interior pixel within
+    the window, and a soft target is not such an image near its outline. Its alpha there is
+    ``sigmoid(+-d^2 / sigma)`` of the distance d to the outline (sigma 4e-3 at 32 px: sqrt(sigma) is
+    1.01 px), so the pixels within a pixel of the outline have alpha in (0.27, 0.73); the interior next to
+    them is not fully covered, and the rim, shaded at grazing angles, contrasts 10-20 % more with the
+    background than the interior does. The mask's errors are pixels of that band; on an object of about
+    100 pixels a frame the band holds about 75 pixels a frame, so an IoU bound measures the band's width
+    more than the mask. Measured: every error is a pixel just outside the outline with alpha 0.37-0.50 (no misses);
+    IoU 0.81. It was 0.87 while the renderer's coverage jumped to 1 next to the outline where the
+    nearest silhouette edge was not in a face's one-ring (wsim.render.topology.GATED_RING_DEPTH): the
+    same outline and the same pixels outside it, the interior band harder. The fixed threshold reaches
+    pixels of alpha 0.06 (1.7 px out) and errs on three times as many pixels (590 against 188), IoU 0.58."""
     inst = Instance(load_experiment("rigid-mass", SMALL + OTHER_LOOK + ["target.bits=8"]), 3, tmp_path)
     mask, record = foreground_mask(inst.target_images, soft=False)
-    truth = inst.target_alpha > 0.5
+    alpha = inst.target_alpha
+    truth = alpha > 0.5
+    # pixel centres within sqrt(sigma) (one pixel) of the outline: alpha within sigmoid(+-1)
+    band = (alpha - 0.5).abs() < 1.0 / (1.0 + math.exp(-1.0)) - 0.5
 
-    def iou(m):
-        return float((m & truth).sum() / (m | truth).sum())
+    def errors(m):
+        return m != truth
 
     touched = (inst.target_images - torch.tensor([0.8, 0.85, 0.95])).abs().amax(-1) > 0.05
-    assert iou(mask.bool()) > 0.85 and iou(touched) < 0.6, (iou(mask.bool()), iou(touched))
+    wrong, wrong_touched = errors(mask.bool()), errors(touched)
+    assert not (wrong & ~band).any(), alpha[wrong & ~band]
+    assert (wrong_touched & ~band).any() and wrong.sum() < 0.5 * wrong_touched.sum(), (wrong.sum(), wrong_touched.sum())
     assert np.allclose(record["background"], [0.8, 0.85, 0.95], atol=2.0 / 255.0)
 
 

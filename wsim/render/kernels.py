@@ -1,4 +1,5 @@
-"""Warp kernels of the renderer's soft edge term, and the edge functions every render kernel shares.
+"""Warp kernels of the renderer's soft edge term, and the edge functions every render kernel shares
+(with :mod:`wsim.render.soft_ring`, which holds the search of a face's ring for its nearest soft edge).
 
 Buffers are flat: pixel ``(b, i, j)`` of a ``[B, H, W]`` image is element ``(b * H + i) * W + j``; row 0
 is the top row. Vertices of frame ``b`` are ``clip[b * V + k]`` (clip-space ``vec4``), faces are shared by
@@ -19,10 +20,7 @@ from __future__ import annotations
 
 import warp as wp
 
-
-@wp.func
-def edge(a: wp.vec2, b: wp.vec2, p: wp.vec2):
-    return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
+from .soft_ring import _iso_xy, _nearest_soft_edge, _seg_dist2, edge
 
 
 @wp.func
@@ -38,30 +36,10 @@ def edge_canonical(a: wp.vec2, b: wp.vec2, ia: int, ib: int, p: wp.vec2):
 
 
 @wp.func
-def _seg_dist2(p: wp.vec2, a: wp.vec2, b: wp.vec2):
-    """Squared distance from p to segment ab and the segment parameter of the nearest point."""
-    ab = b - a
-    den = wp.dot(ab, ab)
-    s = float(0.0)
-    if den > 0.0:
-        s = wp.clamp(wp.dot(p - a, ab) / den, 0.0, 1.0)
-    q = a + ab * s
-    d = p - q
-    return wp.dot(d, d), s
-
-
-@wp.func
 def pixel_xy(v: wp.vec4, W: int, H: int):
     """Continuous pixel coordinates (u right, v down) of a clip-space vertex."""
     inv = 1.0 / v[3]
     return wp.vec2((v[0] * inv + 1.0) * 0.5 * float(W), (1.0 - v[1] * inv) * 0.5 * float(H))
-
-
-@wp.func
-def _iso_xy(v: wp.vec4, sx: float, sy: float):
-    """Isotropic NDC (NDC scaled so that a pixel has the same size along x and y) of a clip vertex."""
-    inv = 1.0 / v[3]
-    return wp.vec2(v[0] * inv * sx, v[1] * inv * sy)
 
 
 # ----------------------------------------------------------------------------- soft edge term
@@ -83,48 +61,6 @@ def _sigmoid(x: float):
     return r
 
 
-# Warp's adjoint does not carry values assigned inside a dynamic loop out of it (they keep their
-# pre-loop value in the reverse pass), so the two searches below live in functions of their own: a
-# function call is replayed as a whole before its result is used.
-
-
-@wp.func
-def _count_soft(b: int, t: int, E: int, edge_soft: wp.array(dtype=wp.int32), ring_start: wp.array(dtype=wp.int32),
-                ring_edges: wp.array(dtype=wp.int32)):
-    n = int(0)
-    for k in range(ring_start[t], ring_start[t + 1]):
-        n = n + edge_soft[b * E + ring_edges[k]]
-    return n
-
-
-@wp.func
-def _nearest_soft_edge(p: wp.vec2, b: int, t: int, clip: wp.array(dtype=wp.vec4), edge_verts: wp.array(dtype=wp.vec2i),
-                       edge_apex: wp.array(dtype=wp.int32), edge_soft: wp.array(dtype=wp.int32),
-                       ring_start: wp.array(dtype=wp.int32), ring_edges: wp.array(dtype=wp.int32), V: int, E: int,
-                       sx: float, sy: float):
-    """The nearest soft edge of face t's one-ring that has p on its inner side (the side of its faces):
-    an edge with p beyond it bounds another part of the surface (a fan's far rim, a nearer tooth of a
-    gear), and where p is covered all the same a nearer boundary separates p from it."""
-    best = int(-1)
-    bestd = float(1.0e30)
-    for k in range(ring_start[t], ring_start[t + 1]):
-        e = ring_edges[k]
-        if edge_soft[b * E + e] != 0:
-            ev = edge_verts[e]
-            a0 = _iso_xy(clip[b * V + ev[0]], sx, sy)
-            a1 = _iso_xy(clip[b * V + ev[1]], sx, sy)
-            inner = True
-            apex = edge_apex[e]
-            if apex >= 0:
-                inner = edge(a0, a1, p) * edge(a0, a1, _iso_xy(clip[b * V + apex], sx, sy)) >= 0.0
-            if inner:
-                dk, sk = _seg_dist2(p, a0, a1)
-                if dk < bestd:
-                    bestd = dk
-                    best = e
-    return best
-
-
 @wp.func
 def _soft_x(
     p: wp.vec2,
@@ -136,11 +72,13 @@ def _soft_x(
     f: wp.vec3i,
     inv_area: float,
     clip: wp.array(dtype=wp.vec4),
+    faces: wp.array(dtype=wp.vec3i),
     edge_verts: wp.array(dtype=wp.vec2i),
+    edge_faces: wp.array(dtype=wp.vec2i),
     edge_apex: wp.array(dtype=wp.int32),
     edge_soft: wp.array(dtype=wp.int32),
     ring_start: wp.array(dtype=wp.int32),
-    ring_edges: wp.array(dtype=wp.int32),
+    near_edges: wp.array(dtype=wp.int32),
     soft0: int,
     soft1: int,
     soft2: int,
@@ -155,11 +93,13 @@ def _soft_x(
     face, and the screen barycentrics of the point of the face nearest to p (p itself when inside).
 
     Only *soft* edges (boundary and silhouette edges; every edge in SoftRas mode) make coverage fall
-    off. Inside, ``d`` is the distance to the nearest soft edge of the face's vertex one-ring (so that
-    the faces of a fan around a silhouette vertex fall off together); outside, the pixel counts fully
-    when the face's nearest edge is soft and fades out where an inner edge is nearer (across an inner
-    edge the neighbour face covers it; see the hand-over below). Known limit: two faces sharing an
-    inner edge can disagree on it inside, where a soft edge is in one face's ring only."""
+    off. Inside, ``d`` is the distance to the nearest soft edge of the face's ring (its vertex one-ring,
+    and the gated edges up to three hops away that are not hidden at p: so that the faces of a fan
+    around a silhouette vertex, and the faces along a curved mesh's zig-zag contour, fall off together);
+    outside, the pixel counts fully when the face's nearest edge is soft and fades out where an inner
+    edge is nearer (across an inner edge the neighbour face covers it; see the hand-over below). Two
+    faces sharing an inner edge can still disagree on it inside where the nearest soft edge is in one
+    face's ring only (more than three hops away from the other, or gated out for one face only)."""
     l0 = edge_canonical(a1, a2, f[1], f[2], p) * inv_area
     l1 = edge_canonical(a2, a0, f[2], f[0], p) * inv_area
     l2 = edge_canonical(a0, a1, f[0], f[1], p) * inv_area
@@ -168,8 +108,10 @@ def _soft_x(
     bc = wp.vec3(l0, l1, l2)
     if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
         if ring_soft > 0:
-            best = _nearest_soft_edge(p, b, t, clip, edge_verts, edge_apex, edge_soft, ring_start, ring_edges, V, E, sx,
-                                      sy)
+            # face t's inverse view depth at p, against which gated ring edges are tested
+            inv_depth = l0 / clip[b * V + f[0]][3] + l1 / clip[b * V + f[1]][3] + l2 / clip[b * V + f[2]][3]
+            best = _nearest_soft_edge(p, b, inv_depth, clip, faces, edge_verts, edge_faces, edge_apex, near_edges,
+                                      b * ring_start[ring_start.shape[0] - 1] + ring_start[t], ring_soft, V, sx, sy)
             if best >= 0:
                 evb = edge_verts[best]
                 dsoft, sb = _seg_dist2(p, _iso_xy(clip[b * V + evb[0]], sx, sy), _iso_xy(clip[b * V + evb[1]], sx, sy))
@@ -228,12 +170,14 @@ def _make_soft_kernel(MODE: int, UNION: int):
         faces: wp.array(dtype=wp.vec3i),
         face_edges: wp.array(dtype=wp.vec3i),
         edge_verts: wp.array(dtype=wp.vec2i),
+        edge_faces: wp.array(dtype=wp.vec2i),
         edge_apex: wp.array(dtype=wp.int32),
         edge_soft: wp.array(dtype=wp.int32),
         ring_start: wp.array(dtype=wp.int32),
-        ring_edges: wp.array(dtype=wp.int32),
+        near_edges: wp.array(dtype=wp.int32),  # per frame, the ring entries within reach (ring_reach_kernel)
         E: int,
         face_on: wp.array(dtype=wp.int32),
+        ring_near: wp.array(dtype=wp.int32),
         tribuf: wp.array(dtype=wp.int32),
         wvis: wp.array(dtype=float),
         zmax_n: wp.array(dtype=float),
@@ -301,7 +245,6 @@ def _make_soft_kernel(MODE: int, UNION: int):
         soft0 = edge_soft[b * E + fe[0]]
         soft1 = edge_soft[b * E + fe[1]]
         soft2 = edge_soft[b * E + fe[2]]
-        ring_soft = _count_soft(b, t, E, edge_soft, ring_start, ring_edges)
         if face_on[b * T + t] != 0 and c0[3] >= near and c1[3] >= near and c2[3] >= near:
             a0 = _iso_xy(c0, sx, sy)
             a1 = _iso_xy(c1, sx, sy)
@@ -309,6 +252,7 @@ def _make_soft_kernel(MODE: int, UNION: int):
             area = edge(a0, a1, a2)
             if wp.abs(area) > 1.0e-12:
                 inv_area = 1.0 / area
+                ring_soft = ring_near[b * T + t]  # soft ring edges within the sigmoid's reach of the face
                 r = float(0.0)
                 if soft0 + soft1 + soft2 > 0:
                     r = wp.sqrt(cutoff2)
@@ -329,8 +273,9 @@ def _make_soft_kernel(MODE: int, UNION: int):
                     py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
                     for j in range(j0, j1 + 1):
                         p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
-                        x, weight, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, edge_verts, edge_apex, edge_soft,
-                                                ring_start, ring_edges, soft0, soft1, soft2, ring_soft, V, E, sx,
+                        x, weight, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces,
+                                                edge_apex, edge_soft,
+                                                ring_start, near_edges, soft0, soft1, soft2, ring_soft, V, E, sx,
                                                 sy, inv_sigma)
                         if weight > 0.0 and x > min_x:
                             idx = (b * H + i) * W + j

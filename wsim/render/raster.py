@@ -26,7 +26,7 @@ import warp as wp
 from ..bridge import run_tape_program
 from ..device import init_warp
 from ..errors import ConfigError
-from . import kernels, visibility
+from . import kernels, soft_ring, visibility
 from .topology import Topology
 
 BACKENDS = ("auto", "warp", "nvdiffrast")
@@ -268,8 +268,19 @@ class _SoftProgram:
         # num_b, den_sv, den_s, num_s
         sizes = (n, n, n, n, n * C, n, n * C, n, n, n * C)
         outs = [wp.zeros(size, dtype=float, device=dev, requires_grad=True) for size in sizes]
-        common = [inputs["clip"], inputs["attrs"], self.faces, *self.topo, self.tribuf, inputs["wvis"], *zmax, cmax,
-                  cid, V, T, H, W, C, *self.params, self.stripes]
+        # per frame and face, the soft edges of its ring within the sigmoid's reach (their count, 0: no ring
+        # search, and the entries, in the ring's layout repeated per frame), in place of the whole ring
+        topo = list(self.topo)
+        _, edge_verts, _, _, edge_soft, ring_start, ring_edges, E, face_on = topo
+        ring_near = wp.zeros(B * T, dtype=wp.int32, device=dev)
+        topo[6] = near_edges = wp.zeros(max(B * ring_edges.shape[0], 1), dtype=wp.int32, device=dev)
+        sx, sy, inv_sigma, _, _, near = self.params[:6]
+        reach = math.sqrt(1.01 * kernels.BIG / inv_sigma)  # where delta d^2 / sigma reaches its cap
+        wp.launch(soft_ring.ring_reach_kernel, dim=B * T, device=dev, record_tape=False,
+                  inputs=[inputs["clip"], self.faces, face_on, edge_verts, edge_soft, ring_start, ring_edges, V, T, E,
+                          sx, sy, reach, near, ring_near, near_edges])
+        common = [inputs["clip"], inputs["attrs"], self.faces, *topo, ring_near, self.tribuf, inputs["wvis"],
+                  *zmax, cmax, cid, V, T, H, W, C, *self.params, self.stripes]
         modes = (0, 2, 1) if self.union else (0, 1)
         for mode in modes:
             wp.launch(kernels.soft_kernels[(self.union, mode)], dim=(B * T, self.stripes), device=dev,
@@ -302,8 +313,10 @@ def soft_edges(clip, attrs, faces, topo: Topology, tri, wvis, image_size, sigma,
     flags, face_on = soft_edge_flags(clip, faces, topo, near)
     flags, face_on = flags.reshape(-1).contiguous(), face_on.reshape(-1).contiguous()
     E = topo.edge_verts.shape[0]
+    # edge_faces: the gated ring entries are tested against the planes of their edges' faces
     topo_arrays = [wp.from_torch(tt["face_edges"], dtype=wp.vec3i), wp.from_torch(tt["edge_verts"], dtype=wp.vec2i),
-                   wp.from_torch(tt["edge_apex"], dtype=wp.int32), wp.from_torch(flags, dtype=wp.int32), wp.from_torch(tt["ring_start"], dtype=wp.int32),
+                   wp.from_torch(tt["edge_faces32"], dtype=wp.vec2i), wp.from_torch(tt["edge_apex"], dtype=wp.int32),
+                   wp.from_torch(flags, dtype=wp.int32), wp.from_torch(tt["ring_start"], dtype=wp.int32),
                    wp.from_torch(tt["ring_edges"], dtype=wp.int32), E, wp.from_torch(face_on, dtype=wp.int32)]
     tri_c = tri.detach().to(torch.int32).contiguous().reshape(-1)
     s = float(min(H, W))

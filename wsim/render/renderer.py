@@ -12,8 +12,9 @@ Image formation, per frame and pixel ``p`` (row 0 at the top, see :mod:`wsim.ren
    inside, ``-1`` outside; faces with ``d^2 > sigma ln(1/eps - 1)`` outside are skipped).
    With ``soft_edges="silhouette"`` (default) only boundary and silhouette edges (edges whose two faces
    face opposite ways on screen) make ``D`` fall off, and inside a face ``d`` is the distance to the
-   nearest such edge of its vertex one-ring; inner edges of a surface stay hard, so that a surface shows
-   no seams along its triangle edges. Outside a face, its footprint counts where a soft edge is its
+   nearest such edge of its ring (its vertex one-ring, and the edges up to three vertex hops away that
+   are not hidden behind it at ``p``: :mod:`wsim.render.topology`); inner edges of a surface stay
+   hard, so that a surface shows no seams along its triangle edges. Outside a face, its footprint counts where a soft edge is its
    nearest feature and hands over smoothly (smoothstep) to the neighbour where an inner edge is nearer.
    The coverage is the *union* ``A_p = max_j D_j``, and back faces of closed meshes take no part: on
    the true outline ``A = 1/2`` exactly, at any sigma (outside every face all ``D_j < 1/2``, inside the
@@ -44,14 +45,13 @@ groups vanish), and at every sigma the image is continuous across a silhouette (
 from both sides), so pixels just outside a silhouette pass gradients to the vertices through ``A`` and
 the near group. The image remains only piecewise smooth where attributes are discontinuous (e.g. a
 cube with a separate colour per side, at a pixel centre crossing a crease near a corner). Known
-steps (``tests/test_render_raster.py::test_image_is_continuous_under_small_motions`` keeps the gear
-prism as a strict expected failure, so a fix shows up): two faces sharing an inner edge can disagree on
-their inside coverage where a soft edge lies in one face's one-ring only (non-convex meshes: on a gear
-prism whose cap's back rim projects next to a front crease, one pixel steps by 0.43; with SoftRas'
-aggregation the back faces hid most of it, a colour step of 0.02, at the price of the biased outline),
-and with a small
+steps: two faces sharing an inner edge can disagree on their inside coverage where the nearest soft
+edge lies in one face's ring only (faces far smaller on screen than the sigmoid's reach, so that the
+nearest silhouette edge is more than three hops away; see ``GATED_RING_DEPTH``); with a small
 ``gamma`` (1e-4) a face entering a depth group takes over that group's colour blend within a
-micrometre of motion; ``gamma`` of about 1e-2 avoids the latter for optimisation.
+micrometre of motion (``gamma`` of about 1e-2 avoids this for optimisation); and on the coarse star
+and gear prisms of the rigid-mass scene at 16 px single pixels' alpha still steps (by 0.33-0.5, from
+a cause not yet pinned down; on the star prism no edge changes its soft flag there).
 
 Frames render as one batch; several meshes compose with correct occlusion when concatenated into one
 buffer (:func:`wsim.render.meshes.concat_meshes`).
