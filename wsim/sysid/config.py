@@ -19,10 +19,11 @@ from ..config import Color, NonNegative, Positive, SceneConfig, Vec3, Vector, li
 from ..config_io import (ConfigModel, apply_overrides, check_kind, describe_errors, from_dict, load_raw,
                          resolve_config_path)
 from ..errors import ConfigError
+from ..harness.checkpoint import LATE_DEFAULTS
 from ..risp.config import RispConfig
 from .randomize import RandomizeConfig
 
-METHODS = ("gradsim", "diffphysics", "average", "random")
+METHODS = ("gradsim", "diffphysics", "average", "random", "pybullet")
 LOSSES = ("pixel", "first_last", "mask", "vertices", "risp", "perceptual")
 SPACES = ("log", "sigmoid", "linear")
 PER = ("one", "all")
@@ -313,6 +314,25 @@ class TargetConfig(ConfigModel):
     truth: Literal[TRUTHS] = "given"
 
 
+class ReinforceConfig(ConfigModel):
+    """Method ``pybullet`` (:mod:`wsim.sysid.reinforce`, gradSim App. H.1 and Table 5): ``iterations``
+    REINFORCE steps of Adam (rate ``lr``, in the parameter's optimisation space) on the mean of a Gaussian
+    policy of standard deviation ``noise`` in that space, ``samples`` PyBullet rollouts a step; the
+    normalised rewards are multiplied by a reward decay that starts at 1 and is multiplied by ``decay``
+    after every step."""
+
+    samples: int = Field(5, ge=2)
+    iterations: int = Field(125, ge=1)
+    noise: Positive = 0.05
+    decay: float = Field(0.925, gt=0, le=1)
+    lr: Positive = 0.1
+
+
+# the section came after saved results: kept out of their fingerprints while at its defaults, so that
+# configs that never use method pybullet keep their results and checkpoints
+LATE_DEFAULTS.setdefault("reinforce", ReinforceConfig().model_dump())
+
+
 class PaperConfig(ConfigModel):
     """The paper's numbers for the summary table: ``abs``/``rel`` error per parameter name."""
 
@@ -341,6 +361,7 @@ class ExperimentConfig(ConfigModel):
     appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
     paper: PaperConfig = Field(default_factory=PaperConfig)
     risp: RispConfig = Field(default_factory=RispConfig)
+    reinforce: ReinforceConfig = Field(default_factory=ReinforceConfig)
     video_format: Literal["mp4", "gif"] = "mp4"
 
     @model_validator(mode="after")

@@ -3,8 +3,9 @@ is ground truth -> target video -> optimisation (-> screened restarts) -> result
 
 Methods: ``gradsim`` optimises through the differentiable simulator and renderer; ``diffphysics``
 through the simulator alone against 3D vertex positions; ``average`` predicts the range mean and
-``random`` a random draw. ``results.json`` has ``status`` ``done`` or ``not_converged`` (with the reason
-under ``convergence``), the estimate of the lowest-loss run, and how far the video determines it.
+``random`` a random draw; ``pybullet`` estimates by REINFORCE through PyBullet (:mod:`.reinforce`).
+``results.json`` has ``status`` ``done`` or ``not_converged`` (with the reason under ``convergence``),
+the estimate of the lowest-loss run, and how far the video determines it.
 """
 
 from __future__ import annotations
@@ -84,13 +85,19 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
     started = time.perf_counter()
     instance = Instance(config, seed, out, device, base, stamp=stamp)
     setup = time.perf_counter() - started
-    optimisation = Optimisation(instance)
+    if config.method == "pybullet":  # REINFORCE through PyBullet (wsim.sysid.reinforce): no resume, no restarts
+        from .reinforce import Reinforce
+
+        optimisation = Reinforce(instance)
+    else:
+        optimisation = Optimisation(instance)
     checkpoint = out / "checkpoint.pt"
-    if resume and checkpoint.exists():
+    if resume and checkpoint.exists() and config.method != "pybullet":
         optimisation.load(checkpoint)
     search = None
     o = config.optim
-    if (o.restarts > 0 or o.escalate > 0 or o.profile is not None) and optimisation.total > 0:
+    if ((o.restarts > 0 or o.escalate > 0 or o.profile is not None) and optimisation.total > 0
+            and config.method != "pybullet"):
         from .restarts import Restarts
 
         search = Restarts(instance, optimisation, out)
@@ -113,6 +120,8 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
         winner = dict(winner, convergence=judged(winner["convergence"], check, config.optim,
                                                  search.escalation_rounds if search is not None else 0))
     results = results_dict(instance, optimisation, winner, setup, time.perf_counter() - started, search)
+    if config.method == "pybullet":
+        results["reinforce"] = optimisation.record()
     if check is not None:
         results["noise_check"] = check
     if interrupted:
