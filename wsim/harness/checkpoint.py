@@ -31,7 +31,8 @@ LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "scene.bodies.*.pattern": 0.0, "sc
                  "risp.data.psi_seed": None,
                  "params.*.draw": "uniform", "params.*.true_per_weight": None, "optim.escalate": 0,
                  "optim.escalate_ratio": 3.0,
-                 "optim.escalate_floor": 1.0e-5, "optim.profile": None, "optim.profile_points": 8}
+                 "optim.escalate_floor": 1.0e-5, "optim.profile": None, "optim.profile_points": 8,
+                 "reinforce": {"samples": 5, "iterations": 125, "noise": 0.05, "decay": 0.925, "lr": 0.1}}
 
 
 def _without_late_defaults(data, prefix: str = ""):

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..risp.config import RispConfig
 from .randomize import RandomizeConfig
 
-METHODS = ("gradsim", "diffphysics", "average", "random")
+METHODS = ("gradsim", "diffphysics", "average", "random", "pybullet")
 LOSSES = ("pixel", "first_last", "mask", "vertices", "risp", "perceptual")
 SPACES = ("log", "sigmoid", "linear")
 PER = ("one", "all")
@@ -313,6 +313,21 @@ class TargetConfig(ConfigModel):
     truth: Literal[TRUTHS] = "given"
 
 
+class ReinforceConfig(ConfigModel):
+    """Method ``pybullet`` (:mod:`wsim.sysid.reinforce`, gradSim App. H.1 and Table 5): ``iterations``
+    REINFORCE steps of Adam (rate ``lr``, in the parameter's optimisation space) on the mean of a Gaussian
+    policy of standard deviation ``noise`` in that space, ``samples`` PyBullet rollouts a step; the
+    normalised rewards are multiplied by a reward decay that starts at 1 and is multiplied by ``decay``
+    after every step."""
+
+    samples: int = Field(5, ge=2)
+    iterations: int = Field(125, ge=1)
+    noise: Positive = 0.05
+    decay: float = Field(0.925, gt=0, le=1)
+    lr: Positive = 0.1
+
+
+
 class PaperConfig(ConfigModel):
     """The paper's numbers for the summary table: ``abs``/``rel`` error per parameter name."""
 
@@ -341,6 +356,7 @@ class ExperimentConfig(ConfigModel):
     appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
     paper: PaperConfig = Field(default_factory=PaperConfig)
     risp: RispConfig = Field(default_factory=RispConfig)
+    reinforce: ReinforceConfig = Field(default_factory=ReinforceConfig)
     video_format: Literal["mp4", "gif"] = "mp4"
 
     @model_validator(mode="after")

@@ -3,8 +3,9 @@ is ground truth -> target video -> optimisation (-> screened restarts) -> result
 
 Methods: ``gradsim`` optimises through the differentiable simulator and renderer; ``diffphysics``
 through the simulator alone against 3D vertex positions; ``average`` predicts the range mean and
-``random`` a random draw. ``results.json`` has ``status`` ``done`` or ``not_converged`` (with the reason
-under ``convergence``), the estimate of the lowest-loss run, and how far the video determines it.
+``random`` a random draw; ``pybullet`` estimates by REINFORCE through PyBullet (:mod:`.reinforce`).
+``results.json`` has ``status`` ``done`` or ``not_converged`` (with the reason under ``convergence``),
+the estimate of the lowest-loss run, and how far the video determines it.
 """
 
 from __future__ import annotations
@@ -84,13 +85,19 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
     started = time.perf_counter()
     instance = Instance(config, seed, out, device, base, stamp=stamp)
     setup = time.perf_counter() - started
-    optimisation = Optimisation(instance)
+    if config.method == "pybullet":  # REINFORCE through PyBullet (wsim.sysid.reinforce): no resume, no restarts
+        from .reinforce import Reinforce
+
+        optimisation = Reinforce(instance)
+    else:
+        optimisation = Optimisation(instance)
     checkpoint = out / "checkpoint.pt"
-    if resume and checkpoint.exists():
+    if resume and checkpoint.exists() and config.method != "pybullet":
         optimisation.load(checkpoint)
     search = None
     o = config.optim
-    if (o.restarts > 0 or o.escalate > 0 or o.profile is not None) and optimisation.total > 0:
+    if ((o.restarts > 0 or o.escalate > 0 or o.profile is not None) and optimisation.total > 0
+            and config.method != "pybullet"):
         from .restarts import Restarts
 
         search = Restarts(instance, optimisation, out)
@@ -111,8 +118,11 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
 
         check = noise_check(instance, winner["loss"])
         winner = dict(winner, convergence=judged(winner["convergence"], check, config.optim,
-                                                 search.escalation_rounds if search is not None else 0))
+                                                 search.escalation_rounds if search is not None else 0,
+                                                 restartable=config.method != "pybullet"))
     results = results_dict(instance, optimisation, winner, setup, time.perf_counter() - started, search)
+    if config.method == "pybullet":
+        results["reinforce"] = optimisation.record()
     if check is not None:
         results["noise_check"] = check
     if interrupted:
@@ -131,16 +141,17 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
     return results
 
 
-def judged(convergence: dict, check: dict, optim, escalated: int) -> dict:
+def judged(convergence: dict, check: dict, optim, escalated: int, restartable: bool = True) -> dict:
     """The optimiser's ``convergence`` verdict, overruled when the final loss is far above what the
     target's noise allows (``check``, :func:`wsim.sysid.uncertainty.noise_check`): such an estimate sits
-    in a local minimum, or the model cannot explain the video, and must not be reported as done."""
+    in a local minimum, or the model cannot explain the video, and must not be reported as done.
+    ``restartable``: whether the method has screened restarts to suggest (method pybullet has none)."""
     if not convergence["converged"] or not check["applicable"] or check["explained"]:
         return convergence
     loss = "no finite loss" if check["loss"] is None else f"the final loss {check['loss']:.3e}"
     ratio = "" if check["ratio"] is None else f" (residual RMS {check['ratio']:.3g}x the noise)"
     then = (f" after {escalated} escalation round(s) of restarts over every parameter" if escalated else
-            "; optim.escalate > 0 would try restarts over every parameter")
+            "; optim.escalate > 0 would try restarts over every parameter" if restartable else "")
     return {"converged": False, "reason": f"{loss} is above what the target's noise ({check['noise']:.2g}) allows, "
             f"{check['allowed_loss']:.2e} (optim.escalate_ratio {optim.escalate_ratio:g}){ratio}{then}: a local "
             f"minimum, or a model that cannot explain the video", "optimiser": convergence["reason"]}
