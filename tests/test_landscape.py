@@ -33,14 +33,15 @@ def test_minimum_at_the_truth(rigid_truth, tmp_path, device):
     assert np.all(np.diff(s["losses"][:3]) < 0) and np.all(np.diff(s["losses"][2:]) > 0)
 
 
-def test_adjoint_matches_finite_differences(tmp_path, device):
-    # a box: on curved or non-convex meshes (the seed's bunny_blob, a sphere) the renderer's silhouette
-    # steps as the soft-edge set changes, steps no adjoint sees, so there a central difference of a
-    # few per cent of density measures the steps rather than the gradient
-    config = load_experiment("rigid-mass", RIGID + ["randomize.shapes=[box]"])
+@pytest.mark.parametrize("shape, tolerance", [("box", 0.03), ("sphere", 0.03), ("bunny_blob", 0.06)])
+def test_adjoint_matches_finite_differences(tmp_path, device, shape, tolerance):
+    # curved and non-convex meshes too: before the gated ring (wsim/render/topology.py) their silhouette
+    # stepped as the soft-edge set changed, and the adjoint saw 0.3-0.9 of the loss's slope there. The
+    # blob's faces are small against sigma at 16 px, the limit topology.py states (measured 0.954 here)
+    config = load_experiment("rigid-mass", RIGID + [f"randomize.shapes=[{shape}]"])
     axes = grid_axes(config, ["density"], None, 5)
     landscape = Landscape(config, 0, tmp_path, device, None, axes)
-    rel_step, tolerance = 1e-2, 0.03
+    rel_step = 1e-2
     for x in axes[0]["values"][1:3]:
         _, (grad,) = landscape.evaluate([x])
         h = rel_step * x
