@@ -169,6 +169,7 @@ def subtree_kernel(
     link_moment: wp.array2d(dtype=vec3d),
     link_inertia_origin: wp.array2d(dtype=mat33d),
     link_bias_force: wp.array2d(dtype=spatiald),
+    link_external_force: wp.array2d(dtype=spatiald),
     composite_mass: wp.array2d(dtype=wp.float64),
     composite_moment: wp.array2d(dtype=vec3d),
     composite_inertia: wp.array2d(dtype=mat33d),
@@ -177,13 +178,15 @@ def subtree_kernel(
     """Composite spatial inertia and total bias force of the subtree rooted at each link (all in world
     coordinates about the origin, so the backward pass of CRBA and RNEA is a sum over the subtree).
     The outputs must arrive zeroed. Sums go through atomic adds on the outputs, not a local accumulator:
-    Warp does not differentiate a local variable mutated across the iterations of a dynamic loop."""
+    Warp does not differentiate a local variable mutated across the iterations of a dynamic loop.
+    External forces on a link (ground contact) count against its bias force: the force the joints must
+    supply is what the motion needs less what the environment already applies."""
     l = wp.tid()
     for k in range(l, link_subtree_end[l]):
         wp.atomic_add(composite_mass, step, l, link_mass[k])
         wp.atomic_add(composite_moment, step, l, link_moment[step, k])
         wp.atomic_add(composite_inertia, step, l, link_inertia_origin[step, k])
-        wp.atomic_add(composite_force, step, l, link_bias_force[step, k])
+        wp.atomic_add(composite_force, step, l, link_bias_force[step, k] - link_external_force[step, k])
 
 
 @wp.kernel
