@@ -213,3 +213,68 @@ def test_adjoint_gradients_of_the_contact_parameters_and_initial_velocity_match_
             analytic = leaves[name].grad.view(-1)[index].item()
             # measured: relative errors <= 1.1e-7 (the largest for the initial angular velocity about Y)
             assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8), (name, index, analytic, numeric)
+
+
+def test_an_mjcf_capsule_on_a_free_joint_rests_on_its_collision_geom_spheres():
+    """``contacts=True`` turns a loaded model's collision geoms into contact points (a capsule: its end
+    spheres; visual-only geoms skipped, unsupported types listed); the ground normal follows the file's
+    gravity (-Z), so the capsule lying along X rests with its axis at r - m g / (2 ke)."""
+    pytest.importorskip("mujoco")
+    from wsim.models.articulation_io import load_mjcf
+
+    xml = """<mujoco><worldbody><geom type="plane" size="1 1 0.1"/>
+      <body name="rod" pos="0 0 0.1"><freejoint name="free"/>
+        <inertial pos="0 0 0" mass="2" diaginertia="0.005 0.03 0.03"/>
+        <geom type="capsule" fromto="-0.2 0 0 0.2 0 0" size="0.05"/>
+        <geom type="sphere" size="0.01" pos="0 0 0.1" contype="0" conaffinity="0"/>
+        <geom name="can" type="cylinder" size="0.02 0.05" pos="0 0 0.1"/>
+      </body></worldbody></mujoco>"""
+    with pytest.warns(UserWarning, match="contacts of geoms can"):
+        art, info = load_mjcf(xml, contacts=True)
+    assert art.contact_count == 2
+    np.testing.assert_allclose(np.abs(art.defaults["contact_point"]), [[0.2, 0.0, 0.0]] * 2, atol=1e-12)
+    np.testing.assert_allclose(art.contact_radius.numpy(), [0.05, 0.05])
+    ke = 1.0e4
+    rollout = ArticulationRollout(art, 1.0e-3, 50, 21, ground=GroundContact(ke=ke, kd=200.0, kf=1.0e3, mu=0.5,
+                                                                           smoothing=0.0))
+    q, qd = rollout.rollout()
+    # measured: rest height 0.049019 m = r - m g / (2 ke) to 4e-17 m (g = 9.81, MuJoCo's default) after 1 s
+    assert q[-1, 2].item() == pytest.approx(0.05 - 2.0 * 9.81 / (2 * ke), abs=1e-9)
+    assert qd[-1].abs().max().item() < 1e-6
+
+
+def test_scene_gradients_of_contact_material_and_link_length_match_central_differences():
+    """Through the scene wrapper: a two-link chain swung onto the ground, its joint angles differentiated
+    with respect to the contact material and the link lengths (which move the contact spheres along the
+    links) against central differences."""
+    scene = build_scene(from_dict(SceneConfig, {
+        "sim": {"dt": 1.0e-3, "substeps": 20, "frames": 11},
+        "ground": {"enabled": True, "height": 0.0},
+        "contact": {"ke": 5.0e3, "kd": 20.0, "kf": 50.0, "mu": 0.5, "smoothing": 1.0e-2},
+        "articulation": {"position": [0.0, 0.45, 0.0], "contact_points": 3,
+                         "links": [{"length": 0.5, "q": 1.0, "qd": -1.5, "radius": 0.03},
+                                   {"length": 0.4, "q": 0.3, "radius": 0.03}]},
+    }), device="cpu")
+    sim = scene.simulation
+    base = {"contact_ke": torch.tensor([5.0e3]), "contact_kd": torch.tensor([20.0]),
+            "contact_kf": torch.tensor([50.0]), "contact_mu": torch.tensor([0.5]),
+            "link_length": torch.tensor([0.5, 0.4])}
+    base = {name: value.double() for name, value in base.items()}
+    weights = torch.linspace(0.5, 1.5, 2 * 11, dtype=torch.float64).reshape(11, 2)
+
+    def loss(params):
+        return (sim.joint_trajectory(params)[0] * weights).sum()
+
+    leaves = {name: value.clone().requires_grad_(True) for name, value in base.items()}
+    loss(leaves).backward()
+    assert np.abs(sim.dynamics.contact_forces()).max() > 1.0  # the chain does hit the ground
+    for name, value in base.items():
+        for index in range(value.numel()):
+            step = 1e-6 * max(abs(value[index].item()), 1e-2)
+            moved = [value.clone(), value.clone()]
+            moved[0][index] += step
+            moved[1][index] -= step
+            numeric = (loss({**base, name: moved[0]}).item() - loss({**base, name: moved[1]}).item()) / (2 * step)
+            analytic = leaves[name].grad[index].item()
+            # measured: relative errors <= 9.2e-7 (the largest for contact_kf)
+            assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9), (name, index, analytic, numeric)

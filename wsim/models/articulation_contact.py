@@ -30,12 +30,7 @@ import numpy as np
 import warp as wp
 
 from ..errors import ParameterError
-from .articulation_joints import spatial
-from .contact import plane_contact_force
-
-vec3d = wp.vec3d
-quatd = wp.quatd
-spatiald = wp.spatial_vectord
+from .articulation_kernels import link_contact_kernel
 
 CONTACT_PARAMETERS = ("contact_ke", "contact_kd", "contact_kf", "contact_mu", "contact_smoothing", "ground_height")
 
@@ -81,40 +76,6 @@ class GroundContact:
         """The rollout parameters of this ground, float64 arrays of shape [1]."""
         values = (self.ke, self.kd, self.kf, self.mu, self.smoothing, self.height)
         return {name: np.array([float(value)]) for name, value in zip(CONTACT_PARAMETERS, values)}
-
-
-@wp.kernel
-def link_contact_kernel(
-    contact_link: wp.array(dtype=wp.int32),
-    contact_point: wp.array(dtype=vec3d),
-    contact_radius: wp.array(dtype=wp.float64),
-    normal: wp.array(dtype=vec3d),
-    ground_height: wp.array(dtype=wp.float64),
-    ke: wp.array(dtype=wp.float64),
-    kd: wp.array(dtype=wp.float64),
-    kf: wp.array(dtype=wp.float64),
-    mu: wp.array(dtype=wp.float64),
-    smoothing: wp.array(dtype=wp.float64),
-    step: int,
-    link_rotation: wp.array2d(dtype=quatd),
-    link_origin: wp.array2d(dtype=vec3d),
-    link_velocity: wp.array2d(dtype=spatiald),
-    contact_force: wp.array2d(dtype=vec3d),
-    link_external_force: wp.array2d(dtype=spatiald),
-):
-    """One thread per contact point: its world position and velocity from its link's pose and spatial
-    velocity ``(w, v_O)`` (the velocity of the body point at the world origin, so a point ``x`` moves at
-    ``v_O + w x x``), the contact force (``contact_force``, written once per step, a diagnostic) and its
-    spatial force about the origin, summed per link by atomic adds into the zeroed ``link_external_force``."""
-    i = wp.tid()
-    l = contact_link[i]
-    position = link_origin[step, l] + wp.quat_rotate(link_rotation[step, l], contact_point[i])
-    velocity = link_velocity[step, l]
-    point_velocity = wp.spatial_bottom(velocity) + wp.cross(wp.spatial_top(velocity), position)
-    force = plane_contact_force(position, point_velocity, normal[0], ground_height[0], contact_radius[i],
-                                ke[0], kd[0], kf[0], mu[0], smoothing[0])
-    contact_force[step, i] = force
-    wp.atomic_add(link_external_force, step, l, spatial(wp.cross(position, force), force))
 
 
 def launch_contacts(articulation, normal: wp.array, params: dict, buffers: dict, step: int) -> None:
