@@ -216,7 +216,8 @@ class ArticulatedSimulation:
             self._contact_fraction = torch.tensor(np.tile(fractions, len(links)), dtype=torch.float64,
                                                   device=self.torch_device)
             self._contact_owner = torch.tensor(owners, device=self.torch_device)
-        self.parameters = dict(PARAMETERS, **({name: "contact" for name in CONTACT} if self.ground else {}))
+        contacts = {name: "contact" for name in CONTACT} if self.ground is not None else {}
+        self.parameters = dict(PARAMETERS, **contacts)
         self.dynamics = _ChainDynamics(builder.finalize(device), self.dt, self.substeps, self.frames,
                                        ground=self.ground)
         self._axes = torch.tensor(np.array([np.asarray(l.axis) / np.linalg.norm(l.axis) for l in links]),
@@ -266,13 +267,13 @@ class ArticulatedSimulation:
             "gravity": np.asarray(gravity, dtype=np.float64).reshape(1, 3),
             "group_stiffness": [next(l.stiffness for l in links if l.group == g) for g in groups],
         }
-        if self.ground:
+        if self.ground is not None:
             defaults.update({name: [getattr(self.ground, name[len("contact_"):])] for name in CONTACT})
         defaults = {name: np.asarray(value, dtype=np.float64) for name, value in defaults.items()}
         self.model = ArticulatedModel(device=device, render_faces=np.concatenate(faces).astype(np.int32),
                                       body_vertex_start=np.asarray(starts, dtype=np.int64), body_names=names,
                                       defaults=defaults, ground=self.ground is not None,
-                                      ground_height=self.ground.height if self.ground else 0.0)
+                                      ground_height=self.ground.height if self.ground is not None else 0.0)
         self._pivot = torch.tensor(config.position, dtype=torch.float64, device=self.torch_device)
         self._offset = self._axes * torch.tensor([l.offset for l in links], dtype=torch.float64,
                                                  device=self.torch_device)[:, None]
@@ -353,7 +354,7 @@ class ArticulatedSimulation:
             grouped = self._group_of >= 0
             shared = full["group_stiffness"][self._group_of.clamp(min=0)]
             inputs["joint_stiffness"] = torch.where(grouped, shared, full["joint_stiffness"])
-        if self.ground:
+        if self.ground is not None:
             inputs.update({name: full[name] for name in CONTACT})
             along = self._contact_fraction * full["link_length"][self._contact_owner]
             inputs["contact_point"] = torch.stack([torch.zeros_like(along), -along, torch.zeros_like(along)], -1)

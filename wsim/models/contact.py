@@ -22,6 +22,10 @@ Pick ``s`` a few times the distance a vertex travels in one step at impact (defa
 Contact parameters are per material (``contact_ke`` ... ``contact_mu``, shape [M]); every
 body and every particle refers to one material, so one global material or one per body both fit.
 Contacts are generated for every body surface vertex and every particle (thickness = particle radius).
+
+The law itself is :func:`plane_contact_force`, generic over the precision and the plane's normal: the
+float32 kernels here call it through :func:`ground_contact_force` (normal +Y), and the float64 articulation
+kernels (:mod:`wsim.models.articulation_contact`) for the contact points of articulated links.
 """
 
 from __future__ import annotations
