@@ -278,3 +278,24 @@ def test_scene_gradients_of_contact_material_and_link_length_match_central_diffe
             analytic = leaves[name].grad[index].item()
             # measured: relative errors <= 9.2e-7 (the largest for contact_kf)
             assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9), (name, index, analytic, numeric)
+
+
+def test_bad_contact_points_and_ground_parameters_raise_parameter_errors():
+    from wsim.errors import ParameterError
+
+    builder = ArticulationBuilder()
+    builder.add_link(-1, "revolute")
+    with pytest.raises(ParameterError, match="link 3 does not exist"):
+        builder.add_contact_point(3, (0.0, 0.0, 0.0))
+    with pytest.raises(ParameterError, match="radius must be >= 0"):
+        builder.add_contact_point(0, (0.0, 0.0, 0.0), radius=-0.1)
+    with pytest.raises(ParameterError, match="ke must be finite and >= 0"):
+        GroundContact(ke=-1.0)
+    with pytest.raises(ParameterError, match="normal must be a finite non-zero vector"):
+        GroundContact(normal=(0.0, 0.0, 0.0)).unit_normal((0.0, -9.81, 0.0))
+    np.testing.assert_allclose(GroundContact().unit_normal([[0.0, 0.0, -9.81]]), [0.0, 0.0, 1.0])
+    builder.add_contact_point(0, (0.0, -1.0, 0.0))
+    rollout = ArticulationRollout(builder.finalize(), 1.0e-3, 1, 2, ground=GroundContact())
+    assert rollout.shape("contact_point") == (1, 3) and rollout.shape("contact_ke") == (1,)
+    with pytest.raises(ParameterError, match="unknown parameter 'contact_ke'"):
+        ArticulationRollout(builder.finalize(), 1.0e-3, 1, 2).rollout({"contact_ke": 1.0})

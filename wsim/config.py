@@ -413,7 +413,7 @@ class SceneConfig(ConfigModel):
                              "give it a scene of its own")
         if self.articulation is not None:
             # the articulation's simulation is built from its own section: hand it the scene's ground and
-            # material (the objects themselves, so later edits of config.ground or config.contact count)
+            # material (the objects themselves: later edits of their fields count, replacing them does not)
             self.articulation._scene_ground = self.ground
             self.articulation._scene_contact = self.contact
         return self
