@@ -35,7 +35,24 @@ at the tip (no rotational inertia of its own). Scaling every mass and the dampin
 torques by one factor leaves the motion unchanged, so a video determines masses only against a known
 damping, stiffness or torque.
 
-The articulation exchanges no forces with anything else (no contact, no ground).
+Ground contact (``ground.enabled`` and ``articulation.ground_contact``): each link carries
+``contact_points`` contact spheres of its radius (plus the scene's contact ``margin``) centred on its
+axis, evenly spaced from the joint (0) to the tip (``(0, -length, 0)``, the bob's radius there for a
+point mass), against the plane Y = ``ground.height`` (normal +Y whatever the gravity) with the scene's
+contact material (:mod:`wsim.models.articulation_contact`). Spheres on the axis, rather than mesh
+vertices: a capsule is exactly the sphere swept along its axis, so its two end spheres are exact and the
+ones in between make a rod lying on the ground carry its weight along its length; they also follow
+``link_length`` (a parameter) without depending on the mesh resolution. Box and cylinder ends are
+rounded by it. The contact material joins the parameters:
+
+=====================  ===============  =========  ===============================================
+``contact_ke``         [1]              N/m        contact stiffness
+``contact_kd``         [1]              N s/m      contact damping
+``contact_kf``         [1]              N s/m      friction stiffness (stick regime)
+``contact_mu``         [1]                         Coulomb friction coefficient
+=====================  ===============  =========  ===============================================
+
+Without it the articulation exchanges no forces with anything else.
 """
 
 from __future__ import annotations
@@ -48,7 +65,7 @@ import torch
 from .bridge import run_tape_program
 from .device import torch_device
 from .errors import ConfigError, MeshError, ParameterError, check_range
-from .models.articulation import ArticulationBuilder, ArticulationRollout
+from .models.articulation import ArticulationBuilder, ArticulationRollout, GroundContact
 from .models.articulation_kernels import vec3d
 
 # name -> what its leading dimensions count (see ArticulatedSimulation.shape)
@@ -58,7 +75,9 @@ PARAMETERS = {
     "group_stiffness": "group",
 }
 _POSITIVE = ("link_mass", "link_length")
-_NON_NEGATIVE = ("joint_damping", "joint_stiffness", "group_stiffness")
+_NON_NEGATIVE = ("joint_damping", "joint_stiffness", "group_stiffness", "contact_ke", "contact_kd", "contact_kf",
+                 "contact_mu")
+CONTACT = ("contact_ke", "contact_kd", "contact_kf", "contact_mu")
 
 
 class _ChainDynamics(ArticulationRollout):
@@ -155,9 +174,11 @@ def _rotation(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
 class ArticulatedSimulation:
     """A differentiable rollout of a scene's ``articulation`` over ``frames`` rendered frames, ``substeps``
     physics steps of ``dt`` seconds each: :meth:`rollout` maps named parameters (module docstring) to the
-    world-space vertices of every frame ``[frames, V, 3]`` float32."""
+    world-space vertices of every frame ``[frames, V, 3]`` float32. ``ground`` and ``contact``: the
+    scene's ground and contact sections (default: those the scene config handed the articulation's)."""
 
-    def __init__(self, config, gravity, dt: float, substeps: int, frames: int, device: str):
+    def __init__(self, config, gravity, dt: float, substeps: int, frames: int, device: str, ground=None,
+                 contact=None):
         self.config = config
         self.device = device
         self.torch_device = torch_device(device)
@@ -177,7 +198,28 @@ class ArticulatedSimulation:
                                  qd=link.qd, stiffness=link.stiffness, damping=link.damping, **limits)
             except ParameterError as error:
                 raise ConfigError(f"articulation.links.{index}.parent: {error}") from None
-        self.dynamics = _ChainDynamics(builder.finalize(device), self.dt, self.substeps, self.frames)
+        ground = getattr(config, "_scene_ground", None) if ground is None else ground
+        contact = getattr(config, "_scene_contact", None) if contact is None else contact
+        self.ground = None
+        if config.ground_contact and ground is not None and ground.enabled and contact is not None:
+            self.ground = GroundContact(height=ground.height, normal=(0.0, 1.0, 0.0), ke=contact.ke, kd=contact.kd,
+                                        kf=contact.kf, mu=contact.mu, smoothing=contact.smoothing)
+            # fraction of the length along the axis of every contact sphere; positions follow link_length
+            fractions, owners = np.linspace(0.0, 1.0, config.contact_points), []
+            for index, link in enumerate(links):
+                for fraction in fractions:
+                    radius = link.radius
+                    if fraction == 1.0 and config.mass_model == "point":
+                        radius = max(radius, config.bob_radius or 2.0 * link.radius)
+                    builder.add_contact_point(index, (0.0, -fraction * link.length, 0.0), radius + contact.margin)
+                    owners.append(index)
+            self._contact_fraction = torch.tensor(np.tile(fractions, len(links)), dtype=torch.float64,
+                                                  device=self.torch_device)
+            self._contact_owner = torch.tensor(owners, device=self.torch_device)
+        contacts = {name: "contact" for name in CONTACT} if self.ground is not None else {}
+        self.parameters = dict(PARAMETERS, **contacts)
+        self.dynamics = _ChainDynamics(builder.finalize(device), self.dt, self.substeps, self.frames,
+                                       ground=self.ground)
         self._axes = torch.tensor(np.array([np.asarray(l.axis) / np.linalg.norm(l.axis) for l in links]),
                                   dtype=torch.float64, device=self.torch_device)
         bases, alongs, faces, starts, names = [], [], [], [0], []
@@ -225,10 +267,13 @@ class ArticulatedSimulation:
             "gravity": np.asarray(gravity, dtype=np.float64).reshape(1, 3),
             "group_stiffness": [next(l.stiffness for l in links if l.group == g) for g in groups],
         }
+        if self.ground is not None:
+            defaults.update({name: [getattr(self.ground, name[len("contact_"):])] for name in CONTACT})
         defaults = {name: np.asarray(value, dtype=np.float64) for name, value in defaults.items()}
         self.model = ArticulatedModel(device=device, render_faces=np.concatenate(faces).astype(np.int32),
                                       body_vertex_start=np.asarray(starts, dtype=np.int64), body_names=names,
-                                      defaults=defaults)
+                                      defaults=defaults, ground=self.ground is not None,
+                                      ground_height=self.ground.height if self.ground is not None else 0.0)
         self._pivot = torch.tensor(config.position, dtype=torch.float64, device=self.torch_device)
         self._offset = self._axes * torch.tensor([l.offset for l in links], dtype=torch.float64,
                                                  device=self.torch_device)[:, None]
@@ -238,17 +283,17 @@ class ArticulatedSimulation:
 
     # -- parameters -------------------------------------------------------------------------------
     def parameter_names(self) -> list[str]:
-        return sorted(PARAMETERS)
+        return sorted(self.parameters)
 
     def shape(self, name: str) -> tuple:
-        kind = PARAMETERS[name]
-        return {"link": (self.link_count,), "dof": (self.link_count,), "gravity": (1, 3),
+        kind = self.parameters[name]
+        return {"link": (self.link_count,), "dof": (self.link_count,), "gravity": (1, 3), "contact": (1,),
                 "group": (len(self.group_names),),
                 "interval": (max(self.frames - 1, 1), self.link_count)}[kind]
 
     def default(self, name: str) -> torch.Tensor:
         """The scene's value of parameter ``name`` as a float32 tensor (a copy) of its full shape."""
-        if name not in PARAMETERS:
+        if name not in self.parameters:
             raise ParameterError(f"unknown parameter '{name}' of an articulation; allowed: "
                                  f"{', '.join(self.parameter_names())}")
         return torch.tensor(self.model.defaults[name], dtype=torch.float32, device=self.torch_device)
@@ -258,7 +303,7 @@ class ArticulatedSimulation:
         checked), the rest the scene's values."""
         resolved = {}
         for name, value in (params or {}).items():
-            if name not in PARAMETERS:
+            if name not in self.parameters:
                 raise ParameterError(f"unknown parameter '{name}' of an articulation; allowed: "
                                      f"{', '.join(self.parameter_names())}")
             value = torch.as_tensor(value).to(device=self.torch_device, dtype=torch.float64)
@@ -309,6 +354,10 @@ class ArticulatedSimulation:
             grouped = self._group_of >= 0
             shared = full["group_stiffness"][self._group_of.clamp(min=0)]
             inputs["joint_stiffness"] = torch.where(grouped, shared, full["joint_stiffness"])
+        if self.ground is not None:
+            inputs.update({name: full[name] for name in CONTACT})
+            along = self._contact_fraction * full["link_length"][self._contact_owner]
+            inputs["contact_point"] = torch.stack([torch.zeros_like(along), -along, torch.zeros_like(along)], -1)
         q, qd = run_tape_program(self.dynamics, inputs)
         self.last_q, self.last_qd, self.last_length = q.detach(), qd.detach(), full["link_length"].detach()
         return q, qd, full

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from .config_io import (ConfigModel, apply_overrides, check_kind, config_kind, from_dict, load_raw,
                         resolve_config_path, shipped_configs, to_dict)
@@ -349,7 +349,13 @@ class ArticulationConfig(ConfigModel):
     link a uniform solid cylinder of its length and radius: centre of mass at mid-length) or ``point``
     (all of a link's mass at its tip, drawn as a bob of ``bob_radius`` m; default twice the link's
     radius). ``resolution``: segments of the round meshes. ``base_size``: a fixed box (m, sides)
-    centred at ``position`` drawn as the base (a palm), in ``base_color``."""
+    centred at ``position`` drawn as the base (a palm), in ``base_color``.
+
+    Ground contact: when the scene's ``ground`` is enabled and ``ground_contact`` is true, every link
+    touches the plane Y = ``ground.height`` with the scene's ``contact`` material (ke, kd, kf, mu,
+    smoothing; ``margin`` thickens the links) at ``contact_points`` spheres of the link's radius evenly
+    spaced along its axis, joint end to tip (the bob's radius at the tip of a point mass); see
+    :mod:`wsim.articulated`. The base never moves and needs none."""
 
     position: Vec3 = list_default(0.0, 1.0, 0.0)
     base_size: Optional[Vec3] = None
@@ -357,7 +363,12 @@ class ArticulationConfig(ConfigModel):
     mass_model: Literal["rod", "point"] = "rod"
     bob_radius: Optional[Positive] = None
     resolution: int = Field(8, ge=3)
+    ground_contact: bool = True
+    contact_points: int = Field(5, ge=2)
     links: Annotated[list[LinkConfig], Field(min_length=1)]
+    # the enclosing scene's ground and contact sections (set by SceneConfig; None for a bare articulation)
+    _scene_ground: Optional[GroundConfig] = PrivateAttr(None)
+    _scene_contact: Optional[ContactConfig] = PrivateAttr(None)
 
 
 class GradcheckConfig(ConfigModel):
@@ -400,6 +411,11 @@ class SceneConfig(ConfigModel):
             # the articulation has its own reduced-coordinate solver, which exchanges no forces with the rest
             raise ValueError("an articulation cannot share a scene with bodies, chains, soft_bodies or cloths yet: "
                              "give it a scene of its own")
+        if self.articulation is not None:
+            # the articulation's simulation is built from its own section: hand it the scene's ground and
+            # material (the objects themselves: later edits of their fields count, replacing them does not)
+            self.articulation._scene_ground = self.ground
+            self.articulation._scene_contact = self.contact
         return self
 
     @model_validator(mode="after")

@@ -74,7 +74,13 @@ name                   shape               unit       meaning
 ``joint_q``            [Q]                 rad, m     initial joint coordinates (quaternions (w, x, y, z))
 ``joint_qd``           [D]                 rad/s, m/s initial joint velocities (angular: child frame)
 ``joint_torque``       [frames - 1, D]     N m, N     applied joint torque/force per frame interval
+``contact_point``      [P, 3]              m          ground-contact points, link frames
 =====================  ==================  =========  ====================================================
+
+Ground contact (:mod:`wsim.models.articulation_contact`): a rollout given a ``ground``
+(:class:`~wsim.models.articulation_contact.GroundContact`) pushes every contact point of the articulation
+against the plane with wsim's penalty contact law and takes the parameters ``contact_ke``,
+``contact_kd``, ``contact_kf``, ``contact_mu``, ``contact_smoothing`` and ``ground_height`` (each [1]) too.
 """
 
 from __future__ import annotations
@@ -87,11 +93,12 @@ from ..bridge import run_tape_program, to_torch
 from ..device import torch_device
 from ..errors import ParameterError, SimulationError
 from .articulation_builder import JOINT_TYPES, NO_LIMIT, Articulation, ArticulationBuilder
+from .articulation_contact import CONTACT_PARAMETERS, GroundContact, launch_contacts
 from .articulation_kernels import (copy_float64, energy_kernel, every_frame, kinematics_kernel,
                                    solve_integrate_kernel, subtree_kernel, mat33d, quatd, spatiald, vec3d)
 
 __all__ = ["JOINT_TYPES", "NO_LIMIT", "PARAMETER_DTYPES", "Articulation", "ArticulationBuilder",
-           "ArticulationRollout"]
+           "ArticulationRollout", "GroundContact"]
 
 
 PARAMETER_DTYPES = {
@@ -99,7 +106,10 @@ PARAMETER_DTYPES = {
     "joint_q": wp.float64, "joint_qd": wp.float64, "joint_stiffness": wp.float64, "joint_damping": wp.float64,
     "joint_armature": wp.float64, "joint_target": wp.float64, "joint_limit_lower": wp.float64,
     "joint_limit_upper": wp.float64, "joint_limit_ke": wp.float64, "joint_torque": wp.float64,
+    "contact_point": vec3d,
 }
+# the parameters a rollout with a ground takes as well, shape [1] each
+CONTACT_DTYPES = {name: wp.float64 for name in CONTACT_PARAMETERS}
 
 # per-link, per-step intermediates of one rollout, in the order of the kernels' outputs: name -> dtype
 _KINEMATIC_OUTPUTS = {
@@ -120,10 +130,13 @@ class ArticulationRollout:
     subset of :data:`PARAMETER_DTYPES`; the rest take the articulation's defaults, torques default to
     zero) to the joint positions and velocities of every frame, ``q [frames, Q], qd [frames, D]`` float64;
     ``backward()`` on a loss of them fills every parameter's gradient. ``check_nan`` raises
-    :class:`~wsim.errors.SimulationError` naming the first non-finite step.
+    :class:`~wsim.errors.SimulationError` naming the first non-finite step. ``ground``
+    (:class:`~wsim.models.articulation_contact.GroundContact`, default None: no contact) puts the
+    articulation's contact points in contact with a ground plane, whose parameters join the inputs.
     """
 
-    def __init__(self, articulation: Articulation, dt: float, substeps: int, frames: int, check_nan: bool = True):
+    def __init__(self, articulation: Articulation, dt: float, substeps: int, frames: int, check_nan: bool = True,
+                 ground: GroundContact | None = None):
         if not dt > 0:
             raise ParameterError(f"dt must be > 0, got {dt}")
         if int(substeps) != substeps or substeps < 1 or int(frames) != frames or frames < 1:
@@ -135,37 +148,49 @@ class ArticulationRollout:
         self.frames = int(frames)
         self.steps = (self.frames - 1) * self.substeps
         self.check_nan = check_nan
+        self.ground = ground
         self.input_dtypes = dict(PARAMETER_DTYPES)
+        self._ground_defaults = {}
+        self._normal = None
+        if ground is not None:
+            self.input_dtypes.update(CONTACT_DTYPES)
+            self._ground_defaults = ground.defaults()
+            normal = ground.unit_normal(articulation.defaults["gravity"]).reshape(1, 3)
+            self._normal = wp.array(normal, dtype=vec3d, device=self.device)
         self.torch_device = torch_device(self.device)
         self.last_buffers = None
         self._bad_step = None
         self._defaults = {name: wp.array(self.default(name).cpu().numpy(), dtype=dtype, device=self.device)
-                          for name, dtype in PARAMETER_DTYPES.items()}
+                          for name, dtype in self.input_dtypes.items()}
 
     def shape(self, name: str) -> tuple:
         """The full shape of parameter ``name`` (element shape included)."""
         art = self.articulation
-        leading = {"link": (art.link_count,), "joint": (art.dof_count,), "gravity": (1,)}[name.split("_")[0]]
+        leading = {"link": (art.link_count,), "joint": (art.dof_count,), "gravity": (1,), "ground": (1,),
+                   "contact": (1,)}[name.split("_")[0]]
+        if name == "contact_point":
+            leading = (art.contact_count,)
         if name in ("joint_q", "joint_target"):  # coordinates: quaternions take 4 entries for 3 dofs
             leading = (art.coord_count,)
         if name == "joint_torque":
             leading = (max(self.frames - 1, 1), art.dof_count)
-        return leading + tuple(getattr(PARAMETER_DTYPES[name], "_shape_", None) or ())
+        return leading + tuple(getattr(self.input_dtypes[name], "_shape_", None) or ())
 
     def default(self, name: str) -> torch.Tensor:
         """The articulation's value of parameter ``name`` as a float64 torch tensor (a copy)."""
         if name == "joint_torque":
             return torch.zeros(self.shape(name), dtype=torch.float64, device=self.torch_device)
-        if name not in self.articulation.defaults:
-            raise ParameterError(f"unknown parameter '{name}'; allowed: {', '.join(sorted(PARAMETER_DTYPES))}")
-        return torch.tensor(self.articulation.defaults[name], dtype=torch.float64, device=self.torch_device)
+        values = {**self.articulation.defaults, **self._ground_defaults}
+        if name not in values or name not in self.input_dtypes:
+            raise ParameterError(f"unknown parameter '{name}'; allowed: {', '.join(sorted(self.input_dtypes))}")
+        return torch.tensor(values[name], dtype=torch.float64, device=self.torch_device)
 
     def rollout(self, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint positions and velocities of every frame, ``([frames, Q], [frames, D])`` float64."""
         inputs = {}
         for name, value in (params or {}).items():
-            if name not in PARAMETER_DTYPES:
-                raise ParameterError(f"unknown parameter '{name}'; allowed: {', '.join(sorted(PARAMETER_DTYPES))}")
+            if name not in self.input_dtypes:
+                raise ParameterError(f"unknown parameter '{name}'; allowed: {', '.join(sorted(self.input_dtypes))}")
             value = torch.as_tensor(value).to(device=self.torch_device, dtype=torch.float64)
             try:
                 inputs[name] = torch.broadcast_to(value, self.shape(name))
@@ -192,7 +217,11 @@ class ArticulationRollout:
                         "backward_partial": buffer(steps, art.matrix_size, wp.float64),
                         "mass_matrix": buffer(steps, art.matrix_size, wp.float64),
                         "schur_partial": buffer(steps, art.cube_size, wp.float64),
-                        "cholesky": buffer(steps, art.matrix_size, wp.float64)})
+                        "cholesky": buffer(steps, art.matrix_size, wp.float64),
+                        # external (contact) spatial forces per link, and each contact point's force
+                        "link_external_force": buffer(steps, L, spatiald),
+                        "contact_force": buffer(steps, art.contact_count, vec3d)})
+        contacts = self.ground is not None and art.contact_count > 0
         self._bad_step = wp.array([np.iinfo(np.int32).max], dtype=wp.int32, device=device)
         if D:
             wp.launch(copy_float64, dim=Q, inputs=[params["joint_q"]], outputs=[buffers["q"]], device=device)
@@ -212,9 +241,12 @@ class ArticulationRollout:
                               params["link_com"], params["link_inertia"], params["gravity"], step, buffers["q"],
                               buffers["qd"]],
                       outputs=kinematic)
+            if contacts:
+                launch_contacts(art, self._normal, params, buffers, step)
             wp.launch(subtree_kernel, dim=L, device=device,
                       inputs=[art.link_subtree_end, params["link_mass"], step, buffers["link_moment"],
-                              buffers["link_inertia_origin"], buffers["link_bias_force"]],
+                              buffers["link_inertia_origin"], buffers["link_bias_force"],
+                              buffers["link_external_force"]],
                       outputs=subtree)
             wp.launch(solve_integrate_kernel, dim=A, device=device,
                       inputs=[art.articulation_dof_start, art.articulation_matrix_start, art.articulation_cube_start,
@@ -264,3 +296,11 @@ class ArticulationRollout:
         if self.last_buffers is None:
             raise RuntimeError("no rollout has run yet")
         return {name: to_torch(self.last_buffers[name]).detach().cpu().numpy() for name in ("q", "qd")}
+
+    def contact_forces(self) -> np.ndarray:
+        """The ground's force (N, world) on every contact point at every physics step of the last rollout,
+        ``[steps, P, 3]`` float64 (host copy; zeros without a ground)."""
+        if self.last_buffers is None:
+            raise RuntimeError("no rollout has run yet")
+        forces = self.last_buffers["contact_force"].numpy()
+        return forces[:, :self.articulation.contact_count]

@@ -43,6 +43,9 @@ class Articulation:
     ``articulation_cube_start`` int32 [A] offsets of each articulation's n x n and n^3 blocks of solver
     scratch (``matrix_size`` / ``cube_size`` in all).
     ``defaults``: numpy float64 values of every parameter except ``joint_torque``.
+    Contact points [P] (:mod:`wsim.models.articulation_contact`): ``contact_link`` int32, ``contact_radius``
+    float64 m; their positions in the link frames are the parameter ``contact_point`` [P, 3]. The arrays
+    hold one unused entry when ``contact_count`` is 0.
     """
 
     device: str
@@ -69,6 +72,9 @@ class Articulation:
     articulation_matrix_start: wp.array
     articulation_cube_start: wp.array
     defaults: dict = field(default_factory=dict)
+    contact_count: int = 0
+    contact_link: wp.array = None
+    contact_radius: wp.array = None
 
 
 class ArticulationBuilder:
@@ -84,6 +90,7 @@ class ArticulationBuilder:
         self.links: list[dict] = []
         self.dofs: list[dict] = []
         self.coords: list[dict] = []
+        self.contacts: list[dict] = []
 
     def add_link(self, parent: int, joint: str = "revolute", axis=(0.0, 0.0, 1.0), position=(0.0, 0.0, 0.0),
                  rotation=(0.0, 0.0, 0.0, 1.0), mass: float = 1.0, com=(0.0, 0.0, 0.0), inertia=None,
@@ -155,6 +162,20 @@ class ArticulationBuilder:
                 "limit_ke": limit_ke if scalar else 0.0})
         return index
 
+    def add_contact_point(self, link: int, position=(0.0, 0.0, 0.0), radius: float = 0.0) -> int:
+        """Add a ground-contact point fixed to ``link`` at ``position`` (m, link frame), the centre of a
+        sphere of ``radius`` (m) that touches the ground (:mod:`wsim.models.articulation_contact`); returns
+        its index. Points act only in a rollout given a ``ground``."""
+        if not 0 <= link < len(self.links):
+            raise ParameterError(f"contact point {len(self.contacts)}: link {link} does not exist")
+        position = np.asarray(position, dtype=np.float64).reshape(-1)
+        if position.size != 3 or not np.all(np.isfinite(position)):
+            raise ParameterError(f"contact point {len(self.contacts)}: position must be 3 finite numbers")
+        if not (np.isfinite(radius) and radius >= 0.0):
+            raise ParameterError(f"contact point {len(self.contacts)}: radius must be >= 0, got {radius}")
+        self.contacts.append({"link": int(link), "position": position, "radius": float(radius)})
+        return len(self.contacts) - 1
+
     def _on_last_path(self, parent: int) -> bool:
         """Whether ``parent`` is the last link or one of its ancestors (pre-order keeps subtrees contiguous)."""
         link = len(self.links) - 1
@@ -201,7 +222,9 @@ class ArticulationBuilder:
             "joint_armature": column(dofs, "armature"), "joint_target": column(coords, "target"),
             "joint_limit_lower": column(dofs, "limit_lower"), "joint_limit_upper": column(dofs, "limit_upper"),
             "joint_limit_ke": column(dofs, "limit_ke"),
+            "contact_point": np.array([c["position"] for c in self.contacts]).reshape(-1, 3),
         }
+        contacts = self.contacts or [{"link": 0, "radius": 0.0}]
         return Articulation(
             device=device, link_count=count, dof_count=len(dofs), coord_count=len(coords),
             articulation_count=len(roots),
@@ -223,4 +246,7 @@ class ArticulationBuilder:
             articulation_matrix_start=array(matrix_start, wp.int32),
             articulation_cube_start=array(cube_start, wp.int32),
             defaults=defaults,
+            contact_count=len(self.contacts),
+            contact_link=array([c["link"] for c in contacts], wp.int32),
+            contact_radius=array([c["radius"] for c in contacts], wp.float64),
         )

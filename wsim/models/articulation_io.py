@@ -33,7 +33,12 @@ order, so link ``b - 1`` is body ``b`` and a body whose parent is the world star
 Not modelled, listed in ``info.ignored`` with a warning when the file has them: actuators, tendons,
 equality constraints, joint friction loss, ball-joint limits, nonlinear (polynomial) springs and dampers,
 plastic joints.
-Contacts are never modelled by the articulation. Massless jointless bodies (frames such as a URDF
+Contacts: MuJoCo's contact model is not reproduced. With ``contacts=True`` the collision geoms become
+ground-contact points of their links (:mod:`wsim.models.articulation_contact`; the ground itself is an
+argument of the rollout, ``ArticulationRollout(..., ground=GroundContact(...))``, its normal by default
+against the loaded gravity): a sphere its centre with its radius, a capsule its two end centres with
+its radius, a box its 8 corners; other geom types are listed in ``info.ignored``. Geoms that collide with
+nothing (``contype`` and ``conaffinity`` 0: visual only) and the world's geoms (a floor) are skipped. Massless jointless bodies (frames such as a URDF
 tool link kept with ``fusestatic="false"``) get a negligible mass (:data:`MASSLESS`): the builder
 requires mass > 0, MuJoCo accepts them (it rejects massless bodies that move on their own joint).
 """
@@ -88,10 +93,12 @@ def _mujoco():
     return mujoco
 
 
-def load_mjcf(source, device: str = "cpu", limit_ke: float | None = None) -> tuple[Articulation, ArticulationInfo]:
+def load_mjcf(source, device: str = "cpu", limit_ke: float | None = None,
+              contacts: bool = False) -> tuple[Articulation, ArticulationInfo]:
     """Load an MJCF model (a file path, or the XML text itself when it starts with ``<``) as an
     :class:`Articulation` on ``device``, with its :class:`ArticulationInfo`. ``limit_ke`` overrides the
-    derived joint-limit penalty stiffness (N m/rad, N/m prismatic) of every limited joint."""
+    derived joint-limit penalty stiffness (N m/rad, N/m prismatic) of every limited joint; ``contacts``
+    turns the collision geoms into ground-contact points (module docstring)."""
     mujoco = _mujoco()
     text = str(source)
     if not isinstance(source, Path) and text.lstrip().startswith("<"):
@@ -103,10 +110,11 @@ def load_mjcf(source, device: str = "cpu", limit_ke: float | None = None) -> tup
     else:
         name = text
         model = _compile_file(mujoco, text)
-    return from_mujoco_model(model, source=name, device=device, limit_ke=limit_ke)
+    return from_mujoco_model(model, source=name, device=device, limit_ke=limit_ke, contacts=contacts)
 
 
-def load_urdf(path, device: str = "cpu", limit_ke: float | None = None) -> tuple[Articulation, ArticulationInfo]:
+def load_urdf(path, device: str = "cpu", limit_ke: float | None = None,
+              contacts: bool = False) -> tuple[Articulation, ArticulationInfo]:
     """Load a URDF file through MuJoCo's URDF compiler (see :func:`load_mjcf` for the arguments).
 
     MuJoCo's URDF defaults apply: the root link becomes the world when it has no mass (otherwise a root
@@ -117,7 +125,7 @@ def load_urdf(path, device: str = "cpu", limit_ke: float | None = None) -> tuple
 world only), ``planar`` joints are not supported."""
     mujoco = _mujoco()
     model = _compile_file(mujoco, str(path))
-    return from_mujoco_model(model, source=str(path), device=device, limit_ke=limit_ke)
+    return from_mujoco_model(model, source=str(path), device=device, limit_ke=limit_ke, contacts=contacts)
 
 
 def _compile_file(mujoco, path: str):
@@ -129,8 +137,8 @@ def _compile_file(mujoco, path: str):
         raise ConfigError(f"{path}: MuJoCo could not compile it: {error}") from None
 
 
-def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu",
-                      limit_ke: float | None = None) -> tuple[Articulation, ArticulationInfo]:
+def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu", limit_ke: float | None = None,
+                      contacts: bool = False) -> tuple[Articulation, ArticulationInfo]:
     """Convert a compiled ``mujoco.MjModel`` (see the module docstring for the mapping); ``source``
     names the model in error messages."""
     mujoco = _mujoco()
@@ -144,6 +152,7 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu",
     supported = {int(mujoco.mjtJoint.mjJNT_HINGE): "revolute", int(mujoco.mjtJoint.mjJNT_SLIDE): "prismatic",
                  int(mujoco.mjtJoint.mjJNT_BALL): "ball", int(mujoco.mjtJoint.mjJNT_FREE): "free"}
     ignored_limits = []  # names of ball joints whose limits are dropped
+    skipped_geoms = []  # collision geoms of a type the ground contact does not take
 
     def body_name(b: int) -> str:
         return mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, b) or f"body{b}"
@@ -222,8 +231,12 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu",
                          mass=mass if mass > 0 else MASSLESS, com=model.body_ipos[b] - anchor[b], inertia=inertia,
                          **kwargs)
         link_names.append(name)
+        if contacts:
+            skipped_geoms.extend(_add_geom_contacts(builder, model, mujoco, b, anchor[b], rotation))
 
     ignored = _ignored_features(model, off, mujoco)
+    if skipped_geoms:
+        ignored.append(f"contacts of geoms {', '.join(skipped_geoms)} (only spheres, capsules and boxes touch the ground)")
     if ignored_limits:
         ignored.append(f"limits of ball joints {', '.join(ignored_limits)}")
     if ignored:
@@ -234,6 +247,31 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu",
         timestep=float(model.opt.timestep), gravity=gravity, ignored=ignored,
     )
     return builder.finalize(device), info
+
+
+def _add_geom_contacts(builder: ArticulationBuilder, model, mujoco, b: int, anchor: np.ndarray, rotation) -> list[str]:
+    """Contact points of body ``b``'s collision geoms on its link (the link frame is the body frame moved to
+    the joint ``anchor``); returns the names of the geoms it could not take."""
+    skipped = []
+    link = b - 1
+    for g in range(int(model.body_geomadr[b]), int(model.body_geomadr[b]) + int(model.body_geomnum[b])):
+        if not (model.geom_contype[g] or model.geom_conaffinity[g]):
+            continue  # visual only
+        kind, size = int(model.geom_type[g]), np.array(model.geom_size[g], dtype=np.float64)
+        frame = rotation(model.geom_quat[g])
+        centre = np.array(model.geom_pos[g], dtype=np.float64) - anchor
+        if kind == int(mujoco.mjtGeom.mjGEOM_SPHERE):
+            points, radius = [np.zeros(3)], size[0]
+        elif kind == int(mujoco.mjtGeom.mjGEOM_CAPSULE):  # radius, half-length along the geom's z
+            points, radius = [np.array([0.0, 0.0, -size[1]]), np.array([0.0, 0.0, size[1]])], size[0]
+        elif kind == int(mujoco.mjtGeom.mjGEOM_BOX):  # half-sizes
+            points, radius = [size * (2.0 * np.array(signs) - 1.0) for signs in np.ndindex(2, 2, 2)], 0.0
+        else:
+            skipped.append(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) or f"geom{g}")
+            continue
+        for point in points:
+            builder.add_contact_point(link, centre + frame @ point, radius)
+    return skipped
 
 
 def _limit_stiffness(model, joint: int, dof: int) -> float:

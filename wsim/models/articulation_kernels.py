@@ -7,6 +7,7 @@ import warp as wp
 
 from .articulation_joints import integrate_quat, quat_at, rotation_subspace, rotation_vector
 from .articulation_joints import spatial as _spatial
+from .contact import plane_contact_force
 
 REVOLUTE = wp.constant(0)
 PRISMATIC = wp.constant(1)
@@ -169,6 +170,7 @@ def subtree_kernel(
     link_moment: wp.array2d(dtype=vec3d),
     link_inertia_origin: wp.array2d(dtype=mat33d),
     link_bias_force: wp.array2d(dtype=spatiald),
+    link_external_force: wp.array2d(dtype=spatiald),
     composite_mass: wp.array2d(dtype=wp.float64),
     composite_moment: wp.array2d(dtype=vec3d),
     composite_inertia: wp.array2d(dtype=mat33d),
@@ -177,13 +179,49 @@ def subtree_kernel(
     """Composite spatial inertia and total bias force of the subtree rooted at each link (all in world
     coordinates about the origin, so the backward pass of CRBA and RNEA is a sum over the subtree).
     The outputs must arrive zeroed. Sums go through atomic adds on the outputs, not a local accumulator:
-    Warp does not differentiate a local variable mutated across the iterations of a dynamic loop."""
+    Warp does not differentiate a local variable mutated across the iterations of a dynamic loop.
+    External forces on a link (ground contact) count against its bias force: the force the joints must
+    supply is what the motion needs less what the environment already applies."""
     l = wp.tid()
     for k in range(l, link_subtree_end[l]):
         wp.atomic_add(composite_mass, step, l, link_mass[k])
         wp.atomic_add(composite_moment, step, l, link_moment[step, k])
         wp.atomic_add(composite_inertia, step, l, link_inertia_origin[step, k])
-        wp.atomic_add(composite_force, step, l, link_bias_force[step, k])
+        wp.atomic_add(composite_force, step, l, link_bias_force[step, k] - link_external_force[step, k])
+
+
+@wp.kernel
+def link_contact_kernel(
+    contact_link: wp.array(dtype=wp.int32),
+    contact_point: wp.array(dtype=vec3d),
+    contact_radius: wp.array(dtype=wp.float64),
+    normal: wp.array(dtype=vec3d),
+    ground_height: wp.array(dtype=wp.float64),
+    ke: wp.array(dtype=wp.float64),
+    kd: wp.array(dtype=wp.float64),
+    kf: wp.array(dtype=wp.float64),
+    mu: wp.array(dtype=wp.float64),
+    smoothing: wp.array(dtype=wp.float64),
+    step: int,
+    link_rotation: wp.array2d(dtype=quatd),
+    link_origin: wp.array2d(dtype=vec3d),
+    link_velocity: wp.array2d(dtype=spatiald),
+    contact_force: wp.array2d(dtype=vec3d),
+    link_external_force: wp.array2d(dtype=spatiald),
+):
+    """Ground contact (:mod:`wsim.models.articulation_contact`), one thread per contact point: its world position and velocity from its link's pose and spatial
+    velocity ``(w, v_O)`` (the velocity of the body point at the world origin, so a point ``x`` moves at
+    ``v_O + w x x``), the contact force (``contact_force``, written once per step, a diagnostic) and its
+    spatial force about the origin, summed per link by atomic adds into the zeroed ``link_external_force``."""
+    i = wp.tid()
+    l = contact_link[i]
+    position = link_origin[step, l] + wp.quat_rotate(link_rotation[step, l], contact_point[i])
+    velocity = link_velocity[step, l]
+    point_velocity = wp.spatial_bottom(velocity) + wp.cross(wp.spatial_top(velocity), position)
+    force = plane_contact_force(position, point_velocity, normal[0], ground_height[0], contact_radius[i],
+                                ke[0], kd[0], kf[0], mu[0], smoothing[0])
+    contact_force[step, i] = force
+    wp.atomic_add(link_external_force, step, l, _spatial(wp.cross(position, force), force))
 
 
 @wp.kernel

@@ -22,9 +22,15 @@ Pick ``s`` a few times the distance a vertex travels in one step at impact (defa
 Contact parameters are per material (``contact_ke`` ... ``contact_mu``, shape [M]); every
 body and every particle refers to one material, so one global material or one per body both fit.
 Contacts are generated for every body surface vertex and every particle (thickness = particle radius).
+
+The law itself is :func:`plane_contact_force`, generic over the precision and the plane's normal: the
+float32 kernels here call it through :func:`ground_contact_force` (normal +Y), and the float64 articulation
+kernels (:mod:`wsim.models.articulation_contact`) for the contact points of articulated links.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import warp as wp
 
@@ -39,38 +45,58 @@ PARAMETER_SPECS = declare(
 
 
 @wp.func
+def plane_contact_force(
+    position: Any, velocity: Any, normal: Any, plane_height: Any, thickness: Any,
+    ke: Any, kd: Any, kf: Any, mu: Any, smoothing: Any,
+):
+    """The contact force on a point against the plane ``dot(normal, x) = plane_height`` (unit ``normal``
+    pointing out of the ground), generic over the precision: float32 (``wp.vec3``) for particles and
+    bodies here, float64 (``wp.vec3d``) for the articulations (:mod:`wsim.models.articulation_contact`),
+    so both follow one law. Literals are cast to the arguments' scalar type, which keeps the float32
+    code what it was before the function became generic."""
+    zero = type(smoothing)(0.0)
+    one = type(smoothing)(1.0)
+    half = type(smoothing)(0.5)
+    two = type(smoothing)(2.0)
+    tiny = type(smoothing)(1.0e-12)
+    gap = wp.dot(normal, position) - plane_height - thickness
+    # depth: penetration measured from where the (possibly smoothed) contact begins
+    depth = half * smoothing - gap
+    if depth <= zero:
+        return velocity * zero
+    normal_speed = wp.dot(normal, velocity)
+    elastic = depth
+    ramp = one
+    if smoothing > zero:
+        elastic = wp.where(depth < smoothing, depth * depth / (two * smoothing), depth - half * smoothing)
+        fraction = wp.min(depth / smoothing, one)
+        ramp = fraction * fraction * (type(smoothing)(3.0) - two * fraction)
+    normal_force = -ke * elastic + kd * ramp * wp.min(normal_speed, zero)
+    tangent_velocity = velocity - normal * normal_speed
+    slip = wp.length(tangent_velocity)
+    cap = mu * wp.abs(normal_force)
+    factor = zero
+    if smoothing > zero:
+        # Smooth relaxed Coulomb: |f_t| = cap tanh(kf |v_t| / cap), i.e. factor = kf tanh(x) / x with
+        # x = kf |v_t| / cap (series near x = 0 so that the stick stiffness kf survives at v_t = 0).
+        x = kf * slip / wp.max(cap, tiny)
+        factor = wp.where(x < type(smoothing)(1.0e-3), kf * (one - x * x / type(smoothing)(3.0)),
+                          cap * wp.tanh(x) / wp.max(slip, tiny))
+    else:
+        # The paper's hinge min(kf |v_t|, mu |f_n|) / |v_t|: kf itself in the stick regime.
+        factor = wp.min(kf, cap / wp.max(slip, tiny))
+    friction = tangent_velocity * factor
+    return -normal * normal_force - friction
+
+
+@wp.func
 def ground_contact_force(
     position: wp.vec3, velocity: wp.vec3, ground_height: float, thickness: float,
     ke: float, kd: float, kf: float, mu: float, smoothing: float,
 ) -> wp.vec3:
-    normal = wp.vec3(0.0, 1.0, 0.0)
-    gap = wp.dot(normal, position) - ground_height - thickness
-    # depth: penetration measured from where the (possibly smoothed) contact begins
-    depth = 0.5 * smoothing - gap
-    if depth <= 0.0:
-        return wp.vec3(0.0)
-    normal_speed = wp.dot(normal, velocity)
-    elastic = depth
-    ramp = float(1.0)
-    if smoothing > 0.0:
-        elastic = wp.where(depth < smoothing, depth * depth / (2.0 * smoothing), depth - 0.5 * smoothing)
-        fraction = wp.min(depth / smoothing, 1.0)
-        ramp = fraction * fraction * (3.0 - 2.0 * fraction)
-    normal_force = -ke * elastic + kd * ramp * wp.min(normal_speed, 0.0)
-    tangent_velocity = velocity - normal * normal_speed
-    slip = wp.length(tangent_velocity)
-    cap = mu * wp.abs(normal_force)
-    factor = float(0.0)
-    if smoothing > 0.0:
-        # Smooth relaxed Coulomb: |f_t| = cap tanh(kf |v_t| / cap), i.e. factor = kf tanh(x) / x with
-        # x = kf |v_t| / cap (series near x = 0 so that the stick stiffness kf survives at v_t = 0).
-        x = kf * slip / wp.max(cap, 1.0e-12)
-        factor = wp.where(x < 1.0e-3, kf * (1.0 - x * x / 3.0), cap * wp.tanh(x) / wp.max(slip, 1.0e-12))
-    else:
-        # The paper's hinge min(kf |v_t|, mu |f_n|) / |v_t|: kf itself in the stick regime.
-        factor = wp.min(kf, cap / wp.max(slip, 1.0e-12))
-    friction = tangent_velocity * factor
-    return -normal * normal_force - friction
+    """:func:`plane_contact_force` against the ground plane Y = ``ground_height`` (float32)."""
+    return plane_contact_force(position, velocity, wp.vec3(0.0, 1.0, 0.0), ground_height, thickness,
+                               ke, kd, kf, mu, smoothing)
 
 
 @wp.kernel
