@@ -175,7 +175,7 @@ class ArticulatedSimulation:
     """A differentiable rollout of a scene's ``articulation`` over ``frames`` rendered frames, ``substeps``
     physics steps of ``dt`` seconds each: :meth:`rollout` maps named parameters (module docstring) to the
     world-space vertices of every frame ``[frames, V, 3]`` float32. ``ground`` and ``contact``: the
-    scene's ground and contact sections (default: those the scene config handed the articulation's)."""
+    scene's ground and contact sections (None: no ground; :func:`wsim.scene.build_scene` passes them)."""
 
     def __init__(self, config, gravity, dt: float, substeps: int, frames: int, device: str, ground=None,
                  contact=None):
@@ -198,8 +198,6 @@ class ArticulatedSimulation:
                                  qd=link.qd, stiffness=link.stiffness, damping=link.damping, **limits)
             except ParameterError as error:
                 raise ConfigError(f"articulation.links.{index}.parent: {error}") from None
-        ground = getattr(config, "_scene_ground", None) if ground is None else ground
-        contact = getattr(config, "_scene_contact", None) if contact is None else contact
         self.ground = None
         if config.ground_contact and ground is not None and ground.enabled and contact is not None:
             self.ground = GroundContact(height=ground.height, normal=(0.0, 1.0, 0.0), ke=contact.ke, kd=contact.kd,

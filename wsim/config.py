@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .config_io import (ConfigModel, apply_overrides, check_kind, config_kind, from_dict, load_raw,
                         resolve_config_path, shipped_configs, to_dict)
@@ -366,9 +366,6 @@ class ArticulationConfig(ConfigModel):
     ground_contact: bool = True
     contact_points: int = Field(5, ge=2)
     links: Annotated[list[LinkConfig], Field(min_length=1)]
-    # the enclosing scene's ground and contact sections (set by SceneConfig; None for a bare articulation)
-    _scene_ground: Optional[GroundConfig] = PrivateAttr(None)
-    _scene_contact: Optional[ContactConfig] = PrivateAttr(None)
 
 
 class GradcheckConfig(ConfigModel):
@@ -411,11 +408,6 @@ class SceneConfig(ConfigModel):
             # the articulation has its own reduced-coordinate solver, which exchanges no forces with the rest
             raise ValueError("an articulation cannot share a scene with bodies, chains, soft_bodies or cloths yet: "
                              "give it a scene of its own")
-        if self.articulation is not None:
-            # the articulation's simulation is built from its own section: hand it the scene's ground and
-            # material (the objects themselves: later edits of their fields count, replacing them does not)
-            self.articulation._scene_ground = self.ground
-            self.articulation._scene_contact = self.contact
         return self
 
     @model_validator(mode="after")

@@ -26,7 +26,8 @@ KERNEL_MODULES = (
     "wsim.simulation", "wsim.integrators.semi_implicit", "wsim.models.springs", "wsim.models.fem",
     "wsim.models.cloth", "wsim.models.bending", "wsim.models.aerodynamics", "wsim.models.contact",
     "wsim.models.external", "wsim.models.rotors", "wsim.models.articulation_kernels",
-    "wsim.render.kernels", "wsim.render.visibility",
+    "wsim.models.articulation_joints",
+    "wsim.render.kernels", "wsim.render.soft_ring", "wsim.render.visibility",
 )
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 # printed by Warp's native library on machines without an NVIDIA driver, where the CPU is the device

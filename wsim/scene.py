@@ -108,7 +108,7 @@ def _articulated_scene(config: SceneConfig, device: str) -> Scene:
     sim = config.sim
     try:
         simulation = ArticulatedSimulation(config.articulation, config.gravity, sim.dt, sim.substeps, sim.frames,
-                                           device)
+                                           device, ground=config.ground, contact=config.contact)
     except ParameterError as error:
         raise ConfigError(f"articulation: {error}") from None
     starts = simulation.model.body_vertex_start
