@@ -21,11 +21,13 @@ from wsim.render.meshes import grid_plane
 from wsim.render.renderer import SoftRenderer
 
 
-def _largest_step(depth: int, monkeypatch) -> float:
+def _largest_step(depth: int, monkeypatch, gated_depth: int | None = None) -> float:
     """The largest change of any pixel's alpha between successive frames of a 6 x 6 sheet sliding by 1e-4
     per frame, seen from afar with a wide sigma (measured: 0.10 with the one-ring, 4e-4 with the boundary
     edges of the two-ring; a continuous image changes by far less than 0.02 per frame)."""
     monkeypatch.setattr(topology, "BOUNDARY_RING_DEPTH", depth)
+    if gated_depth is not None:
+        monkeypatch.setattr(topology, "GATED_RING_DEPTH", gated_depth)
     vertices, faces, _ = grid_plane(0.6, 6)
     camera = Camera.look_at([1.6, 2.2, 1.6], [0.0, 0.0, 0.0], fov_y=40.0)
     renderer = SoftRenderer(camera, image_size=32, sigma=8e-3, shading="flat")
@@ -41,5 +43,6 @@ def test_sheet_coverage_is_continuous_across_inner_edges(monkeypatch):
 
 
 def test_one_ring_coverage_steps_on_a_sheet(monkeypatch):
-    """The old one-ring rings step on the same motion (so the test above measures something)."""
-    assert _largest_step(1, monkeypatch) > 0.05
+    """The old one-ring rings (no boundary edges beyond it, no gated ring) step on the same motion (so the
+    test above measures something)."""
+    assert _largest_step(1, monkeypatch, gated_depth=1) > 0.05
