@@ -198,6 +198,26 @@ def test_ground_contact_holds_a_falling_link(tmp_path):
     assert -0.02 < lowest[-1] < 0.01
 
 
+def test_scene_gravity_acts_along_wsim_axes(tmp_path):
+    # gravity_from_file false: the scene's gravity, given in wsim's Y-up frame, reaches the Z-up dynamics turned
+    text = """<mujoco><worldbody><body name="ball" pos="0 0 1"><freejoint name="free"/>
+      <geom type="sphere" size="0.1" mass="1"/></body></worldbody></mujoco>"""
+    _, config = _write(tmp_path, name="ball.xml", text=text, frames=11, gravity_from_file=False,
+                       base_position=[0.0, 0.0, 0.0])
+    config["gravity"] = [1.0, 0.0, -2.0]
+    scene = build_scene(from_dict(SceneConfig, config), "cpu", base=tmp_path)
+    sim = scene.simulation
+    with torch.no_grad():
+        vertices = sim.rollout().double().numpy()
+    shift = vertices[-1].mean(0) - vertices[0].mean(0)
+    time = (sim.frames - 1) * sim.substeps * sim.dt
+    # semi-implicit Euler: x_n = g dt^2 n (n + 1) / 2 (first order in dt against g t^2 / 2)
+    steps = (sim.frames - 1) * sim.substeps
+    expected = np.array([1.0, 0.0, -2.0]) * sim.dt ** 2 * steps * (steps + 1) / 2
+    assert np.allclose(shift, expected, atol=1e-6) and np.allclose(shift, 0.5 * np.array([1, 0, -2]) * time ** 2,
+                                                                   rtol=0.05)
+
+
 def test_config_errors_name_the_key_and_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"robot\.file.*missing\.xml.*does not exist"):
         build_scene(from_dict(SceneConfig, {"robot": {"file": "missing.xml"}}), "cpu", base=tmp_path)

@@ -126,6 +126,11 @@ class RobotSimulation:
         self.base = np.asarray(config.base_position, dtype=np.float64)
         self.ground = None
         if touching and art.contact_count:
+            import warp as wp
+
+            # the scene's contact margin thickens every geom, as it does an articulation's links
+            art.contact_radius = wp.array(art.contact_radius.numpy() + contact.margin, dtype=wp.float64,
+                                          device=art.contact_radius.device)
             # the plane Y = h of the scene, in the file frame: z = h - base_y along +Z (UP^T (0, 1, 0))
             self.ground = GroundContact(height=ground.height - self.base[1], normal=(0.0, 0.0, 1.0), ke=contact.ke,
                                         kd=contact.kd, kf=contact.kf, mu=contact.mu, smoothing=contact.smoothing)
