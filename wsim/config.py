@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from .config_io import (ConfigModel, apply_overrides, check_kind, config_kind, from_dict, load_raw,
                         resolve_config_path, shipped_configs, to_dict)
 from .errors import ConfigError
+from .robot_config import RobotConfig
 
 __all__ = ["SceneConfig", "load_config", "from_dict", "to_dict", "apply_overrides", "load_raw",
            "resolve_config_path", "config_kind", "shipped_configs", "Vector"]
@@ -397,17 +398,21 @@ class SceneConfig(ConfigModel):
     soft_bodies: list[SoftBodyConfig] = Field(default_factory=list)
     cloths: list[ClothConfig] = Field(default_factory=list)
     articulation: Optional[ArticulationConfig] = None
+    robot: Optional[RobotConfig] = None  # an MJCF/URDF model (wsim.robot), in a scene of its own
     gradcheck: GradcheckConfig = Field(default_factory=GradcheckConfig)
 
     @model_validator(mode="after")
     def _not_empty(self):
-        if not (self.bodies or self.chains or self.soft_bodies or self.cloths or self.articulation):
+        if not (self.bodies or self.chains or self.soft_bodies or self.cloths or self.articulation or self.robot):
             raise ValueError("the scene has no bodies, chains, soft_bodies or cloths (nor an articulation): "
                              "nothing to simulate")
         if self.articulation and (self.bodies or self.chains or self.soft_bodies or self.cloths):
             # the articulation has its own reduced-coordinate solver, which exchanges no forces with the rest
             raise ValueError("an articulation cannot share a scene with bodies, chains, soft_bodies or cloths yet: "
                              "give it a scene of its own")
+        if self.robot and (self.articulation or self.bodies or self.chains or self.soft_bodies or self.cloths):
+            raise ValueError("a robot cannot share a scene with an articulation, bodies, chains, soft_bodies or "
+                             "cloths yet: give it a scene of its own")
         return self
 
     @model_validator(mode="after")

@@ -54,6 +54,8 @@ def build_scene(config: SceneConfig, device: str | None = None, base: Path | Non
     sim = config.sim
     if config.articulation is not None:
         return _articulated_scene(config, device)
+    if config.robot is not None:
+        return _robot_scene(config, device, base)
     builder = ModelBuilder(gravity=config.gravity, ground=config.ground.enabled,
                            ground_height=config.ground.height, contact_margin=config.contact.margin,
                            contact_smoothing=config.contact.smoothing)
@@ -117,6 +119,18 @@ def _articulated_scene(config: SceneConfig, device: str) -> Scene:
     colors = np.concatenate([np.tile(np.asarray(color, dtype=np.float32)[:3], (int(last - first), 1))
                              for color, first, last in zip(looks, starts[:-1], starts[1:])])
     return Scene(config, simulation.model, simulation, colors)
+
+
+def _robot_scene(config: SceneConfig, device: str, base: Path | None) -> Scene:
+    from .robot import RobotSimulation, robot_path
+
+    sim = config.sim
+    try:
+        simulation = RobotSimulation(config.robot, robot_path(config.robot, base), config.gravity, sim.dt,
+                                     sim.substeps, sim.frames, device, ground=config.ground, contact=config.contact)
+    except ParameterError as error:
+        raise ConfigError(f"robot: {error}") from None
+    return Scene(config, simulation.model, simulation, simulation.colors)
 
 
 def _material(builder: ModelBuilder, contact, override) -> int:
