@@ -171,11 +171,57 @@ def _rotation(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=axis.dtype, device=axis.device) + s * k + (1.0 - c) * (k @ k)
 
 
-class ArticulatedSimulation:
+class NamedParameters:
+    """``default`` and ``resolve`` of the reduced-coordinate simulations (:class:`ArticulatedSimulation`,
+    :class:`wsim.robot.RobotSimulation`): they set ``parameters`` (the names), ``shape(name)``,
+    ``model.defaults`` (float64 arrays of full shape), ``check_inputs``, ``torch_device``, ``what`` (how
+    errors name the simulation) and ``positive``/``non_negative`` (the names range-checked)."""
+
+    what = "a simulation"
+    positive: tuple = ()
+    non_negative: tuple = ()
+
+    def default(self, name: str) -> torch.Tensor:
+        """The scene's value of parameter ``name`` as a float32 tensor (a copy) of its full shape."""
+        if name not in self.parameters:
+            raise ParameterError(f"unknown parameter '{name}' of {self.what}; allowed: "
+                                 f"{', '.join(self.parameter_names())}")
+        return torch.tensor(self.model.defaults[name], dtype=torch.float32, device=self.torch_device)
+
+    def resolve(self, params: dict | None) -> dict[str, torch.Tensor]:
+        """Every parameter as a float64 tensor of its full shape: the given ones broadcast (and range
+        checked), the rest the scene's values."""
+        resolved = {}
+        for name, value in (params or {}).items():
+            if name not in self.parameters:
+                raise ParameterError(f"unknown parameter '{name}' of {self.what}; allowed: "
+                                     f"{', '.join(self.parameter_names())}")
+            value = torch.as_tensor(value).to(device=self.torch_device, dtype=torch.float64)
+            try:
+                value = torch.broadcast_to(value, self.shape(name))
+            except RuntimeError:
+                raise ParameterError(f"parameter '{name}' has shape {tuple(value.shape)}, expected "
+                                     f"{self.shape(name)} (or a shape that broadcasts to it)") from None
+            if self.check_inputs and name in self.positive:
+                check_range(name, value.detach(), 0.0, None)
+            elif self.check_inputs and name in self.non_negative:
+                check_range(name, value.detach(), 0.0, None, low_inclusive=True)
+            resolved[name] = value
+        for name, value in self.model.defaults.items():
+            if name not in resolved:
+                resolved[name] = torch.tensor(value, dtype=torch.float64, device=self.torch_device)
+        return resolved
+
+
+class ArticulatedSimulation(NamedParameters):
     """A differentiable rollout of a scene's ``articulation`` over ``frames`` rendered frames, ``substeps``
     physics steps of ``dt`` seconds each: :meth:`rollout` maps named parameters (module docstring) to the
     world-space vertices of every frame ``[frames, V, 3]`` float32. ``ground`` and ``contact``: the
     scene's ground and contact sections (None: no ground; :func:`wsim.scene.build_scene` passes them)."""
+
+    what = "an articulation"
+    positive = _POSITIVE
+    non_negative = _NON_NEGATIVE
 
     def __init__(self, config, gravity, dt: float, substeps: int, frames: int, device: str, ground=None,
                  contact=None):
@@ -288,37 +334,6 @@ class ArticulatedSimulation:
         return {"link": (self.link_count,), "dof": (self.link_count,), "gravity": (1, 3), "contact": (1,),
                 "group": (len(self.group_names),),
                 "interval": (max(self.frames - 1, 1), self.link_count)}[kind]
-
-    def default(self, name: str) -> torch.Tensor:
-        """The scene's value of parameter ``name`` as a float32 tensor (a copy) of its full shape."""
-        if name not in self.parameters:
-            raise ParameterError(f"unknown parameter '{name}' of an articulation; allowed: "
-                                 f"{', '.join(self.parameter_names())}")
-        return torch.tensor(self.model.defaults[name], dtype=torch.float32, device=self.torch_device)
-
-    def resolve(self, params: dict | None) -> dict[str, torch.Tensor]:
-        """Every parameter as a float64 tensor of its full shape: the given ones broadcast (and range
-        checked), the rest the scene's values."""
-        resolved = {}
-        for name, value in (params or {}).items():
-            if name not in self.parameters:
-                raise ParameterError(f"unknown parameter '{name}' of an articulation; allowed: "
-                                     f"{', '.join(self.parameter_names())}")
-            value = torch.as_tensor(value).to(device=self.torch_device, dtype=torch.float64)
-            try:
-                value = torch.broadcast_to(value, self.shape(name))
-            except RuntimeError:
-                raise ParameterError(f"parameter '{name}' has shape {tuple(value.shape)}, expected "
-                                     f"{self.shape(name)} (or a shape that broadcasts to it)") from None
-            if self.check_inputs and name in _POSITIVE:
-                check_range(name, value.detach(), 0.0, None)
-            elif self.check_inputs and name in _NON_NEGATIVE:
-                check_range(name, value.detach(), 0.0, None, low_inclusive=True)
-            resolved[name] = value
-        for name, value in self.model.defaults.items():
-            if name not in resolved:
-                resolved[name] = torch.tensor(value, dtype=torch.float64, device=self.torch_device)
-        return resolved
 
     def _mass_properties(self, mass: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Centres of mass [L, 3] and inertias about them [L, 3, 3] (link frames) of the mass model."""

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .articulated import ArticulatedModel
+from .articulated import ArticulatedModel, NamedParameters
 from .bridge import run_tape_program
 from .device import torch_device
-from .errors import ConfigError, MeshError, ParameterError, check_range
+from .errors import ConfigError, MeshError
 from .models.articulation import ArticulationRollout, GroundContact
 from .models.articulation_builder import JOINT_TYPES
 
@@ -100,11 +100,15 @@ def _axis_angle(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cos(half), torch.sin(half) * axis], -1)
 
 
-class RobotSimulation:
+class RobotSimulation(NamedParameters):
     """A differentiable rollout of a scene's ``robot`` over ``frames`` rendered frames of ``substeps``
     physics steps of ``dt`` s: :meth:`rollout` maps named parameters (module docstring) to the world
     vertices ``[frames, V, 3]`` float32 of its geoms. ``path``: the model file; ``gravity``: the scene's
     (used unless ``config.gravity_from_file``); ``ground``/``contact``: the scene's sections."""
+
+    what = "a robot"
+    positive = _POSITIVE
+    non_negative = _NON_NEGATIVE
 
     def __init__(self, config, path: Path, gravity, dt: float, substeps: int, frames: int, device: str,
                  ground=None, contact=None):
@@ -224,36 +228,6 @@ class RobotSimulation:
         if name == "gravity":
             return (1, 3)
         return self.dynamics.shape(name)
-
-    def default(self, name: str) -> torch.Tensor:
-        """The scene's value of parameter ``name`` as a float32 tensor (a copy) of its full shape."""
-        if name not in self.parameters:
-            raise ParameterError(f"unknown parameter '{name}' of a robot; allowed: {', '.join(self.parameter_names())}")
-        return torch.tensor(self.model.defaults[name], dtype=torch.float32, device=self.torch_device)
-
-    def resolve(self, params: dict | None) -> dict[str, torch.Tensor]:
-        """Every parameter as a float64 tensor of its full shape: the given ones broadcast (and range
-        checked), the rest the scene's values."""
-        resolved = {}
-        for name, value in (params or {}).items():
-            if name not in self.parameters:
-                raise ParameterError(f"unknown parameter '{name}' of a robot; allowed: "
-                                     f"{', '.join(self.parameter_names())}")
-            value = torch.as_tensor(value).to(device=self.torch_device, dtype=torch.float64)
-            try:
-                value = torch.broadcast_to(value, self.shape(name))
-            except RuntimeError:
-                raise ParameterError(f"parameter '{name}' has shape {tuple(value.shape)}, expected "
-                                     f"{self.shape(name)} (or a shape that broadcasts to it)") from None
-            if self.check_inputs and name in _POSITIVE:
-                check_range(name, value.detach(), 0.0, None)
-            elif self.check_inputs and name in _NON_NEGATIVE:
-                check_range(name, value.detach(), 0.0, None, low_inclusive=True)
-            resolved[name] = value
-        for name, value in self.model.defaults.items():
-            if name not in resolved:
-                resolved[name] = torch.tensor(value, dtype=torch.float64, device=self.torch_device)
-        return resolved
 
     # -- the rollout ------------------------------------------------------------------------------
     def joint_trajectory(self, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
