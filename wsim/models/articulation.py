@@ -30,7 +30,9 @@ centrifugal and gravity)::
 
 For the rotation of a ball or free joint ``q - q_target`` is the rotation vector ``log(target^-1 quat)``
 (child frame, angle in (-pi, pi]), MuJoCo's ball-joint spring; each of its 3 dofs has its own stiffness
-and damping. Limits act on revolute and prismatic joints only (ball-joint cone limits are not modelled).
+and damping. A ball joint's limit is a cone: with ``theta = |log(quat)|`` its rotation angle from the
+joint frame, ``f_limit = -ke (theta - upper) log(quat) / theta`` (child frame) when ``theta > upper``
+(its ``joint_limit_upper`` and ``joint_limit_ke`` entries, equal on its 3 dofs). Free joints have no limits.
 
 ``H`` comes from the composite-rigid-body algorithm, ``C`` from recursive Newton-Euler with ``qdd = 0``
 and the base accelerated by ``-gravity``; both work in world-frame spatial vectors (Plucker coordinates
@@ -68,7 +70,7 @@ name                   shape               unit       meaning
 ``joint_armature``     [D]                 kg m^2     added to H's diagonal (kg prismatic)
 ``joint_target``       [Q]                 rad        rest coordinates of the joint spring (m, quaternion)
 ``joint_limit_lower``  [D]                 rad        lower limit (m prismatic)
-``joint_limit_upper``  [D]                 rad        upper limit (m prismatic)
+``joint_limit_upper``  [D]                 rad        upper limit (m prismatic; a ball joint's cone angle)
 ``joint_limit_ke``     [D]                 N m/rad    penalty stiffness outside the limits (N/m)
 ``gravity``            [1, 3]              m/s^2      gravitational acceleration (wsim: Y up)
 ``joint_q``            [Q]                 rad, m     initial joint coordinates (quaternions (w, x, y, z))

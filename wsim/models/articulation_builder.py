@@ -104,9 +104,13 @@ class ArticulationBuilder:
         number for a revolute or prismatic joint, a quaternion ``(w, x, y, z)`` for a ball joint, the
         position then the quaternion (7 numbers) for a free joint. ``qd`` and the per-dof terms
         (``stiffness``, ``damping``, ``armature``) take one number or one per dof (3 for a ball joint,
-        6 for a free joint: linear, then angular). ``axis`` and the limits apply to revolute and prismatic
-        joints only (a ball joint has no limits here). A free joint must start an articulation (``parent``
-        -1) and moves its link in the joint frame (``position``, ``rotation``; default the world)."""
+        6 for a free joint: linear, then angular). ``axis`` applies to revolute and prismatic joints only.
+        Limits: for a revolute or prismatic joint, ``limit_lower <= q <= limit_upper`` (rad or m); for a
+        ball joint a cone, MuJoCo's ball ``range="0 limit_upper"``: the rotation angle of q from the joint
+        frame (the identity quaternion) stays <= ``limit_upper`` (rad, >= 0; ``limit_lower`` is unused).
+        Beyond a limit an undamped penalty ``limit_ke`` (N m/rad, N/m) pushes back, for a ball joint
+        about the rotation axis. A free joint has no limits. A free joint must start an articulation
+        (``parent`` -1) and moves its link in the joint frame (``position``, ``rotation``; default the world)."""
         if joint not in JOINT_TYPES:
             raise ParameterError(f"unknown joint type '{joint}'; allowed: {', '.join(JOINT_TYPES)}")
         index = len(self.links)
@@ -138,6 +142,9 @@ class ArticulationBuilder:
         for values, what in ((coordinates, "q"), (targets, "target")):
             if joint in ("ball", "free") and not np.linalg.norm(values[-4:]) > 0:
                 raise ParameterError(f"link {index}: the quaternion of {what} must be non-zero")
+        if joint == "ball" and not limit_upper >= 0.0:
+            raise ParameterError(f"link {index}: a ball joint's cone limit (limit_upper) must be >= 0 rad, "
+                                 f"got {limit_upper}")
         velocities = per(qd, len(kinds), "qd") if kinds else []
         terms = {name: per(value, len(kinds), name) for name, value in
                  (("stiffness", stiffness), ("damping", damping), ("armature", armature))} if kinds else {}
@@ -153,13 +160,15 @@ class ArticulationBuilder:
         rotation_start = 3 if joint == "free" else 0  # the quaternion's place among the joint's coordinates
         for k, kind in enumerate(kinds):
             scalar = kind == DOF_SCALAR
+            # a ball joint's three rotation dofs share its cone (the kernel reads it from each of them)
+            upper = limit_upper if scalar or joint == "ball" else NO_LIMIT
+            ke = limit_ke if scalar or joint == "ball" else 0.0
             self.dofs.append({
                 "link": index, "kind": kind, "component": k % 3,
                 # a rotation dof refers to its joint's quaternion, the others to their own coordinate
                 "coord": first_coord + (rotation_start if kind == DOF_ROTATION else k),
                 "qd": velocities[k], **{name: values[k] for name, values in terms.items()},
-                "limit_lower": limit_lower if scalar else -NO_LIMIT, "limit_upper": limit_upper if scalar else NO_LIMIT,
-                "limit_ke": limit_ke if scalar else 0.0})
+                "limit_lower": limit_lower if scalar else -NO_LIMIT, "limit_upper": upper, "limit_ke": ke})
         return index
 
     def add_contact_point(self, link: int, position=(0.0, 0.0, 0.0), radius: float = 0.0) -> int:

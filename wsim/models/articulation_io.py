@@ -21,7 +21,9 @@ order, so link ``b - 1`` is body ``b`` and a body whose parent is the world star
 * Joint terms: ``jnt_stiffness`` toward ``qpos_spring`` (springref; for a ball joint on the rotation
   vector from that orientation), ``dof_damping`` (wsim applies it explicitly; MuJoCo's Euler integrator
   implicitly unless its ``eulerdamp`` flag is disabled, so trajectories differ by O(dt) when damping is
-  non-zero), ``dof_armature``, ``jnt_range`` where ``jnt_limited``. MuJoCo limits are soft constraints;
+  non-zero), ``dof_armature``, ``jnt_range`` where ``jnt_limited`` (a ball joint's ``range="0 max"`` is
+  a cone: the rotation angle of its qpos quaternion stays <= max, the builder's ``limit_upper``). MuJoCo
+  limits are soft constraints;
   wsim's are penalty springs (undamped) with stiffness ``limit_ke``, by default the one giving the
   same natural frequency as MuJoCo's limit at maximal impedance: ``ke = K / (dmax * invweight0)``, with
   ``K = 1 / (timeconst * dampratio)^2`` from ``jnt_solref`` (or ``-solref[0]`` in its direct form),
@@ -31,7 +33,7 @@ order, so link ``b - 1`` is body ``b`` and a body whose parent is the world star
   Disable flags for gravity, limits, springs and dampers are honoured.
 
 Not modelled, listed in ``info.ignored`` with a warning when the file has them: actuators, tendons,
-equality constraints, joint friction loss, ball-joint limits, nonlinear (polynomial) springs and dampers,
+equality constraints, joint friction loss, nonlinear (polynomial) springs and dampers,
 plastic joints.
 Contacts: MuJoCo's contact model is not reproduced. With ``contacts=True`` the collision geoms become
 ground-contact points of their links (:mod:`wsim.models.articulation_contact`; the ground itself is an
@@ -151,7 +153,6 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu", lim
     builder = ArticulationBuilder(gravity=gravity)
     supported = {int(mujoco.mjtJoint.mjJNT_HINGE): "revolute", int(mujoco.mjtJoint.mjJNT_SLIDE): "prismatic",
                  int(mujoco.mjtJoint.mjJNT_BALL): "ball", int(mujoco.mjtJoint.mjJNT_FREE): "free"}
-    ignored_limits = []  # names of ball joints whose limits are dropped
     skipped_geoms = []  # collision geoms of a type the ground contact does not take
 
     def body_name(b: int) -> str:
@@ -188,9 +189,8 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu", lim
             dofs, coords = {"ball": (3, 4), "free": (6, 7)}.get(kind, (1, 1))
             limited = bool(model.jnt_limited[j]) and not off(mujoco.mjtDisableBit.mjDSBL_LIMIT)
             if kind in ("ball", "free"):
-                if limited:  # a ball joint's cone limit is not modelled (MuJoCo has none on free joints)
-                    ignored_limits.append(joint_name(j))
-                    limited = False
+                # a ball joint's range is "0 max", its cone (the builder's limit_upper); free joints have none
+                limited = limited and kind == "ball"
                 if kind == "free":
                     # MuJoCo places a free body by qpos alone, in the world (its qpos0 is body_pos, body_quat);
                     # its compiler allows free joints only on bodies of the world and zeroes their anchor
@@ -214,7 +214,7 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu", lim
                 target=np.array(model.qpos_spring[qadr:qadr + coords], dtype=np.float64),
                 damping=0.0 if off(mujoco.mjtDisableBit.mjDSBL_DAMPER) else np.array(model.dof_damping[per_dof]),
                 armature=np.array(model.dof_armature[per_dof]),
-                limit_lower=float(model.jnt_range[j, 0]) if limited else -NO_LIMIT,
+                limit_lower=float(model.jnt_range[j, 0]) if limited and kind != "ball" else -NO_LIMIT,
                 limit_upper=float(model.jnt_range[j, 1]) if limited else NO_LIMIT,
                 limit_ke=(_limit_stiffness(model, j, dof) if limit_ke is None else float(limit_ke)) if limited else 0.0,
             )
@@ -237,8 +237,6 @@ def from_mujoco_model(model, source: str = "<MjModel>", device: str = "cpu", lim
     ignored = _ignored_features(model, off, mujoco)
     if skipped_geoms:
         ignored.append(f"contacts of geoms {', '.join(skipped_geoms)} (only spheres, capsules and boxes touch the ground)")
-    if ignored_limits:
-        ignored.append(f"limits of ball joints {', '.join(ignored_limits)}")
     if ignored:
         warnings.warn(f"{source}: wsim's articulation does not model: {'; '.join(ignored)}", stacklevel=3)
     info = ArticulationInfo(

@@ -1,7 +1,7 @@
 """Warp functions for the joints with a quaternion coordinate (ball and free joints) of
 :mod:`wsim.models.articulation`: reading the quaternion out of ``q``, the motion subspace of a rotation
 whose angular velocity is measured in the child link's frame, the exponential-map update of the
-quaternion and the rotation vector that drives a ball joint's spring.
+quaternion, the rotation vector that drives a ball joint's spring and its cone limit's penalty torque.
 
 Quaternions in ``q`` are stored ``(w, x, y, z)`` as MuJoCo's ``qpos`` (so a loaded model indexes like
 MuJoCo); Warp's ``quatd`` is ``(x, y, z, w)``, hence the reordering here and nowhere else."""
@@ -87,3 +87,23 @@ def rotation_vector(quat: quatd, reference: quatd):
             angle = angle - wp.float64(2.0) * PI
         factor = angle / sine
     return vector * factor
+
+
+@wp.func
+def cone_limit_torque(quat: quatd, limit: wp.float64, ke: wp.float64):
+    """Penalty torque (child frame) of a ball joint's cone limit, MuJoCo's ball ``range="0 limit"``: the
+    angle ``theta = |log(quat)|`` from the joint frame's own orientation (MuJoCo measures the limit from
+    the identity, not from qpos0 or the spring's reference) must stay <= ``limit``; beyond it
+    ``-ke (theta - limit)`` about the rotation axis. The rotation vector's axis is the same in the parent
+    and the child frames, so it is the child-frame direction the dofs measure. Zero inside the cone, so the
+    motion there is the unlimited joint's exactly; ``limit >= 0`` (the builder checks it) keeps theta > 0
+    where it is divided by."""
+    identity = quatd(wp.float64(0.0), wp.float64(0.0), wp.float64(0.0), wp.float64(1.0))
+    turned = rotation_vector(quat, identity)
+    squared = wp.dot(turned, turned)
+    torque = vec3d(wp.float64(0.0), wp.float64(0.0), wp.float64(0.0))
+    # compared squared: the square root (infinite derivative at zero) is taken only beyond the limit
+    if squared > limit * limit:
+        angle = wp.sqrt(squared)
+        torque = turned * (-ke * (angle - limit) / angle)
+    return torque

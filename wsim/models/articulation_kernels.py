@@ -5,7 +5,7 @@ so ``wp.Tape`` can reverse a rollout."""
 
 import warp as wp
 
-from .articulation_joints import integrate_quat, quat_at, rotation_subspace, rotation_vector
+from .articulation_joints import cone_limit_torque, integrate_quat, quat_at, rotation_subspace, rotation_vector
 from .articulation_joints import spatial as _spatial
 from .contact import plane_contact_force
 
@@ -321,13 +321,16 @@ def solve_integrate_kernel(
         # the spring acts on the coordinate's offset from its target; for a rotation, on the component of
         # the rotation vector from the target orientation (MuJoCo's ball-joint spring)
         displacement = position - joint_target[c]
+        cone = wp.float64(0.0)  # a ball joint's cone limit (free joints carry an unreachable one)
         if kind == DOF_ROTATION:
-            turned = rotation_vector(quat_at(q, step, c), wp.normalize(quatd(joint_target[c + 1], joint_target[c + 2],
-                                                                        joint_target[c + 3], joint_target[c])))
+            quat = quat_at(q, step, c)
+            turned = rotation_vector(quat, wp.normalize(quatd(joint_target[c + 1], joint_target[c + 2],
+                                                              joint_target[c + 3], joint_target[c])))
             displacement = turned[dof_component[d]]
+            cone = cone_limit_torque(quat, joint_limit_upper[d], joint_limit_ke[d])[dof_component[d]]
         bias = wp.dot(dof_subspace[step, d], composite_force[step, link])
         generalised = (joint_torque[interval, d] - joint_stiffness[d] * displacement
-                       - joint_damping[d] * qd[step, d] - bias)
+                       - joint_damping[d] * qd[step, d] - bias + cone)
         if kind == DOF_SCALAR:
             if position < joint_limit_lower[d]:
                 generalised += joint_limit_ke[d] * (joint_limit_lower[d] - position)
