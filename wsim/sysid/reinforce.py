@@ -29,32 +29,11 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..geometry.transforms import matrix_quaternion, quaternion_multiply
 from ..harness import progress_bar
 from .metrics import short, summary_of
 from .optimisation import Optimisation
 from .spaces import from_space, space_bounds, to_space
-
-
-def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of quaternions stored (x, y, z, w), as wsim and PyBullet store them."""
-    (x1, y1, z1, w1), (x2, y2, z2, w2) = a, b
-    return np.array([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2, w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-                     w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2, w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2])
-
-
-def _matrix_quat(m: np.ndarray) -> np.ndarray:
-    """(x, y, z, w) of a proper rotation matrix (Shepperd's method: the largest diagonal term first)."""
-    trace = np.trace(m)
-    k = int(np.argmax([m[0, 0], m[1, 1], m[2, 2], trace]))
-    if k == 3:
-        s = 2.0 * math.sqrt(1.0 + trace)
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
-    else:
-        i, j, n = k, (k + 1) % 3, (k + 2) % 3
-        s = 2.0 * math.sqrt(1.0 + m[i, i] - m[j, j] - m[n, n])
-        q = [0.0] * 4
-        q[i], q[j], q[n], q[3] = 0.25 * s, (m[j, i] + m[i, j]) / s, (m[n, i] + m[i, n]) / s, (m[n, j] - m[j, n]) / s
-    return np.asarray(q) / np.linalg.norm(q)
 
 
 class PyBulletBody:
@@ -89,7 +68,7 @@ class PyBulletBody:
                  ("body_position", "body_rotation", "body_velocity", "body_angular_velocity", "body_push_force")}
         self.position, self.velocity = first["body_position"], first["body_velocity"]
         self.angular_velocity, self.push_force = first["body_angular_velocity"], first["body_push_force"]
-        self.orientation = _quat_multiply(first["body_rotation"], _matrix_quat(axes))
+        self.orientation = quaternion_multiply(first["body_rotation"], matrix_quaternion(axes))
         self.push_point = model.body_push_point.numpy()[0].astype(np.float64)  # body frame, from the COM
         self.push_steps = (int(model.body_push_start_step.numpy()[0]), int(model.body_push_end_step.numpy()[0]))
         self.gravity = sim.default("gravity").cpu().numpy().reshape(-1, 3)[0].astype(np.float64)
