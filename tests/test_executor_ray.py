@@ -123,8 +123,11 @@ def test_resume_after_an_interrupted_ray_run_reuses_the_finished_instances(tmp_p
     longer = ["--set", "render.resolution=96"]
     first, second = (tmp_path / f"instance_00{i}" for i in range(2))
     command = [sys.executable, "-m", "wsim.cli", *_args(tmp_path, "--executor", "ray", "--workers", "1", *longer)]
+    # Ctrl-C's default action in the child even where this run inherited SIGINT ignored (a shell's background
+    # job, as CI may start it: Python then installs no KeyboardInterrupt handler and the signal is lost)
     process = subprocess.Popen(command, cwd=Path(__file__).parents[1], env=dict(os.environ, OMP_NUM_THREADS="1"),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         if (second / "checkpoint.pt").is_file() and (first / "results.json").is_file():
