@@ -174,7 +174,7 @@ def _chain():
 
 
 def _mujoco_trajectory(xml, q0, qd0, dt, steps):
-    mujoco = pytest.importorskip("mujoco")
+    mujoco = pytest.importorskip("mujoco", reason="needs MuJoCo, the independent reference: pip install 'wsim[robots]'")
     model = mujoco.MjModel.from_xml_string(xml)
     data = mujoco.MjData(model)
     data.qpos[:] = q0

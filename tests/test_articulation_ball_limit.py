@@ -152,7 +152,7 @@ def test_builder_checks_the_cone():
     builder.add_link(-1, "ball", limit_upper=0.0, limit_ke=1.0)  # a zero cone is allowed (a welded-ish joint)
 
 
-mujoco = pytest.importorskip("mujoco")
+mujoco = pytest.importorskip("mujoco", reason="needs MuJoCo, the independent reference: pip install 'wsim[robots]'")
 
 BALL_MJCF = """
 <mujoco>

@@ -219,7 +219,7 @@ def test_an_mjcf_capsule_on_a_free_joint_rests_on_its_collision_geom_spheres():
     """``contacts=True`` turns a loaded model's collision geoms into contact points (a capsule: its end
     spheres; visual-only geoms skipped, unsupported types listed); the ground normal follows the file's
     gravity (-Z), so the capsule lying along X rests with its axis at r - m g / (2 ke)."""
-    pytest.importorskip("mujoco")
+    pytest.importorskip("mujoco", reason="needs MuJoCo, the independent reference: pip install 'wsim[robots]'")
     from wsim.models.articulation_io import load_mjcf
 
     xml = """<mujoco><worldbody><geom type="plane" size="1 1 0.1"/>

@@ -9,7 +9,7 @@ import torch
 from wsim.errors import ConfigError
 from wsim.models.articulation import ArticulationRollout
 
-mujoco = pytest.importorskip("mujoco")
+mujoco = pytest.importorskip("mujoco", reason="needs MuJoCo, the independent reference: pip install 'wsim[robots]'")
 from wsim.models.articulation_io import load_mjcf, load_urdf  # noqa: E402  (needs mujoco)
 
 DT, STEPS = 1.0e-3, 500

@@ -14,7 +14,7 @@ from wsim.errors import ParameterError
 from wsim.models.articulation import ArticulationBuilder, ArticulationRollout
 from wsim.models.articulation_joints import integrate_quat, rotation_vector
 
-mujoco = pytest.importorskip("mujoco")
+mujoco = pytest.importorskip("mujoco", reason="needs MuJoCo, the independent reference: pip install 'wsim[robots]'")
 from wsim.models.articulation_io import load_mjcf  # noqa: E402  (needs mujoco)
 
 DT, STEPS = 1.0e-3, 500

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-mujoco = pytest.importorskip("mujoco")
+mujoco = pytest.importorskip("mujoco", reason="needs MuJoCo, the independent reference: pip install 'wsim[robots]'")
 
 from wsim.config import SceneConfig, from_dict  # noqa: E402
 from wsim.errors import ConfigError  # noqa: E402
