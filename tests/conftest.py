@@ -65,3 +65,16 @@ def tet_volumes(positions, tets) -> np.ndarray:
     """Signed volume of every tetrahedron ``[T]`` at ``positions`` (float64)."""
     x = np.asarray(positions, dtype=np.float64)[np.asarray(tets)]
     return np.einsum("ti,ti->t", x[:, 1] - x[:, 0], np.cross(x[:, 2] - x[:, 0], x[:, 3] - x[:, 0])) / 6.0
+
+
+def assert_usd_body_follows(stage, prim_path: str, vertices: np.ndarray, frames, atol: float = 2e-6) -> None:
+    """The static mesh ``prim_path`` (its points not time-sampled), placed by its composed USD transform
+    at each of ``frames``, lies on ``vertices[frame]`` ``[V, 3]`` (USD matrices act on row vectors)."""
+    from pxr import Usd, UsdGeom
+
+    mesh = UsdGeom.Mesh(stage.GetPrimAtPath(prim_path))
+    assert not mesh.GetPointsAttr().GetTimeSamples()
+    local = np.array(mesh.GetPointsAttr().Get(), dtype=np.float64)
+    for frame in frames:
+        matrix = np.array(mesh.ComputeLocalToWorldTransform(Usd.TimeCode(frame)))
+        np.testing.assert_allclose(local @ matrix[:3, :3] + matrix[3, :3], vertices[frame], atol=atol)

@@ -234,7 +234,8 @@ def test_a_joint_limit_holds_a_pushed_finger_where_the_penalty_balances_the_torq
 
 
 def test_usd_export_poses_every_link_over_its_static_mesh(tmp_path):
-    from pxr import Usd, UsdGeom
+    from conftest import assert_usd_body_follows
+    from pxr import Usd
 
     from wsim.export import body_poses, write_rollout_usd
 
@@ -248,10 +249,4 @@ def test_usd_export_poses_every_link_over_its_static_mesh(tmp_path):
     stage = Usd.Stage.Open(str(tmp_path / "chain.usda"))
     starts = model.body_vertex_start
     for link, name in enumerate(model.body_names):
-        mesh = UsdGeom.Mesh(stage.GetPrimAtPath(f"/World/{name}/mesh"))
-        local = np.array(mesh.GetPointsAttr().Get(), dtype=np.float64)
-        assert not mesh.GetPointsAttr().GetTimeSamples()
-        for frame in (0, 4, 8):
-            matrix = np.array(mesh.ComputeLocalToWorldTransform(Usd.TimeCode(frame)))
-            world = local @ matrix[:3, :3] + matrix[3, :3]
-            np.testing.assert_allclose(world, vertices[frame, starts[link]:starts[link + 1]], atol=2e-6)
+        assert_usd_body_follows(stage, f"/World/{name}/mesh", vertices[:, starts[link]:starts[link + 1]], (0, 4, 8))
