@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wsim.export import write_json, write_text  # noqa: E402
+from wsim.risp.domain import path_traced_appearance  # noqa: E402
 from wsim.sysid import load_experiment, run_instance  # noqa: E402
 
 PAPER_TABLE1 = {"risp-quadrotor": {"average": 0.5994, "random": 0.9661, "ours-no-grad": 0.3114, "ours": 0.1505},
@@ -60,25 +61,6 @@ PAPER_TABLE2 = {"risp-quadrotor": ("absolute error of the mass in kg, true 3 (ou
                              {"random": 1.30e6, "pixel": 8.50e5, "ours-no-grad": 8.78e4, "ours": 9.31e1,
                               "oracle": 4.36e0})}
 TEST_SEED0 = 900000
-
-
-def mitsuba_appearance(config, kind: str, rng):
-    """A Mitsuba appearance of ``kind`` (:func:`wsim.render.appearance.sample_appearance`) around wsim's
-    matched one: the scene's ground plane when it has one; without one, the ``random`` kind's
-    checkerboard ground lies 0.6 m below the camera's target (not under the lowest vertex of the
-    frame, which would move with the object)."""
-    from dataclasses import replace
-
-    from wsim.render.appearance import Appearance, Ground, sample_appearance
-
-    base = Appearance.matched(config.render)
-    if config.scene.ground.enabled:
-        base = replace(base, ground=Ground(height=config.scene.ground.height))
-    appearance = sample_appearance(rng, kind, base)
-    if appearance.ground is not None and appearance.ground.height is None:
-        below = float(config.render.camera.target[1]) - 0.6
-        appearance = replace(appearance, ground=replace(appearance.ground, height=below))
-    return appearance
 
 
 def train_networks(config_name, overrides, work: Path, count: int) -> dict:
@@ -119,7 +101,7 @@ def test_sets(config_name, overrides, work: Path, count: int, kinds: list[str], 
                     seed = TEST_SEED0 + i // frames
                     instance = Instance(config, seed, work / "test-instances")
                     state = StateMap(config.risp.state, instance.scene, config.risp.points)(instance.target_vertices)
-                appearance = mitsuba_appearance(config, kind, np.random.default_rng([seed, i, 11]))
+                appearance = path_traced_appearance(config, kind, np.random.default_rng([seed, i, 11]))
                 rgb = render_mitsuba(instance.target_vertices[i % frames].numpy(), instance.faces.numpy(),
                                      instance.colors.numpy(), instance.camera, instance.size, appearance, spp=spp,
                                      seed=i)[0]
@@ -174,7 +156,7 @@ def sysid(config_name, overrides, nets: dict, work: Path, seeds: list[int], kind
         folder = work / "sysid" / f"seed{seed}"
         frames_dir = folder / "target"
         instance = Instance(config, seed, folder / "truth")
-        appearance = mitsuba_appearance(config, kind, np.random.default_rng([seed, 13]))
+        appearance = path_traced_appearance(config, kind, np.random.default_rng([seed, 13]))
         if not (frames_dir / "done").exists():
             rgb = render_mitsuba(instance.target_vertices.numpy(), instance.faces.numpy(), instance.colors.numpy(),
                                  instance.camera, instance.size, appearance, spp=spp, seed=seed)

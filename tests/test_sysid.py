@@ -137,6 +137,26 @@ def test_target_video_from_frames_folder(tmp_path):
     assert "above what the target's noise" in mismatch["convergence"]["reason"]
 
 
+def test_a_rendered_targets_noise_is_what_wsim_put_in_it(tmp_path):
+    """The noise check of a target wsim rendered itself: float32 frames carry no noise (the floor), 8-bit
+    frames their quantisation. The estimate from the frames (Immerkaer) reads a clean render's shading
+    and edges as noise and would let a wrong basin's loss pass for it."""
+    from wsim.sysid.instance import Instance
+    from wsim.sysid.uncertainty import noise_check, target_noise
+
+    config = load_experiment("rigid-contact", CONTACT + ["method=gradsim"])  # the ground fills most of the frame
+    clean = Instance(config, 5, tmp_path / "float")
+    measured = target_noise(clean.target_images.numpy(), config.optim.escalate_floor)["measured"]
+    assert measured > 20 * config.optim.escalate_floor
+    wrong = (measured * config.optim.escalate_ratio / 2) ** 2  # passed the old check, frames' estimate
+    check = noise_check(clean, wrong)
+    assert check["noise"] == config.optim.escalate_floor and not check["explained"]
+    assert noise_check(clean, 1e-12)["explained"]
+    quantised = noise_check(Instance(load_experiment("rigid-contact", CONTACT + ["method=gradsim", "target.bits=8"]), 5,
+                                     tmp_path / "8bit"), wrong)
+    assert quantised["noise"] == pytest.approx(1.0 / (255.0 * 12.0 ** 0.5))
+
+
 def test_config_and_target_errors(tmp_path, capsys):
     assert main(["run", "rigid-mass", "--set", "optim.bogus=1", "--out", str(tmp_path)]) == 2
     assert "unknown config key 'optim.bogus'" in capsys.readouterr().err

@@ -110,3 +110,22 @@ def image_and_jacobian(renderer, vertices: torch.Tensor, faces: torch.Tensor, co
                         **render_kwargs(batch, colors, ground))
     rgb = rgba[..., :3]
     return rgb[0], (rgb[1:n + 1] - rgb[n + 1:]) / (2.0 * h).reshape(n, 1, 1, 1)
+
+
+def path_traced_appearance(config, kind: str, rng: np.random.Generator):
+    """A Mitsuba appearance of ``kind`` (:func:`wsim.render.appearance.sample_appearance`: another
+    distribution than psi's) around the one matching ``config``'s render section: the scene's ground
+    plane when it has one; without one, the ``random`` kind's checkerboard ground lies 0.6 m below the
+    camera's target (not under the lowest vertex of the frame, which would move with the object)."""
+    from dataclasses import replace
+
+    from ..render.appearance import Appearance, Ground, sample_appearance
+
+    base = Appearance.matched(config.render)
+    if config.scene.ground.enabled:
+        base = replace(base, ground=Ground(height=config.scene.ground.height))
+    appearance = sample_appearance(rng, kind, base)
+    if appearance.ground is not None and appearance.ground.height is None:
+        below = float(config.render.camera.target[1]) - 0.6
+        appearance = replace(appearance, ground=replace(appearance.ground, height=below))
+    return appearance

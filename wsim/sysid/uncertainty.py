@@ -202,7 +202,8 @@ def noise_check(instance, loss: float | None) -> dict:
     loss above ``(optim.escalate_ratio x noise)^2`` means a local minimum or a model that cannot explain
     the video, not an estimate limited by the video. The noise is measured from the loss frames
     (:func:`target_noise`, at least ``optim.escalate_floor``); 3D targets (DiffPhysics) carry none, so
-    their allowance is the floor's. Mask, RISP and perceptual residuals have no noise model: not applicable.
+    their allowance is the floor's, and a target wsim rendered has its quantisation (``target.bits``) or
+    none. Mask, RISP and perceptual residuals have no noise model: not applicable.
 
     Returns ``{"applicable": False, "reason"}`` or ``{"applicable": True, "loss", "noise",
     "allowed_loss", "ratio", "explained"}`` (``ratio``: the residuals' RMS over the noise)."""
@@ -217,6 +218,12 @@ def noise_check(instance, loss: float | None) -> dict:
         return {"applicable": False, "reason": f"loss.type {kind}: its residuals have no noise model"}
     if kind == "vertices":
         noise = o.escalate_floor
+    elif not instance.external_target:
+        # a target wsim rendered carries exactly the noise wsim put in it, its quantisation (target.bits):
+        # the Immerkaer estimate would read a clean render's shading and edges as noise (rigid-contact at
+        # 24 px: 8.5e-4), letting a wrong basin's loss of 3e-9 pass for the noise's
+        bits = config.target.bits
+        noise = max(o.escalate_floor, 1.0 / ((2 ** bits - 1) * math.sqrt(12.0)) if bits else 0.0)
     else:
         frames = list(instance.loss_frames)
         noise = target_noise(instance.target_images[frames].detach().cpu().numpy(), o.escalate_floor)["noise"]
