@@ -26,7 +26,7 @@ KERNEL_MODULES = (
     "wsim.simulation", "wsim.integrators.semi_implicit", "wsim.models.springs", "wsim.models.fem",
     "wsim.models.cloth", "wsim.models.bending", "wsim.models.aerodynamics", "wsim.models.contact",
     "wsim.models.external", "wsim.models.rotors", "wsim.models.articulation_kernels",
-    "wsim.models.articulation_joints",
+    "wsim.models.articulation_joints", "wsim.models.smoke",
     "wsim.render.kernels", "wsim.render.soft_ring", "wsim.render.visibility",
 )
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
