@@ -160,10 +160,10 @@ class SmokeSimulation:
                 velocity = self._diffuse(velocity, viscosity, "velocity_diffused", True, recording)
             velocity, _ = self.project(velocity, recording)
             advected = self._array("velocity_advected", wp.vec2, recording)
-            self._launch(kernels.advect_vec_kernel, [velocity, velocity, dt_over_h], [advected])
+            self._launch(kernels.advect_kernel, [velocity, velocity, dt_over_h], [advected])
             velocity, _ = self.project(advected, recording)
             carried = self._array("density_advected", wp.float32, recording)
-            self._launch(kernels.advect_scalar_kernel, [density, velocity, dt_over_h], [carried])
+            self._launch(kernels.advect_kernel, [density, velocity, dt_over_h], [carried])
             density = carried
             if self.diffusion > 0.0:
                 density = self._diffuse(density, diffusion, "density_diffused", False, recording)

@@ -43,28 +43,15 @@ jumps where a departure point crosses a cell centre.
 
 from __future__ import annotations
 
+from typing import Any
+
 import warp as wp
 
 
 @wp.func
-def _sample(field: wp.array2d(dtype=float), x: float, y: float):
-    """Bilinear value of ``field`` at index-space point (x, y), clamped to the cell-centre span."""
-    n = field.shape[0]
-    m = field.shape[1]
-    cx = wp.clamp(x, 0.0, float(n - 1))
-    cy = wp.clamp(y, 0.0, float(m - 1))
-    i0 = wp.min(int(wp.floor(cx)), n - 2)
-    j0 = wp.min(int(wp.floor(cy)), m - 2)
-    tx = cx - float(i0)
-    ty = cy - float(j0)
-    a = field[i0, j0] * (1.0 - ty) + field[i0, j0 + 1] * ty
-    b = field[i0 + 1, j0] * (1.0 - ty) + field[i0 + 1, j0 + 1] * ty
-    return a * (1.0 - tx) + b * tx
-
-
-@wp.func
-def _sample_vec(field: wp.array2d(dtype=wp.vec2), x: float, y: float):
-    """Bilinear vec2 value of ``field`` at index-space point (x, y), clamped like :func:`_sample`."""
+def _sample(field: wp.array2d(dtype=Any), x: float, y: float):
+    """Bilinear value of ``field`` (float or vec2) at index-space point (x, y), clamped to the cell-centre
+    span."""
     n = field.shape[0]
     m = field.shape[1]
     cx = wp.clamp(x, 0.0, float(n - 1))
@@ -209,23 +196,11 @@ def subtract_gradient_kernel(
 
 
 @wp.kernel
-def advect_vec_kernel(
-    field: wp.array2d(dtype=wp.vec2),  # the advected vector field q (here u itself), [N, M]
+def advect_kernel(
+    field: wp.array2d(dtype=Any),  # the advected field q: density rho (float) or u itself (vec2), [N, M]
     velocity: wp.array2d(dtype=wp.vec2),  # the carrying velocity u (m/s), [N, M]
     dt_over_h: float,  # dt / h (s/m): converts a velocity to cells per step
-    out: wp.array2d(dtype=wp.vec2),  # q at the departure points, [N, M]
-):
-    i, j = wp.tid()
-    back = velocity[i, j] * dt_over_h
-    out[i, j] = _sample_vec(field, float(i) - back[0], float(j) - back[1])
-
-
-@wp.kernel
-def advect_scalar_kernel(
-    field: wp.array2d(dtype=float),  # the advected scalar (density rho), [N, M]
-    velocity: wp.array2d(dtype=wp.vec2),  # the carrying velocity u (m/s), [N, M]
-    dt_over_h: float,  # dt / h (s/m)
-    out: wp.array2d(dtype=float),  # rho at the departure points, [N, M]
+    out: wp.array2d(dtype=Any),  # q at the departure points, [N, M], the dtype of field
 ):
     i, j = wp.tid()
     back = velocity[i, j] * dt_over_h
