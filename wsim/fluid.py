@@ -93,12 +93,11 @@ class SmokeSimulation:
         wp.launch(kernel, dim=self.shape, inputs=inputs, outputs=outputs, device=self.device)
 
     def _diffuse(self, field, coefficient, key: str, vector: bool, recording: bool):
-        kernel = kernels.diffuse_vec_kernel if vector else kernels.diffuse_scalar_kernel
         dtype = wp.vec2 if vector else wp.float32
         guess = field
         for _ in range(self.diffusion_iterations):
             out = self._array(key, dtype, recording)
-            self._launch(kernel, [field, guess, coefficient, self.dt / self.cell_size ** 2], [out])
+            self._launch(kernels.diffuse_kernel, [field, guess, coefficient, self.dt / self.cell_size ** 2], [out])
             guess = out
         return guess
 

@@ -81,29 +81,12 @@ def add_sources_kernel(
 
 
 @wp.kernel
-def diffuse_vec_kernel(
-    start: wp.array2d(dtype=wp.vec2),  # u before diffusion (right-hand side), [N, M]
-    guess: wp.array2d(dtype=wp.vec2),  # previous Jacobi iterate, [N, M]
-    coefficient: wp.array(dtype=float),  # [1]: the viscosity nu (m^2/s)
+def diffuse_kernel(
+    start: wp.array2d(dtype=Any),  # the field before diffusion (right-hand side): u (vec2) or rho (float), [N, M]
+    guess: wp.array2d(dtype=Any),  # previous Jacobi iterate, [N, M]
+    coefficient: wp.array(dtype=float),  # [1]: the viscosity nu or diffusivity kappa (m^2/s)
     dt_over_h2: float,  # dt / h^2 (s/m^2)
-    out: wp.array2d(dtype=wp.vec2),  # next Jacobi iterate of (I - nu dt lap) u' = u
-):
-    i, j = wp.tid()
-    n = start.shape[0]
-    m = start.shape[1]
-    a = coefficient[0] * dt_over_h2
-    neighbours = (guess[wp.max(i - 1, 0), j] + guess[wp.min(i + 1, n - 1), j]
-                  + guess[i, wp.max(j - 1, 0)] + guess[i, wp.min(j + 1, m - 1)])
-    out[i, j] = (start[i, j] + a * neighbours) / (1.0 + 4.0 * a)
-
-
-@wp.kernel
-def diffuse_scalar_kernel(
-    start: wp.array2d(dtype=float),  # rho before diffusion, [N, M]
-    guess: wp.array2d(dtype=float),  # previous Jacobi iterate, [N, M]
-    coefficient: wp.array(dtype=float),  # [1]: the diffusivity kappa (m^2/s)
-    dt_over_h2: float,  # dt / h^2 (s/m^2)
-    out: wp.array2d(dtype=float),  # next Jacobi iterate of (I - kappa dt lap) rho' = rho
+    out: wp.array2d(dtype=Any),  # next Jacobi iterate of (I - nu dt lap) q' = q
 ):
     i, j = wp.tid()
     n = start.shape[0]
