@@ -375,8 +375,9 @@ DEVIATIONS = """## Reading: why some rows sit far below the paper's
 - Dataset: the paper's 90 objects (30 per type; meshes and scenes unpublished) are replaced by OBJECTS
   seeded procedural objects (as many as the CPU budget of this study allowed): rigid boxes, soft (stable
   Neo-Hookean FEM, 2x1x2 cells) boxes and 4x4-cell cloth sheets of random size, yaw, mass, push and
-  contact. Boxes only, because each type swap needs the same outer shape in both models (a rigid box and a tetrahedral box of the same extents) and a flat bottom on
-  which the contact totals can be shared over known contact points (4 rigid corners, the FEM bottom layer).
+  contact. Boxes only, because each type swap needs the same outer shape in both models (a rigid box
+  and a tetrahedral box of the same extents) and a flat bottom on which the contact totals can be shared
+  over known contact points (4 rigid corners, the FEM bottom layer).
 - Mass cue: rigid and soft boxes get a known impulse (a fixed number of newton-seconds, the truth's
   velocity change times its mass) and then hop, land and slide on a ground with friction and contact
   damping. Cloth cannot be pushed in wsim's scene schema and its free fall does not depend on its mass,
