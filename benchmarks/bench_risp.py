@@ -1,11 +1,12 @@
 """RISP (ICLR 2022) Tables 1 and 2 on a wsim environment: state estimation and system identification
 from videos rendered under conditions the network never saw.
 
-    .venv/bin/python benchmarks/bench_risp.py risp-cube [--count 1024] [--test-count 128]
+    .venv/bin/python benchmarks/bench_risp.py risp-cube [--count N] [--test-count 128]
         [--test-kinds light,background,random] [--sysid-seeds 1000,1001,1002,1003] [--sysid-kind random]
         [--spp 32] [--set key=value ...] [--work DIR] [--out benchmarks/results]
 
-1. Training data: ``--count`` images of the experiment's instances (seeds from ``risp.data.seed``), each
+1. Training data: ``--count`` images (default the config's ``risp.data.count``; ``--set preset=gpu``
+   takes the paper's sizes) of the experiment's instances (seeds from ``risp.data.seed``), each
    under its own psi drawn from ``risp.domain`` (``wsim risp data``); the network is trained twice on
    it: **ours** (the rendering-gradient regulariser with the config's gamma) and **ours-no-grad**
    (gamma 0, domain randomisation alone).
@@ -219,7 +220,7 @@ def format_tables(config_name, estimation: dict, identification: dict, command: 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("experiment")
-    parser.add_argument("--count", type=int, default=1024)
+    parser.add_argument("--count", type=int, default=None, help="training images (default: risp.data.count)")
     parser.add_argument("--test-count", type=int, default=124)
     parser.add_argument("--test-kinds", default="light,background,random")
     parser.add_argument("--sysid-seeds", default="1000,1001,1002,1003")

@@ -111,6 +111,24 @@ def test_experiment_errors_name_key_and_choices(override, message):
     assert "rigid-mass.yaml: " in str(info.value)
 
 
+def test_presets_expand_before_the_explicit_overrides(tmp_path):
+    cpu = load_experiment("risp-quadrotor")
+    gpu = load_experiment("risp-quadrotor", ["preset=gpu"])
+    assert (cpu.render.resolution, cpu.risp.width, cpu.risp.data.count) == (48, 16, 1024)
+    assert (gpu.render.resolution, gpu.risp.width, gpu.risp.data.count, gpu.risp.train.epochs) == (128, 64, 10000, 100)
+    for order in (["preset=gpu", "risp.width=32"], ["risp.width=32", "preset=gpu"]):  # an explicit --set wins
+        chosen = load_experiment("risp-quadrotor", order)
+        assert chosen.risp.width == 32 and chosen.render.resolution == 128
+    with pytest.raises(ConfigError, match="'tpu' is not a preset of this config \\(gpu\\)"):
+        load_experiment("risp-quadrotor", ["preset=tpu"])
+    with pytest.raises(ConfigError, match="none in this config"):
+        load_experiment("rigid-mass", ["preset=gpu"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(resolve_config_path("risp-rod").read_text() + "  cpu: 3\n")
+    with pytest.raises(ConfigError, match="presets must map each name to a mapping"):
+        load_experiment(bad)
+
+
 def test_every_bad_key_is_reported_once():
     with pytest.raises(ConfigError) as info:
         load_config("box-drop", ["sim.dt=-1", "sim.substeps=0", "bodies.0.shape.scale=[1, x, 1]"])

@@ -9,6 +9,7 @@ this module holds what they share, so that :mod:`wsim.config`, :mod:`wsim.sysid.
 from __future__ import annotations
 
 import importlib.resources
+import json
 import types
 import typing
 from pathlib import Path
@@ -52,6 +53,27 @@ def load_raw(path: str | Path) -> dict:
 
 
 # -- overrides -------------------------------------------------------------------------------------
+def expand_presets(data: dict, overrides: list[str] | None) -> list[str]:
+    """The ``--set`` overrides with each ``preset=NAME`` replaced by that preset's settings, taken before
+    the others so that an explicit ``--set`` still wins. A config's ``presets`` section (removed from
+    ``data`` here) names sets of dotted keys and values, e.g. the full-size settings of an experiment
+    for a GPU next to its CPU-sized defaults: ``presets: {gpu: {render.resolution: 128}}``."""
+    presets = data.pop("presets", None) or {}
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ConfigError("presets must map each name to a mapping of dotted keys to values")
+    expanded, rest = [], []
+    for item in overrides or []:
+        key, _, name = item.partition("=")
+        if key.strip() != "preset":
+            rest.append(item)
+            continue
+        if name.strip() not in presets:
+            known = ", ".join(sorted(presets)) or "none in this config"
+            raise ConfigError(f"--set preset: '{name.strip()}' is not a preset of this config ({known})")
+        expanded += [f"{k}={json.dumps(v)}" for k, v in presets[name.strip()].items()]
+    return expanded + rest
+
+
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     """Apply ``key.path=value`` overrides (values parsed as YAML 1.2) to a raw config mapping in place."""
     for item in overrides or []:

@@ -16,8 +16,8 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..config import Color, NonNegative, Positive, SceneConfig, Vec3, Vector, list_default
-from ..config_io import (ConfigModel, apply_overrides, check_kind, describe_errors, from_dict, load_raw,
-                         resolve_config_path)
+from ..config_io import (ConfigModel, apply_overrides, check_kind, describe_errors, expand_presets, from_dict,
+                         load_raw, resolve_config_path)
 from ..errors import ConfigError
 from ..risp.config import RispConfig
 from .randomize import RandomizeConfig
@@ -435,6 +435,7 @@ def load_experiment(path, overrides: list[str] | None = None) -> ExperimentConfi
     data = load_raw(path)
     check_kind(name, data, "experiment")
     try:
+        overrides = expand_presets(data, overrides)
         return from_dict(ExperimentConfig, apply_overrides(data, overrides), context={"base": path.parent})
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
