@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wsim.export import atomic_path, write_json, write_text  # noqa: E402
+from wsim.geometry.transforms import axis_angle_quaternion, quaternion_multiply  # noqa: E402
 
 TYPES = ("rigid", "deformable", "cloth")
 VARIANTS = ("perfect", "friction", "elasticity", "rigid_as_deformable", "deformable_as_rigid", "photoreal")
@@ -118,17 +119,6 @@ def make_object(index: int, seed: int) -> dict:
     return obj
 
 
-def _yaw(angle: float) -> list[float]:
-    return [0.0, math.sin(0.5 * angle), 0.0, math.cos(0.5 * angle)]
-
-
-def _quat_mul(a, b):
-    ax, ay, az, aw = a
-    bx, by, bz, bw = b
-    return [aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz]
-
-
 def model_of(variant: str, kind: str) -> str:
     """The body model a variant simulates an object of ``kind`` with: rigid, fem or cloth."""
     if variant == "rigid_as_deformable" and kind == "rigid":
@@ -167,7 +157,8 @@ def scene_of(obj: dict, variant: str, frames: int) -> tuple[dict, dict]:
     color = {"rigid": [0.85, 0.35, 0.2], "deformable": [0.3, 0.7, 0.4], "cloth": [0.8, 0.7, 0.2]}[kind]
     if model == "cloth":
         n = masses
-        rotation = _quat_mul(_yaw(obj["yaw"]), [math.sin(0.5 * obj["tilt"]), 0.0, 0.0, math.cos(0.5 * obj["tilt"])])
+        rotation = quaternion_multiply(axis_angle_quaternion((0.0, 1.0, 0.0), obj["yaw"]),
+                                       axis_angle_quaternion((1.0, 0.0, 0.0), obj["tilt"])).tolist()
         scene["cloths"] = [{"name": "cloth", "size": obj["size"], "cells": list(CLOTH_CELLS),
                             "position": [0.0, obj["height"], 0.0], "rotation": rotation, "velocity": obj["velocity"],
                             "particle_mass": obj["mass"] / n, "drag": obj["drag"], "color": color}]
@@ -175,7 +166,7 @@ def scene_of(obj: dict, variant: str, frames: int) -> tuple[dict, dict]:
                        "init": obj["mass_init"] / n, "range": [m / n for m in obj["mass_range"]]}
     sx, sy, sz = obj["size"]
     position = [0.0, 0.5 * sy + 0.01, 0.0]
-    rotation = _yaw(obj["yaw"])
+    rotation = axis_angle_quaternion((0.0, 1.0, 0.0), obj["yaw"]).tolist()
     # the truth pushes a rigid box at its centre and a soft box on its top layer: each stand-in model gets
     # the same impulse at the same place (the top layer's centre is the point half a height up)
     top = kind == "deformable"
