@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from wsim.cli import main
+from wsim.errors import ConfigError
 from wsim.sysid import Instance, load_experiment
 from wsim.sysid.landscape import Landscape, grid_axes, run_landscape
 
@@ -31,6 +32,26 @@ def test_minimum_at_the_truth(rigid_truth, tmp_path, device):
     assert s["truth_loss"] == 0.0 and s["local_minima"] == 1
     assert s["downhill_fraction"] == 1.0 and s["downhill_points"] == 4
     assert np.all(np.diff(s["losses"][:3]) < 0) and np.all(np.diff(s["losses"][2:]) > 0)
+
+
+def test_pybullet_landscape_and_reinforce_gradients(rigid_truth, tmp_path):
+    """gradSim Fig. 4 (left): the same pixel loss through PyBullet rollouts has its minimum at the truth
+    too, but REINFORCE's gradient estimate keeps its size there (normalised rewards) where the adjoint
+    vanishes, and points the wrong way at some grid points."""
+    pytest.importorskip("pybullet", reason="--loss pybullet needs PyBullet: pip install 'wsim[baselines]'")
+    grid = dict(ranges=[(rigid_truth / 2, 12.0)], points=9, device="cpu", progress=False)  # 12: the range's top
+    bullet = run_landscape("rigid-mass", ["density"], RIGID, tmp_path / "pb", loss="pybullet", **grid)
+    adjoint = run_landscape("rigid-mass", ["density"], RIGID, tmp_path / "adj", loss="pixel", **grid)
+    b, a = bullet["landscapes"][0], adjoint["landscapes"][0]
+    assert b["argmin"] == b["nearest_to_truth"] == a["argmin"] and b["local_minima"] == 1
+    assert b["truth_loss"] < 1e-6 * b["losses"].max()  # PyBullet reproduces wsim's rollout at the truth
+    np.testing.assert_allclose(b["losses"], a["losses"], rtol=0.05, atol=1e-3 * a["losses"].max())
+    assert abs(a["truth_gradient"][0]) < 1e-3 * np.abs(a["gradients"]).max()
+    assert abs(b["truth_gradient"][0]) > 0.1 * np.abs(b["gradients"]).max()
+    assert json.loads((tmp_path / "pb" / "landscape.json").read_text())["landscapes"][0]["downhill_points"] > 0
+    with pytest.raises(ConfigError, match="inside the parameter's range"):
+        run_landscape("rigid-mass", ["density"], RIGID, tmp_path / "out", loss="pybullet", ranges=[(1.0, 12.0)],
+                      points=3, device="cpu", progress=False)
 
 
 @pytest.mark.parametrize("shape, tolerance", [("box", 0.03), ("sphere", 0.03), ("bunny_blob", 0.06)])

@@ -79,8 +79,9 @@ def _landscape_parser(commands) -> None:
     landscape.add_argument("--points", type=int, default=None,
                            help="grid points per axis (default 15 in 1-D, 9 in 2-D)")
     landscape.add_argument("--seed", type=int, default=None, help="the instance's seed (default: the config's)")
-    landscape.add_argument("--loss", choices=("pixel", "vertices"), default=None,
-                           help="pixel, or vertices (DiffPhysics' 3D loss); default: the experiment's own")
+    landscape.add_argument("--loss", choices=("pixel", "vertices", "pybullet"), default=None,
+                           help="pixel, vertices (DiffPhysics' 3D loss) or pybullet (the pixel loss of PyBullet "
+                           "rollouts, with REINFORCE's gradient estimate); default: the experiment's own")
     landscape.add_argument("--frames", default=None, metavar="F1,F2,..",
                            help="a study: the 1-D landscape for each video length (frames at the config's frame rate)")
     landscape.add_argument("--substeps", default=None, metavar="S1,S2,..",

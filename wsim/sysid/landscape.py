@@ -24,7 +24,8 @@ from ..harness import fingerprint, progress_bar
 from .config import load_experiment
 from .instance import Instance
 
-LOSSES = {None: [], "pixel": ["method=gradsim", "loss.type=pixel"], "vertices": ["method=diffphysics"]}
+LOSSES = {None: [], "pixel": ["method=gradsim", "loss.type=pixel"], "vertices": ["method=diffphysics"],
+          "pybullet": ["method=pybullet", "loss.type=pixel"]}
 
 
 def parse_list(text: str | None, what: str) -> list[int]:
@@ -92,10 +93,23 @@ class Landscape:
             if self.instance.value_shape(p, "one") not in ((), (1,)):
                 raise ConfigError(f"--param {p.name} is a vector per element; a landscape sweeps scalars")
         self.truth = [float(self.instance.truth[a["name"]].float().mean()) for a in axes]
+        self.reinforce = None
+        if config.method == "pybullet":  # gradSim Fig. 4: the landscape a black-box simulator offers
+            from .reinforce import Reinforce
+
+            self.reinforce = Reinforce(self.instance)
+            low, high = float(self.reinforce.param.low), float(self.reinforce.param.high)
+            if min(axes[0]["values"]) < low or max(axes[0]["values"]) > high:
+                raise ConfigError(f"--loss pybullet sweeps inside the parameter's range [{low:g}, {high:g}], where "
+                                  "REINFORCE's policy lives; give a --range within it")
 
     def evaluate(self, point) -> tuple[float, list[float]]:
-        """Loss and d loss / d value of every swept parameter at ``point`` (one rollout, one adjoint)."""
+        """Loss and d loss / d value of every swept parameter at ``point`` (one rollout, one adjoint; with
+        method pybullet: a PyBullet rollout, and REINFORCE's estimate from one step's draws, whose size is
+        that of normalised rewards: only its sign compares with the adjoint's)."""
         inst = self.instance
+        if self.reinforce is not None:
+            return self._reinforce(point)
         leaves = [torch.tensor(float(v), dtype=torch.float32, device=inst.torch_device, requires_grad=True)
                   for v in point]
         values = {k: v.detach() for k, v in inst.truth.items()}
@@ -108,6 +122,21 @@ class Landscape:
         except SimulationError:  # a blown-up rollout is a hole in the map, not the end of the sweep
             return math.nan, [math.nan] * len(leaves)
         return float(loss.detach()), [0.0 if g is None else float(g) for g in grads]
+
+    def _reinforce(self, point) -> tuple[float, list[float]]:
+        from .reinforce import surrogate_gradient
+        from .spaces import to_space
+
+        r, s = self.reinforce, self.reinforce.settings
+        value = torch.tensor(float(point[0]), dtype=torch.float32, device=self.instance.torch_device,
+                             requires_grad=True)
+        u = to_space(r.param, value)
+        loss = float(r.losses(u).mean())
+        draws = u.detach().cpu() + s.noise * torch.randn((s.samples,), generator=r.rng, dtype=torch.float64).float()
+        rewards = torch.stack([-r.losses(d).sum() for d in draws.to(u.device)])
+        (grad_u,) = surrogate_gradient(u.detach().reshape(1), draws.reshape(-1, 1).to(u.device), rewards, s.noise)
+        (grad,) = torch.autograd.grad(u, value, grad_u.reshape(u.shape))  # to d/d value (log space: / value)
+        return loss, [float(grad)]
 
     def sweep(self, label: str, progress: bool) -> dict:
         shape = tuple(len(a["values"]) for a in self.axes)
