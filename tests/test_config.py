@@ -112,10 +112,17 @@ def test_experiment_errors_name_key_and_choices(override, message):
 
 
 def test_presets_expand_before_the_explicit_overrides(tmp_path):
+    from wsim.config_io import load_raw
+
+    preset = load_raw(resolve_config_path("risp-quadrotor"))["presets"]["gpu"]
     cpu = load_experiment("risp-quadrotor")
     gpu = load_experiment("risp-quadrotor", ["preset=gpu"])
-    assert (cpu.render.resolution, cpu.risp.width, cpu.risp.data.count) == (48, 16, 1024)
-    assert (gpu.render.resolution, gpu.risp.width, gpu.risp.data.count, gpu.risp.train.epochs) == (128, 64, 10000, 100)
+    for key, value in preset.items():  # every setting of the preset lands, and each changes the default
+        section, *path = key.split(".")
+        got, default = getattr(gpu, section), getattr(cpu, section)
+        for name in path:
+            got, default = getattr(got, name), getattr(default, name)
+        assert got == value != default, key
     for order in (["preset=gpu", "risp.width=32"], ["risp.width=32", "preset=gpu"]):  # an explicit --set wins
         chosen = load_experiment("risp-quadrotor", order)
         assert chosen.risp.width == 32 and chosen.render.resolution == 128

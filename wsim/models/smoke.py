@@ -98,17 +98,19 @@ def diffuse_kernel(
 
 
 @wp.func
+def _ghost_sign(n: int, m: int, i: int, j: int):
+    """The wall ghost rule: a cell beyond a wall takes its mirror cell's value with the sign flipped."""
+    if i < 0 or i > n - 1 or j < 0 or j > m - 1:
+        return -1.0
+    return 1.0
+
+
+@wp.func
 def _normal_velocity(u: wp.array2d(dtype=wp.vec2), i: int, j: int, axis: int):
-    """Component ``axis`` of u at (i, j), with the wall ghosts: beyond a wall the mirror cell's value
-    with its sign flipped (zero flux through the wall face)."""
+    """Component ``axis`` of u at (i, j), with the wall ghosts (zero flux through the wall face)."""
     n = u.shape[0]
     m = u.shape[1]
-    sign = 1.0
-    if i < 0 or i > n - 1 or j < 0 or j > m - 1:
-        sign = -1.0
-    ii = wp.clamp(i, 0, n - 1)
-    jj = wp.clamp(j, 0, m - 1)
-    return sign * u[ii, jj][axis]
+    return _ghost_sign(n, m, i, j) * u[wp.clamp(i, 0, n - 1), wp.clamp(j, 0, m - 1)][axis]
 
 
 @wp.func
@@ -132,12 +134,7 @@ def _gradient_component(p: wp.array2d(dtype=float), i: int, j: int, axis: int, i
     value (the same ghost rule as the velocity it is subtracted from)."""
     n = p.shape[0]
     m = p.shape[1]
-    sign = 1.0
-    if i < 0 or i > n - 1 or j < 0 or j > m - 1:
-        sign = -1.0
-    ii = wp.clamp(i, 0, n - 1)
-    jj = wp.clamp(j, 0, m - 1)
-    return sign * _pressure_gradient(p, ii, jj, inv_2h)[axis]
+    return _ghost_sign(n, m, i, j) * _pressure_gradient(p, wp.clamp(i, 0, n - 1), wp.clamp(j, 0, m - 1), inv_2h)[axis]
 
 
 @wp.kernel
