@@ -19,10 +19,17 @@ is needed between the two libraries.
 
 from __future__ import annotations
 
+import threading
 from contextlib import nullcontext
 
 import torch
 import warp as wp
+
+
+#: Held while Warp records or replays a tape. Warp keeps one active tape for the whole process, and a
+#: launch from any thread while it is active is recorded on it, so threads (:mod:`wsim.sysid.lockstep`)
+#: take turns for their Warp work.
+WARP_LOCK = threading.RLock()
 
 
 def stream_scope(device: str):
@@ -62,7 +69,7 @@ class _TapeFunction(torch.autograd.Function):
         # A pass that no gradient will follow records no tape: the launches skip the tape's bookkeeping
         # and nothing keeps the intermediate states alive past the call.
         tape = wp.Tape() if record_tape else None
-        with stream_scope(device):
+        with WARP_LOCK, stream_scope(device):
             with tape if tape is not None else nullcontext():
                 outputs = program.record(inputs)
             if hasattr(program, "after_forward"):
@@ -83,7 +90,7 @@ class _TapeFunction(torch.autograd.Function):
             if grad is None:
                 continue
             seeds[out] = to_warp(grad, out.dtype)
-        with stream_scope(ctx.device):
+        with WARP_LOCK, stream_scope(ctx.device):
             tape.zero()
             if seeds:
                 tape.backward(grads=seeds)

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 import warp as wp
 
-from .bridge import stream_scope, to_torch, to_warp
+from .bridge import WARP_LOCK, stream_scope, to_torch, to_warp
 from .errors import SimulationError
-from .integrators import runaway
 
 # The fields of a State carried from one step to the next; the force accumulators (``*_f``, ``body_t``)
 # start at zero every step, so a segment restarts from these alone.
@@ -56,17 +55,15 @@ def checkpointed_forward(sim, params: dict) -> wp.array:
 def _check_segment_runaway(sim, params, buffers, first, last, initial) -> None:
     if not (sim.check_runaway and sim.steps) or sim._runaway_message is not None:
         return
-    if sim._runaway is None:
-        sim._runaway = runaway.RunawayCheck(sim)
     rows = (last - first) * sim.substeps + 1
     views = {name: to_torch(array)[: rows] for name, array in buffers.items() if array is not None}
     if first == 0:
-        message = sim._runaway.check(params, views)
+        message = sim.runaway_check().check(params, views)
     else:
         # row 0 of the buffers repeats the previous segment's last row: judge only the new rows
         views = {name: value[1:] for name, value in views.items()}
-        message = sim._runaway.check(params, views, initial=initial, first_row=first * sim.substeps + 1)
-    ratios = sim._runaway.last_ratios
+        message = sim.runaway_check().check(params, views, initial=initial, first_row=first * sim.substeps + 1)
+    ratios = sim.runaway_check().last_ratios
     sim._runaway_ratios = ratios if sim._runaway_ratios is None else [
         torch.maximum(a, b) for a, b in zip(sim._runaway_ratios, ratios)]
     sim._runaway_message = message
@@ -117,7 +114,7 @@ def checkpointed_backward(sim, params: dict, inputs: dict, grad_vertices: torch.
 def after_checkpointed_forward(sim) -> None:
     sim._check_nan()
     if sim._runaway_ratios is not None:
-        sim._runaway.last_ratios = sim._runaway_ratios
+        sim.runaway_check().last_ratios = sim._runaway_ratios
     if sim._runaway_message is not None:
         raise SimulationError(sim._runaway_message)
 
@@ -153,7 +150,7 @@ class CheckpointedRollout(torch.autograd.Function):
                   for name, tensor in zip(names, tensors)}
         params = dict(sim._defaults)
         params.update(inputs)
-        with stream_scope(sim.device):
+        with WARP_LOCK, stream_scope(sim.device):
             vertices = checkpointed_forward(sim, params)
             after_checkpointed_forward(sim)
         # What the backward pass needs; the Simulation's own copies are replaced by its next rollout.
@@ -167,7 +164,7 @@ class CheckpointedRollout(torch.autograd.Function):
         sim = ctx.sim
         if grad_vertices is None or not any(array.requires_grad for array in ctx.inputs.values()):
             return (None, None, *([None] * len(ctx.names)))
-        with stream_scope(sim.device):
+        with WARP_LOCK, stream_scope(sim.device):
             checkpointed_backward(sim, ctx.params, ctx.inputs, grad_vertices.contiguous(), ctx.segments, ctx.starts)
         grads = []
         for name, shape in zip(ctx.names, ctx.shapes):

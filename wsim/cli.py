@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reuse the finished instances in the output folder and continue an interrupted one from "
                           "its checkpoint; a result or checkpoint of another config or seed is an error")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--batch", type=int, default=None, help="system identification: run N instances at once, in "
+                     "lockstep, with their rollouts batched (one kernel launch per step for all; same results)")
     _executor_flags(run, "instances")
     _render_parser(commands)
     _risp_parser(commands)
@@ -209,16 +211,9 @@ def cmd_render(args) -> int:
 
 
 def _run_executor(args):
-    """None (the local executor) or the Ray executor the flags ask for; a ConfigError for flags that
-    only go with --executor ray."""
-    if args.executor != "ray":
-        for flag, value in (("--address", args.address), ("--workers", args.workers)):
-            if value is not None:
-                raise ConfigError(f"{flag} goes with --executor ray")
-        return None
-    from .harness.executor import RayExecutor
+    from .harness.executor import executor_for
 
-    return RayExecutor(args.address, args.workers, progress=not args.quiet)
+    return executor_for(args.executor, args.address, args.workers, getattr(args, "batch", None), not args.quiet)
 
 
 def cmd_run(args) -> int:

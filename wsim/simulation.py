@@ -6,7 +6,7 @@ of the physics rate. Its :meth:`Simulation.rollout` maps a dict of torch paramet
 ``[frames, vertices, 3]`` (body surface vertices first, body by body, then particles) through
 :mod:`wsim.bridge`; ``loss.backward()`` fills the gradient of every parameter that requires one.
 Every step keeps its own State, so the tape differentiates through time; the step loop does no host
-synchronisation (it can be captured in a CUDA graph). After the forward pass one read of a flag
+synchronisation. After the forward pass one read of a flag
 raises :class:`~wsim.errors.SimulationError` naming the first physics step whose state was not finite,
 and :mod:`wsim.integrators.runaway` raises it naming the first step where a body or particle ran away
 while staying finite (energy beyond what the scene can supply, a step longer than the scene).
@@ -30,6 +30,8 @@ the model's Lame parameters. Their defaults derive from the model's Lame paramet
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,13 +67,7 @@ CONVENIENCE = {"density": (0.0, None), "body_impulse": (None, None), "young_modu
 
 
 @wp.kernel
-def _copy_vec3(source: wp.array(dtype=wp.vec3), target: wp.array(dtype=wp.vec3)):
-    i = wp.tid()
-    target[i] = source[i]
-
-
-@wp.kernel
-def _copy_quat(source: wp.array(dtype=wp.quat), target: wp.array(dtype=wp.quat)):
+def _copy(source: wp.array(dtype=Any), target: wp.array(dtype=Any)):
     i = wp.tid()
     target[i] = source[i]
 
@@ -344,16 +340,13 @@ class Simulation:
     def _initialise(self, params: dict, first: State) -> None:
         """The initial State from the parameters (recorded on the active tape)."""
         P, B, device = self.model.particle_count, self.model.body_count, self.device
-        for source, target, kernel, count in (
-            ("particle_position", first.particle_q, _copy_vec3, P),
-            ("particle_velocity", first.particle_qd, _copy_vec3, P),
-            ("body_position", first.body_q, _copy_vec3, B),
-            ("body_rotation", first.body_r, _copy_quat, B),
-            ("body_velocity", first.body_v, _copy_vec3, B),
-            ("body_angular_velocity", first.body_w, _copy_vec3, B),
+        for source, target, count in (
+            ("particle_position", first.particle_q, P), ("particle_velocity", first.particle_qd, P),
+            ("body_position", first.body_q, B), ("body_rotation", first.body_r, B),
+            ("body_velocity", first.body_v, B), ("body_angular_velocity", first.body_w, B),
         ):
             if count:
-                wp.launch(kernel, dim=count, inputs=[params[source]], outputs=[target], device=device)
+                wp.launch(_copy, dim=count, inputs=[params[source]], outputs=[target], device=device)
         if B:
             wp.launch(_initial_angular_momentum, dim=B, device=device,
                       inputs=[first.body_r, params["body_inertia"], first.body_w], outputs=[first.body_l])
@@ -361,8 +354,7 @@ class Simulation:
     def _load(self, source: dict, target: State) -> None:
         """Copy a saved segment start (``{name: [N]}`` of :data:`wsim.checkpointed.CARRIED`) into ``target`` (recorded)."""
         for name, array in source.items():
-            kernel = _copy_quat if name == "body_r" else _copy_vec3
-            wp.launch(kernel, dim=array.shape[0], inputs=[array], outputs=[getattr(target, name)], device=self.device)
+            wp.launch(_copy, dim=array.shape[0], inputs=[array], outputs=[getattr(target, name)], device=self.device)
 
     def _advance(self, params: dict, buffers: dict, first: int, last: int, vertices: wp.array | None,
                  bad_step: wp.array) -> State:
@@ -422,21 +414,27 @@ class Simulation:
     def after_forward(self, outputs) -> None:
         self._check_nan()
         if self.check_runaway and self.steps:
-            if self._runaway is None:
-                self._runaway = runaway.RunawayCheck(self)
-            message = self._runaway.check(self._last_params, self.last_buffers)
+            message = self.runaway_check().check(self._last_params, self.last_buffers)
             if message is not None:
                 raise SimulationError(message)
+
+    def runaway_check(self) -> runaway.RunawayCheck:
+        """This scene's runaway bounds (built on first use)."""
+        if self._runaway is None:
+            self._runaway = runaway.RunawayCheck(self)
+        return self._runaway
 
     def _check_nan(self) -> None:
         if self.check_nan:
             bad = int(self._bad_step.numpy()[0])
             if bad != np.iinfo(np.int32).max:
-                raise SimulationError(
-                    f"the simulation blew up: the state became NaN or infinite at physics step {bad} "
-                    f"(t = {(bad + 1) * self.dt:.6g} s, between frames {bad // self.substeps} and "
-                    f"{bad // self.substeps + 1}); reduce sim.dt, raise sim.substeps or lower the stiffnesses"
-                )
+                raise SimulationError(self.blowup_message(bad))
+
+    def blowup_message(self, bad: int) -> str:
+        """The error of a rollout whose state first became NaN or infinite at physics step ``bad``."""
+        return (f"the simulation blew up: the state became NaN or infinite at physics step {bad} "
+                f"(t = {(bad + 1) * self.dt:.6g} s, between frames {bad // self.substeps} and "
+                f"{bad // self.substeps + 1}); reduce sim.dt, raise sim.substeps or lower the stiffnesses")
 
     # -- inspection -------------------------------------------------------------------------------
     def frame_states(self) -> dict[str, np.ndarray]:

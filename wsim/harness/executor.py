@@ -283,3 +283,20 @@ class RayExecutor:
             self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
         except Exception:
             pass
+
+
+def executor_for(kind: str, address: str | None = None, workers: int | None = None, batch: int | None = None,
+                 progress: bool = True):
+    """The executor of the command-line flags: None (the local one, instances one after the other),
+    :class:`~wsim.harness.runner.Batched` (``--batch N``) or :class:`RayExecutor` (``--executor ray``);
+    a ConfigError for a flag that does not go with ``kind``."""
+    if batch is not None and kind == "ray":
+        raise ConfigError("--batch goes with the local executor, not --executor ray")
+    if kind != "ray":
+        for flag, value in (("--address", address), ("--workers", workers)):
+            if value is not None:
+                raise ConfigError(f"{flag} goes with --executor ray")
+        from .runner import Batched
+
+        return None if batch is None else Batched(batch)
+    return RayExecutor(address, workers, progress=progress)

@@ -73,6 +73,10 @@ class Experiment:
     def write_extras(self, out: Path, results: list[dict], summary: dict, config) -> None:
         """Figures over all instances (none by default)."""
 
+    def run_batch(self, config, jobs: list[tuple[int, Path, str]], options: RunOptions) -> list[dict]:
+        """Run ``jobs`` (claimed, not finished) together, one result per job (:class:`Batched`)."""
+        raise ConfigError(f"--batch is not available for {self.kind} experiments (system identification only)")
+
 
 def output_folder(out) -> Path:
     """``out`` as a folder that exists, or a clear error (a file of that name, a path that cannot be made)."""
@@ -194,6 +198,34 @@ def _run_here(experiment: Experiment, config, jobs: list, options: RunOptions) -
                 print(f"waiting for seed(s) {', '.join(map(str, waiting))}, run by another process", file=sys.stderr)
             time.sleep(CLAIM_POLL_S)
     return results
+
+
+class Batched:
+    """An executor that runs up to ``size`` instances together through :meth:`Experiment.run_batch`
+    (system identification: :mod:`wsim.sysid.lockstep`), with the local executor's resume and claims."""
+
+    def __init__(self, size: int):
+        if int(size) != size or size < 1:
+            raise ConfigError(f"--batch must be an integer >= 1, got {size}")
+        self.size = int(size)
+
+    def __call__(self, experiment: Experiment, config, jobs: list, options: RunOptions) -> list[dict]:
+        from contextlib import ExitStack
+
+        results = [finished_result(job[1] / "results.json", job[2]) if options.resume else None for job in jobs]
+        todo = [i for i, r in enumerate(results) if r is None]
+        for start in range(0, len(todo), self.size):
+            group = todo[start:start + self.size]
+            with ExitStack() as stack:
+                mine = [i for i in group if stack.enter_context(claim(jobs[i][1], enabled=options.resume))]
+                if mine:
+                    for i, result in zip(mine, experiment.run_batch(config, [jobs[i] for i in mine], options)):
+                        results[i] = result
+        if any(r is None for r in results):  # held by other processes: wait for them as the local executor does
+            rest = [i for i, r in enumerate(results) if r is None]
+            for i, result in zip(rest, _run_here(experiment, config, [jobs[i] for i in rest], options)):
+                results[i] = result
+        return results
 
 
 # where the instances of run_experiment run: None (here, one after the other) or an executor, a callable

@@ -14,6 +14,7 @@ import math
 import platform
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,11 @@ class SystemIdentification(Experiment):
         return run_instance(config, seed, folder, options.device, options.base, options.resume, options.progress,
                             options.write_outputs, stamp=stamp)
 
+    def run_batch(self, config: ExperimentConfig, jobs: list, options: RunOptions) -> list[dict]:
+        from .lockstep import run_batch
+
+        return run_batch(config, jobs, options)
+
     def summarize(self, results: list[dict], config) -> dict:
         from .outputs import summarize
 
@@ -74,17 +80,22 @@ class SystemIdentification(Experiment):
 
 def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | None = None,
                  base: Path | None = None, resume: bool = False, progress: bool = True,
-                 write_outputs: bool = True, stamp: str | None = None) -> dict:
+                 write_outputs: bool = True, stamp: str | None = None, lockstep=None, index: int = 0) -> dict:
     """Run one instance into ``out``; returns the results dict (also written to ``out/results.json``).
     On Ctrl-C the results so far are written (status ``interrupted``) before KeyboardInterrupt propagates.
-    ``stamp`` defaults to the harness fingerprint of ``config`` and ``seed``."""
+    ``stamp`` defaults to the harness fingerprint of ``config`` and ``seed``. With ``lockstep``
+    (:class:`wsim.sysid.lockstep.Lockstep`) the instance is its built instance ``index``, and its
+    optimisation runs as a member of that batch."""
     from ..harness import fingerprint, output_folder
 
     out = output_folder(out)
     stamp = stamp or fingerprint(to_dict(config), seed, SystemIdentification.kind)
     started = time.perf_counter()
-    instance = Instance(config, seed, out, device, base, stamp=stamp)
-    setup = time.perf_counter() - started
+    if lockstep is None:
+        instance = Instance(config, seed, out, device, base, stamp=stamp)
+        setup = time.perf_counter() - started
+    else:
+        instance, setup = lockstep.instances[index], lockstep.setup[index]
     if config.method == "pybullet":  # REINFORCE through PyBullet (wsim.sysid.reinforce): no resume, no restarts
         from .reinforce import Reinforce
 
@@ -103,39 +114,41 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
         search = Restarts(instance, optimisation, out)
     interrupted = False
     try:
-        optimisation.run(checkpoint, progress)
-        if search is not None:
-            search.run(resume, progress)
-            search.escalate(progress)
+        with lockstep.joined(index) if lockstep is not None else nullcontext():
+            optimisation.run(checkpoint, progress)
+            if search is not None:
+                search.run(resume, progress)
+                search.escalate(progress)
     except KeyboardInterrupt:
         interrupted = True
-    winner = search.winner() if search is not None else {
-        "label": "first run", "values": optimisation.estimate(), "convergence": optimisation.convergence(),
-        "loss": optimisation.best[0] if optimisation.best is not None else None}
-    check = None
-    if not interrupted and optimisation.total > 0:
-        from .uncertainty import noise_check
+    with lockstep.finishing if lockstep is not None else nullcontext():  # plots are not thread-safe
+        winner = search.winner() if search is not None else {
+            "label": "first run", "values": optimisation.estimate(), "convergence": optimisation.convergence(),
+            "loss": optimisation.best[0] if optimisation.best is not None else None}
+        check = None
+        if not interrupted and optimisation.total > 0:
+            from .uncertainty import noise_check
 
-        check = noise_check(instance, winner["loss"])
-        winner = dict(winner, convergence=judged(winner["convergence"], check, config.optim,
-                                                 search.escalation_rounds if search is not None else 0,
-                                                 restartable=config.method != "pybullet"))
-    results = results_dict(instance, optimisation, winner, setup, time.perf_counter() - started, search)
-    if config.method == "pybullet":
-        results["reinforce"] = optimisation.record()
-    if check is not None:
-        results["noise_check"] = check
-    if interrupted:
-        results["status"] = "interrupted"  # also when the restarts, not the first run, were interrupted
-    else:
-        from .uncertainty import video_uncertainty
+            check = noise_check(instance, winner["loss"])
+            winner = dict(winner, convergence=judged(winner["convergence"], check, config.optim,
+                                                     search.escalation_rounds if search is not None else 0,
+                                                     restartable=config.method != "pybullet"))
+        results = results_dict(instance, optimisation, winner, setup, time.perf_counter() - started, search)
+        if config.method == "pybullet":
+            results["reinforce"] = optimisation.record()
+        if check is not None:
+            results["noise_check"] = check
+        if interrupted:
+            results["status"] = "interrupted"  # also when the restarts, not the first run, were interrupted
+        else:
+            from .uncertainty import video_uncertainty
 
-        results["uncertainty"] = video_uncertainty(instance, winner["values"], results["status"] == "done")
-    write_json(out / "results.json", results)
-    if write_outputs:
-        write_instance_outputs(instance, optimisation, winner["values"], out, search)
-        results["wall_time_s"] = time.perf_counter() - started
+            results["uncertainty"] = video_uncertainty(instance, winner["values"], results["status"] == "done")
         write_json(out / "results.json", results)
+        if write_outputs:
+            write_instance_outputs(instance, optimisation, winner["values"], out, search)
+            results["wall_time_s"] = time.perf_counter() - started
+            write_json(out / "results.json", results)
     if interrupted:
         raise KeyboardInterrupt
     return results

@@ -45,6 +45,9 @@ class Instance:
         self.scene_config = randomized_scene(config, np.random.default_rng([self.seed, 0]), self.out)
         self.scene = build_scene(self.scene_config, device, base=base)
         self.sim = self.scene.simulation
+        #: what runs this instance's rollouts: its Simulation, or a member of a lockstep batch
+        #: (:mod:`wsim.sysid.lockstep`) while the optimisation runs
+        self.simulator = self.sim
         self.torch_device = self.sim.torch_device
         #: the physical parameters, then the appearance values estimated with them (see .appearance)
         self.params = list(config.params) + nuisance_params(config)
@@ -185,7 +188,7 @@ class Instance:
         for p in self.config.params:
             if p.per_vertex_of_body:
                 values[p.name] = values[p.name] / float(max(self.scene.model.shape_vertex_count, 1))
-        return self.sim.rollout(values)
+        return self.simulator.rollout(values)
 
     def _camera(self):
         """The camera of ``render.camera``, always built by :meth:`Camera.look_at` from the keys that
