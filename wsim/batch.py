@@ -130,6 +130,11 @@ def concat_models(models: list[Model]) -> tuple[Model, BatchLayout]:
         batched.body_volume = np.concatenate([m.body_volume for m in bodies])
         batched.body_unit_inertia = np.concatenate([m.body_unit_inertia for m in bodies])
         batched.extras["body_density"] = np.concatenate([m.extras["body_density"] for m in bodies])
+    for kind in ("body", "particle"):
+        windows = [getattr(m, f"{kind}_push_window") for m, c in zip(models, counts) if c[kind]]
+        opened = [w for w in windows if w is not None and w[1] > w[0]]
+        setattr(batched, f"{kind}_push_window", None if None in windows else (
+            (min(w[0] for w in opened), max(w[1] for w in opened)) if opened else (0, 0)))
     batched.body_names = [f"{i}/{name}" for i, m in enumerate(models) for name in m.body_names]
     batched.defaults = _concat_defaults(models, counts)
     _concat_render(batched, models, layout)

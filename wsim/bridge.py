@@ -26,10 +26,37 @@ import torch
 import warp as wp
 
 
-#: Held while Warp records or replays a tape. Warp keeps one active tape for the whole process, and a
-#: launch from any thread while it is active is recorded on it, so threads (:mod:`wsim.sysid.lockstep`)
-#: take turns for their Warp work.
-WARP_LOCK = threading.RLock()
+_TURN = threading.RLock()
+_tapes = threading.local()
+
+
+def per_thread_tape() -> bool:
+    """Make Warp's active tape one per thread. Warp keeps one for the whole process (``runtime.tape``,
+    set by ``with wp.Tape()`` and read by every ``wp.launch``), so a launch from one thread while another
+    records would land on the other's tape. Replacing the attribute by a property over a
+    ``threading.local`` gives each thread its own. False when this Warp keeps its tape elsewhere."""
+    try:
+        from warp._src import context
+    except ImportError:
+        return False
+    runtime = context.runtime
+    if runtime is None or "tape" not in vars(runtime):
+        return isinstance(getattr(type(runtime), "tape", None), property)
+    kind = type(runtime)
+    if not isinstance(getattr(kind, "tape", None), property):
+        kind.tape = property(lambda self: getattr(_tapes, "tape", None),
+                             lambda self, value: setattr(_tapes, "tape", value))
+    return True
+
+
+def warp_turn(device: str):
+    """Hold while Warp records or replays a tape. On the CPU, with per-thread tapes, threads
+    (:mod:`wsim.sysid.lockstep`) run their Warp work at once (a CPU kernel releases the GIL); on CUDA,
+    where the stream Warp launches on is one per device, or when Warp's tape could not be made per
+    thread, they take turns."""
+    if str(device).startswith("cpu") and per_thread_tape():
+        return nullcontext()
+    return _TURN
 
 
 def stream_scope(device: str):
@@ -69,7 +96,7 @@ class _TapeFunction(torch.autograd.Function):
         # A pass that no gradient will follow records no tape: the launches skip the tape's bookkeeping
         # and nothing keeps the intermediate states alive past the call.
         tape = wp.Tape() if record_tape else None
-        with WARP_LOCK, stream_scope(device):
+        with warp_turn(device), stream_scope(device):
             with tape if tape is not None else nullcontext():
                 outputs = program.record(inputs)
             if hasattr(program, "after_forward"):
@@ -90,7 +117,7 @@ class _TapeFunction(torch.autograd.Function):
             if grad is None:
                 continue
             seeds[out] = to_warp(grad, out.dtype)
-        with WARP_LOCK, stream_scope(ctx.device):
+        with warp_turn(ctx.device), stream_scope(ctx.device):
             tape.zero()
             if seeds:
                 tape.backward(grads=seeds)

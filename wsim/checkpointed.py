@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import warp as wp
 
-from .bridge import WARP_LOCK, stream_scope, to_torch, to_warp
+from .bridge import stream_scope, to_torch, to_warp, warp_turn
 from .errors import SimulationError
 
 # The fields of a State carried from one step to the next; the force accumulators (``*_f``, ``body_t``)
@@ -150,7 +150,7 @@ class CheckpointedRollout(torch.autograd.Function):
                   for name, tensor in zip(names, tensors)}
         params = dict(sim._defaults)
         params.update(inputs)
-        with WARP_LOCK, stream_scope(sim.device):
+        with warp_turn(sim.device), stream_scope(sim.device):
             vertices = checkpointed_forward(sim, params)
             after_checkpointed_forward(sim)
         # What the backward pass needs; the Simulation's own copies are replaced by its next rollout.
@@ -164,7 +164,7 @@ class CheckpointedRollout(torch.autograd.Function):
         sim = ctx.sim
         if grad_vertices is None or not any(array.requires_grad for array in ctx.inputs.values()):
             return (None, None, *([None] * len(ctx.names)))
-        with WARP_LOCK, stream_scope(sim.device):
+        with warp_turn(sim.device), stream_scope(sim.device):
             checkpointed_backward(sim, ctx.params, ctx.inputs, grad_vertices.contiguous(), ctx.segments, ctx.starts)
         grads = []
         for name, shape in zip(ctx.names, ctx.shapes):

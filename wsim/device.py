@@ -99,6 +99,9 @@ def init_warp() -> None:
         set_deterministic(True)
     with _stderr_without(_NO_DRIVER):
         wp.init()
+    from .bridge import per_thread_tape
+
+    per_thread_tape()  # before any tape is recorded: one recording when the switch happened would be lost
     _initialised = True
 
 

@@ -30,7 +30,9 @@ class Model:
     centre of mass; ``shape_vertex_body`` [Vb] int32.
     External pushes: ``body_push_start_step`` / ``body_push_end_step`` [B] int32 (force applied on the
     physics steps in [start, end)); ``body_push_point`` [B] vec3 body frame; ``particle_push_start_step`` /
-    ``particle_push_end_step`` [P] int32 (None when no particle is pushed).
+    ``particle_push_end_step`` [P] int32 (None when no particle is pushed); ``body_push_window`` /
+    ``particle_push_window`` (host ints) the steps ``[first, last)`` in which any push is open, so that
+    the push kernels launch only then (None: unknown, every step).
     Rotors (:mod:`wsim.models.rotors`): ``rotor_count``; ``rotor_body`` [R] int32 the body each pushes;
     ``rotor_position`` [R] vec3 m, body frame, relative to the centre of mass; ``rotor_axis`` [R] vec3 unit
     thrust direction, body frame; ``rotor_spin`` [R] float +1 or -1 (sign of the reaction torque along
@@ -73,6 +75,8 @@ class Model:
     body_push_point: wp.array | None = None
     particle_push_start_step: wp.array | None = None
     particle_push_end_step: wp.array | None = None
+    body_push_window: tuple[int, int] | None = None
+    particle_push_window: tuple[int, int] | None = None
     rotor_count: int = 0
     rotor_body: wp.array | None = None
     rotor_position: wp.array | None = None

@@ -68,15 +68,20 @@ def interval_force_kernel(
     wp.atomic_add(accumulator, i, forces[interval, i])
 
 
+def _open(window, step: int) -> bool:
+    return window is None or window[0] <= step < window[1]
+
+
 def apply_forces(model, state, params, step: int, interval: int) -> None:
-    if model.body_count:
+    # a push kernel outside every push window adds nothing, forward or backward: it is not launched
+    if model.body_count and _open(model.body_push_window, step):
         wp.launch(
             body_push_kernel, dim=model.body_count, device=model.device,
             inputs=[state.body_r, params["body_push_force"], model.body_push_point, model.body_push_start_step,
                     model.body_push_end_step, step],
             outputs=[state.body_f, state.body_t],
         )
-    if model.particle_push_start_step is not None:
+    if model.particle_push_start_step is not None and _open(model.particle_push_window, step):
         wp.launch(
             particle_push_kernel, dim=model.particle_count, device=model.device,
             inputs=[params["particle_push_force"], model.particle_push_start_step, model.particle_push_end_step,

@@ -121,34 +121,33 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
                 search.escalate(progress)
     except KeyboardInterrupt:
         interrupted = True
-    with lockstep.finishing if lockstep is not None else nullcontext():  # plots are not thread-safe
-        winner = search.winner() if search is not None else {
-            "label": "first run", "values": optimisation.estimate(), "convergence": optimisation.convergence(),
-            "loss": optimisation.best[0] if optimisation.best is not None else None}
-        check = None
-        if not interrupted and optimisation.total > 0:
-            from .uncertainty import noise_check
+    winner = search.winner() if search is not None else {
+        "label": "first run", "values": optimisation.estimate(), "convergence": optimisation.convergence(),
+        "loss": optimisation.best[0] if optimisation.best is not None else None}
+    check = None
+    if not interrupted and optimisation.total > 0:
+        from .uncertainty import noise_check
 
-            check = noise_check(instance, winner["loss"])
-            winner = dict(winner, convergence=judged(winner["convergence"], check, config.optim,
-                                                     search.escalation_rounds if search is not None else 0,
-                                                     restartable=config.method != "pybullet"))
-        results = results_dict(instance, optimisation, winner, setup, time.perf_counter() - started, search)
-        if config.method == "pybullet":
-            results["reinforce"] = optimisation.record()
-        if check is not None:
-            results["noise_check"] = check
-        if interrupted:
-            results["status"] = "interrupted"  # also when the restarts, not the first run, were interrupted
-        else:
-            from .uncertainty import video_uncertainty
+        check = noise_check(instance, winner["loss"])
+        winner = dict(winner, convergence=judged(winner["convergence"], check, config.optim,
+                                                 search.escalation_rounds if search is not None else 0,
+                                                 restartable=config.method != "pybullet"))
+    results = results_dict(instance, optimisation, winner, setup, time.perf_counter() - started, search)
+    if config.method == "pybullet":
+        results["reinforce"] = optimisation.record()
+    if check is not None:
+        results["noise_check"] = check
+    if interrupted:
+        results["status"] = "interrupted"  # also when the restarts, not the first run, were interrupted
+    else:
+        from .uncertainty import video_uncertainty
 
-            results["uncertainty"] = video_uncertainty(instance, winner["values"], results["status"] == "done")
+        results["uncertainty"] = video_uncertainty(instance, winner["values"], results["status"] == "done")
+    write_json(out / "results.json", results)
+    if write_outputs:
+        write_instance_outputs(instance, optimisation, winner["values"], out, search)
+        results["wall_time_s"] = time.perf_counter() - started
         write_json(out / "results.json", results)
-        if write_outputs:
-            write_instance_outputs(instance, optimisation, winner["values"], out, search)
-            results["wall_time_s"] = time.perf_counter() - started
-            write_json(out / "results.json", results)
     if interrupted:
         raise KeyboardInterrupt
     return results

@@ -24,7 +24,7 @@ import torch
 import warp as wp
 
 from ..batch import BatchedSimulation
-from ..bridge import WARP_LOCK, stream_scope, to_torch, to_warp
+from ..bridge import stream_scope, to_torch, to_warp, warp_turn
 from ..parameters import PARAMETERS
 
 ALONE = object()  # the answer "run this request on your own Simulation"
@@ -45,7 +45,7 @@ class _Record:
         for k, grad in items:
             seed[:, self.batch._vertex_rows[k]] = grad.to(torch.float32)
         device = self.batch.simulation.device
-        with WARP_LOCK, stream_scope(device):
+        with warp_turn(device), stream_scope(device):
             self.tape.zero()
             self.tape.backward(grads={self.vertices: to_warp(seed, wp.vec3)})
         layout = self.batch.layout
@@ -117,8 +117,10 @@ class Lockstep:
     that ran batched (``batched``) and alone (``alone``), and the batched passes (``forward_passes``,
     ``backward_passes``)."""
 
-    def __init__(self, instances: list):
+    def __init__(self, instances: list, setup: list[float] | None = None):
+        """``setup``: the seconds each instance took to build (reported in its results)."""
         self.instances = list(instances)
+        self.setup = list(setup) if setup is not None else [0.0] * len(self.instances)
         self.simulations = [inst.sim for inst in self.instances]
         self._cond = threading.Condition()
         self._running = set(range(len(self.instances)))  # threads that are neither waiting nor finished
@@ -127,8 +129,6 @@ class Lockstep:
         self._deposits: list[tuple[_Record, int, torch.Tensor]] = []
         self._batches: dict[tuple, BatchedSimulation] = {}
         self._interrupted = False
-        #: held by a member while it writes its results and figures (matplotlib is not thread-safe)
-        self.finishing = threading.Lock()
         self.served = {"batched": 0, "alone": 0, "forward_passes": 0, "backward_passes": 0}
 
     @contextmanager
@@ -225,7 +225,7 @@ class Lockstep:
         arrays = {name: to_warp(value, sim.input_dtypes[name], requires_grad=needs_grad)
                   for name, value in inputs.items()}
         tape = wp.Tape() if needs_grad else None
-        with WARP_LOCK, stream_scope(sim.device), (tape if tape is not None else nullcontext()):
+        with warp_turn(sim.device), stream_scope(sim.device), (tape if tape is not None else nullcontext()):
             (vertices,) = sim.record(arrays)
         errors = batch.check(resolved)
         record = _Record(batch, members, tape, arrays, vertices) if needs_grad else None
@@ -267,8 +267,7 @@ def run_batch(config, jobs: list[tuple], options) -> list[dict]:
         started = time.perf_counter()
         instances.append(Instance(config, seed, output_folder(folder), options.device, options.base, stamp=stamp))
         setup.append(time.perf_counter() - started)
-    lockstep = Lockstep(instances)
-    lockstep.setup = setup
+    lockstep = Lockstep(instances, setup)
     results: list = [None] * len(jobs)
     failures: list = [None] * len(jobs)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,14 @@ def _run_segments(history: list[dict]) -> list[tuple[str, int, int]]:
 def write_loss_plot(path: Path, history: list[dict], instance=None) -> Path:
     """Loss (log scale) and each scalar estimate's relative error (when the truth is known) per iteration;
     the runs of a restarted search (see :mod:`wsim.sysid.restarts`) follow each other, one colour each."""
+    with _PLOTTING:  # pyplot and its mathtext parser are not thread-safe (instances in lockstep threads)
+        return _write_loss_plot(path, history, instance)
+
+
+_PLOTTING = threading.Lock()
+
+
+def _write_loss_plot(path: Path, history: list[dict], instance=None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
