@@ -22,6 +22,7 @@ from .geometry.surface import TriangleMesh, mass_properties
 from .geometry.tetmesh import TetMesh
 from .geometry.transforms import rotation_matrix
 from .model_state import Model
+from .models import external
 
 
 def _vector(name, value, length=3):
@@ -46,14 +47,6 @@ def _pinned_mask(name, pinned, count):
         raise ParameterError(f"{name} indices must lie in [0, {count - 1}]")
     mask[values.astype(np.int64)] = True
     return mask
-
-
-def push_window(start: np.ndarray, end: np.ndarray) -> tuple[int, int]:
-    """The physics steps ``[first, last)`` in which any of the push windows ``[start, end)`` is open."""
-    open_ = end > start
-    if not open_.any():
-        return (0, 0)
-    return int(start[open_].min()), int(end[open_].max())
 
 
 class ModelBuilder:
@@ -383,7 +376,7 @@ class ModelBuilder:
                 for i, (share, begin, duration) in self.particle_pushes.items():
                     start[i], steps[i], impulse[i] = round(begin / dt), max(round(duration / dt), 1), share
                 model.particle_push_start_step = wp.array(start, dtype=wp.int32, device=device)
-                model.particle_push_window = push_window(start, start + steps)
+                model.particle_push_window = external.push_window(start, start + steps)
                 model.particle_push_end_step = wp.array(start + steps, dtype=wp.int32, device=device)
                 defaults["particle_push_force"] = impulse / (np.maximum(steps, 1) * dt)[:, None]
         S = model.spring_count = len(self.springs)
@@ -424,7 +417,7 @@ class ModelBuilder:
             steps = np.array([max(round(b["push_duration"] / dt), 1 if b["push_duration"] > 0 else 0) if dt else 0
                               for b in self.bodies], dtype=np.int32)
             model.body_push_start_step = wp.array(start, dtype=wp.int32, device=device)
-            model.body_push_window = push_window(start, start + steps)
+            model.body_push_window = external.push_window(start, start + steps)
             model.body_push_end_step = wp.array(start + steps, dtype=wp.int32, device=device)
             model.body_push_point = wp.array(np.array([b["push_point"] for b in self.bodies]), dtype=wp.vec3,
                                              device=device)

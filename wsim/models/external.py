@@ -68,6 +68,15 @@ def interval_force_kernel(
     wp.atomic_add(accumulator, i, forces[interval, i])
 
 
+def push_window(start, end) -> tuple[int, int]:
+    """The physics steps ``[first, last)`` in which any of the push windows ``[start, end)`` (numpy int
+    arrays) is open; ``(0, 0)`` when none is."""
+    opened = end > start
+    if not opened.any():
+        return (0, 0)
+    return int(start[opened].min()), int(end[opened].max())
+
+
 def _open(window, step: int) -> bool:
     return window is None or window[0] <= step < window[1]
 
