@@ -53,6 +53,14 @@ SHARED = ("device", "ground", "ground_height", "contact_margin", "contact_smooth
 STATE_FINITE = ("particle_q", "particle_qd", "body_q", "body_r", "body_v", "body_w")
 
 
+def entity_axis(spec) -> tuple[str, int]:
+    """The kind of entity a non-global parameter is per, and the axis its entities lie along (1 for the
+    ``interval_*`` schedules, whose axis 0 is the frame interval)."""
+    if spec.per.startswith("interval_"):
+        return spec.per[len("interval_"):], 1
+    return spec.per, 0
+
+
 def _count(model: Model, kind: str) -> int:
     return model.material_count if kind == "material" else int(getattr(model, f"{kind}_count"))
 
@@ -151,8 +159,7 @@ def _concat_defaults(models: list[Model], counts: list[dict]) -> dict:
                 raise ParameterError(f"a batch needs one '{name}' for every scene (a global parameter)")
             defaults[name] = values[0]
             continue
-        kind = spec.per[len("interval_"):] if spec.per.startswith("interval_") else spec.per
-        axis = 1 if spec.per.startswith("interval_") else 0
+        kind, axis = entity_axis(spec)
         parts = []
         for m, c in zip(models, counts):
             if not c[kind]:
@@ -233,12 +240,17 @@ class BatchedSimulation:
                                          "the scenes give different ones")
                 inputs[name] = values[0]
                 continue
-            axis = 1 if spec.per.startswith("interval_") else 0
-            kind = spec.per[len("interval_"):] if axis else spec.per
+            kind, axis = entity_axis(spec)
             parts = [r[name] if name in r else sim.default(name)
                      for i, (r, sim) in enumerate(zip(resolved, self.members)) if self.layout.counts[i][kind]]
             inputs[name] = torch.cat([p.to(torch.float32) for p in parts], dim=axis)
         return inputs
+
+    def member_part(self, name: str, i: int, value: torch.Tensor) -> torch.Tensor:
+        """Scene ``i``'s part of a batched (non-global) parameter tensor ``value``, e.g. its gradient."""
+        kind, axis = entity_axis(PARAMETERS[name])
+        columns = self.layout.columns(i, kind)
+        return value[:, columns] if axis else value[columns]
 
     def split(self, vertices: torch.Tensor) -> list[torch.Tensor]:
         """Per-scene views ``[frames, vertices_i, 3]`` of a batched vertex tensor (differentiable)."""
@@ -255,12 +267,11 @@ class BatchedSimulation:
     # -- per-scene checks -------------------------------------------------------------------------
     def member_buffers(self, i: int) -> dict:
         """Scene ``i``'s columns of the last rollout's per-step buffers (torch views)."""
-        kinds = {"particle": "particle", "body": "body"}
         out = {}
         for name, array in self.simulation.last_buffers.items():
-            count = self.layout.counts[i][kinds[name.split("_")[0]]]
-            out[name] = None if array is None or not count else to_torch(array)[:, self.layout.columns(
-                i, kinds[name.split("_")[0]])]
+            kind = name.split("_")[0]  # every State field is per "particle" or per "body"
+            out[name] = None if array is None or not self.layout.counts[i][kind] else to_torch(array)[
+                :, self.layout.columns(i, kind)]
         return out
 
     def check(self, resolved: list[dict]) -> dict[int, SimulationError]:

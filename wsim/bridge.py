@@ -28,6 +28,7 @@ import warp as wp
 
 _TURN = threading.RLock()
 _tapes = threading.local()
+_per_thread = False  # whether per_thread_tape() has switched Warp over (at init_warp)
 
 
 def per_thread_tape() -> bool:
@@ -39,13 +40,13 @@ def per_thread_tape() -> bool:
         from warp._src import context
     except ImportError:
         return False
+    global _per_thread
     runtime = context.runtime
-    if runtime is None or "tape" not in vars(runtime):
-        return isinstance(getattr(type(runtime), "tape", None), property)
-    kind = type(runtime)
-    if not isinstance(getattr(kind, "tape", None), property):
-        kind.tape = property(lambda self: getattr(_tapes, "tape", None),
-                             lambda self, value: setattr(_tapes, "tape", value))
+    if _per_thread or runtime is None or "tape" not in vars(runtime):
+        return _per_thread
+    type(runtime).tape = property(lambda self: getattr(_tapes, "tape", None),
+                                  lambda self, value: setattr(_tapes, "tape", value))
+    _per_thread = True
     return True
 
 
@@ -54,7 +55,7 @@ def warp_turn(device: str):
     (:mod:`wsim.sysid.lockstep`) run their Warp work at once (a CPU kernel releases the GIL); on CUDA,
     where the stream Warp launches on is one per device, or when Warp's tape could not be made per
     thread, they take turns."""
-    if str(device).startswith("cpu") and per_thread_tape():
+    if _per_thread and str(device).startswith("cpu"):
         return nullcontext()
     return _TURN
 

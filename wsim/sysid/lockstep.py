@@ -48,19 +48,10 @@ class _Record:
         with warp_turn(device), stream_scope(device):
             self.tape.zero()
             self.tape.backward(grads={self.vertices: to_warp(seed, wp.vec3)})
-        layout = self.batch.layout
         for k, _ in items:
-            grads = {}
-            for name, array in self.inputs.items():
-                spec = PARAMETERS[name]
-                interval = spec.per.startswith("interval_")
-                kind = spec.per[len("interval_"):] if interval else spec.per
-                if array.grad is None:
-                    continue
-                columns = layout.columns(k, kind)
-                grad = to_torch(array.grad)
-                grads[name] = (grad[:, columns] if interval else grad[columns]).clone()
-            self.grads[self.members[k]] = grads
+            self.grads[self.members[k]] = {
+                name: self.batch.member_part(name, k, to_torch(array.grad)).clone()
+                for name, array in self.inputs.items() if array.grad is not None}
 
 
 class _MemberGradient(torch.autograd.Function):
