@@ -291,6 +291,27 @@ def test_rigid_contact_parameters_recovered_from_random_guess(tmp_path):
     assert result["final_loss"] < 1e-6  # mean squared vertex distance, m^2
 
 
+def test_refined_restarts_find_the_friction_basin_in_one_round(tmp_path):
+    """optim.restart_refine: the case above (the first run in the wrong kf-mu basin) with one round
+    instead of three: each of the screened starts is walked along the kf-mu valley by a forward-only
+    Nelder-Mead search over kf and mu, and the polish from the refined starts (polish only, no Adam
+    schedule) brings every parameter to 1e-3."""
+    config = load_experiment("rigid-contact", CONTACT + ["optim.profile=null", "optim.escalate=0", "optim.restarts=1",
+                                                         "optim.restart_candidates=32", "optim.restart_starts=2",
+                                                         "optim.restart_refine=40"])
+    result = run_instance(config, 1, tmp_path, "cpu", progress=False, write_outputs=False)
+    search = result["restarts"]
+    assert [r["label"] for r in search["runs"]] == ["restart 1.1", "restart 1.2"]
+    for run in search["runs"]:  # the polish alone
+        assert 0 < result["loss_history_runs"].count(run["label"]) <= config.optim.polish_iterations
+    assert 32 < search["screening_evaluations"] <= 32 + 2 * 40
+    assert search["chosen"] != "first run" and search["final_loss"] < 1e-3 * search["first_run_loss"]
+    for name in ("density", "ke", "kd", "kf", "mu"):
+        assert result["errors"][name]["rel"] < 1e-3, result["errors"]
+    with pytest.raises(ConfigError, match="restart_refine"):
+        load_experiment("rigid-contact", ["optim.restart_refine=-1"])
+
+
 def test_restarts_resume_after_interrupt_and_record_every_run(tmp_path, monkeypatch, capsys):
     """Screened restarts (optim.restarts): the first run, then a round that screens Sobol candidates and
     optimises again from the best ones; Ctrl-C inside a restart keeps the results, --resume finishes
@@ -365,7 +386,7 @@ def test_a_loss_above_the_noise_is_not_done_and_escalation_searches_every_parame
                              1, tmp_path / "escalated", "cpu", progress=False, write_outputs=False)
     search = escalated["restarts"]
     assert search["escalation"]["rounds"] == 1 and not search["escalation"]["check"]["explained"]
-    assert {r["label"] for r in search["runs"]} == {"escalation 1.1", "escalation 1.2"}
+    assert {r["label"] for r in search["runs"]} == {"escalation 1.1", "escalation 1.2", "escalation 1.3"}
     assert all(set(r["start_values"]) == {"density", "ke", "kd", "kf", "mu"} for r in search["runs"])
     assert escalated["status"] == "done" and escalated["noise_check"]["explained"]
     for name in ("density", "ke", "kd", "kf", "mu"):

@@ -197,7 +197,9 @@ class OptimConfig(ConfigModel):
     ``restart_candidates`` points (the ``restart_params``, all parameters when empty, from a Sobol
     sequence over their ranges, the others at the best estimate), scores them by their loss over the
     whole video (no gradient) and runs the optimisation again from the ``restart_starts`` best; the
-    lowest-loss estimate of all runs wins.
+    lowest-loss estimate of all runs wins. ``restart_refine`` > 0: each of those starts is first refined
+    by a Nelder-Mead search over the round's parameters (forward only, at most that many rollouts),
+    and the run from it is the polish alone (narrow curved valleys that a sparse screen only grazes).
 
     A final loss above ``(escalate_ratio x noise)^2`` (the pixel losses' value at the truth is the
     noise variance; noise measured from the target, at least ``escalate_floor``; ratio 0: no check) is
@@ -220,6 +222,7 @@ class OptimConfig(ConfigModel):
     restart_candidates: int = Field(32, ge=1)
     restart_starts: int = Field(2, ge=1)
     restart_params: list[str] = Field(default_factory=list)
+    restart_refine: int = Field(0, ge=0)
     escalate: int = Field(0, ge=0)
     profile: Optional[str] = None
     profile_points: int = Field(8, ge=2)

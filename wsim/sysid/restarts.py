@@ -12,6 +12,8 @@ loss even for 3D supervision. After the first optimisation, each of ``optim.rest
    best estimate so far;
 2. evaluates the loss of each over the whole video (forward only: one rollout and render, no gradient);
 3. runs the local optimisation again (the same schedule) from the ``optim.restart_starts`` lowest;
+   with ``optim.restart_refine`` > 0, each of those is first refined by a forward-only Nelder-Mead
+   search over the round's parameters (:meth:`Restarts._refine`) and the run from it is the polish;
 
 and the estimate is the lowest-loss one of all runs. Every run uses only the video (or, for the
 DiffPhysics baseline, its 3D targets), never the truth. Draws are seeded by the instance seed and the
@@ -53,6 +55,7 @@ class Restarts:
         self.out = Path(out)
         o = instance.config.optim
         self.rounds, self.candidates, self.starts = o.restarts, o.restart_candidates, o.restart_starts
+        self.refine = o.restart_refine
         names = list(o.restart_params) or [p.name for p in instance.params]
         self.params = [p for p in instance.params if p.name in names]
         self.escalation_rounds = 0  # rounds over every parameter after the configured ones (escalate())
@@ -102,18 +105,49 @@ class Restarts:
             points.append(values)
         return points
 
+    def _loss(self, values: dict) -> float:
+        """The loss of ``values`` over the whole video, forward only (inf for a blow-up)."""
+        self.screening_evaluations += 1
+        try:
+            with torch.no_grad():
+                loss = float(self.instance.loss(values)[0])
+        except SimulationError:
+            return math.inf
+        return loss if math.isfinite(loss) else math.inf
+
     def _screen(self, points: list[dict]) -> list[tuple[float, int]]:
-        scored = []
-        with torch.no_grad():
-            for index, values in enumerate(points):
-                self.screening_evaluations += 1
-                try:
-                    loss, _ = self.instance.loss(values)
-                    loss = float(loss)
-                except SimulationError:
-                    loss = math.inf
-                scored.append((loss if math.isfinite(loss) else math.inf, index))
-        return sorted(scored)
+        return sorted((self._loss(values), index) for index, values in enumerate(points))
+
+    def _refine(self, round_index: int, start: dict) -> tuple[float, dict]:
+        """A Nelder-Mead search (forward only, at most ``optim.restart_refine`` rollouts) from ``start``
+        over the round's parameters in their optimisation space, the others held. A screen of a few
+        dozen points lands beside a narrow curved valley (rigid contact's kf-mu) more often than in
+        it, and the gradient steps that follow leave a valley floor they start next to; the simplex,
+        first as wide as half the screen's spacing, walks along it."""
+        from scipy.optimize import minimize
+
+        params = self._round_params(round_index)
+        shapes = [self.instance.value_shape(p, "one") for p in params]
+        sizes = [int(np.prod(s)) if s else 1 for s in shapes]
+        origin = {p.name: to_space(p, start[p.name].double()) for p in params}
+        spacing = self.candidates ** (-1.0 / sum(sizes))
+        widths = np.concatenate([np.full(size, float(to_space(p, torch.tensor(float(p.high), dtype=torch.float64))
+                                                    - to_space(p, torch.tensor(float(p.low), dtype=torch.float64))))
+                                 for p, size in zip(params, sizes)])
+
+        def values_at(x: np.ndarray) -> dict:
+            values = {k: v.detach().clone() for k, v in start.items()}
+            column = 0
+            for p, shape, size in zip(params, shapes, sizes):
+                delta = torch.as_tensor(x[column:column + size], dtype=torch.float64).reshape(shape)
+                column += size
+                values[p.name] = from_space(p, origin[p.name] + delta).to(start[p.name])
+            return values
+
+        simplex = np.vstack([np.zeros(len(widths)), np.diag(0.5 * spacing * widths)])
+        result = minimize(lambda x: self._loss(values_at(x)), np.zeros(len(widths)), method="Nelder-Mead",
+                          options={"initial_simplex": simplex, "maxfev": self.refine, "xatol": 1e-6, "fatol": 0.0})
+        return float(result.fun), values_at(result.x)
 
     # -- state ------------------------------------------------------------------------------
     def _state_path(self) -> Path:
@@ -203,7 +237,11 @@ class Restarts:
                     return
                 started = time.perf_counter()
                 points = self._draw(round_index, winner["values"])
-                self.chosen[round_index] = [(loss, points[index]) for loss, index in self._screen(points)[: self.starts]]
+                chosen = [(loss, points[index]) for loss, index in self._screen(points)[: self.starts]]
+                if self.refine:
+                    chosen = [self._refine(round_index, start) if math.isfinite(loss) else (loss, start)
+                              for loss, start in chosen]
+                self.chosen[round_index] = chosen
                 self.elapsed += time.perf_counter() - started
                 self._save()  # a resumed search restarts this round's runs from the same points
             for k, (screened_loss, start) in enumerate(self.chosen[round_index]):
@@ -228,10 +266,11 @@ class Restarts:
     def _run_one(self, round_index, k: int, screened_loss: float, start: dict, resume: bool, progress: bool,
                  label: str | None = None, fixed: tuple[str, ...] = (), params: list | None = None) -> tuple:
         """One local optimisation from ``start`` (the whole schedule; a profile run, ``round_index``
-        "profile", runs the polish alone with ``fixed`` held); returns its best loss and estimate."""
-        profile = round_index == "profile"
+        "profile", with ``fixed`` held, and a run from a refined start run the polish alone); returns
+        its best loss and estimate."""
+        polish_only = round_index == "profile" or self.refine > 0
         label = label or self._label(round_index, k)
-        optimisation = Optimisation(self.instance, initial=start, label=label, fixed=fixed, polish_only=profile)
+        optimisation = Optimisation(self.instance, initial=start, label=label, fixed=fixed, polish_only=polish_only)
         checkpoint = self.out / f"restart_{round_index}_{k}.pt"
         if resume and checkpoint.exists():
             optimisation.load(checkpoint)
