@@ -15,6 +15,10 @@ returns the outputs as torch views of the Warp arrays (``wp.to_torch``, zero-cop
 seeds the tape with the incoming gradients (``tape.backward(grads=...)``) and hands back the gradient
 of every input. On CUDA the Warp work is issued on torch's current stream, so no host synchronisation
 is needed between the two libraries.
+
+:class:`GraphedProgram` runs a program's forward and backward passes as two captured Warp graphs
+(``wp.ScopedCapture``: CUDA graphs on a GPU, a replayed operation stream on the CPU), captured once on
+buffers that stay allocated and replayed by every later call: no Python per launch.
 """
 
 from __future__ import annotations
@@ -136,16 +140,113 @@ class _TapeFunction(torch.autograd.Function):
         return (None, None, None, *grads)
 
 
-def run_tape_program(program, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+class GraphedProgram:
+    """A tape program (module docstring) whose passes are captured as Warp graphs and replayed.
+
+    The first call with a given set of input names and shapes runs the program once as usual (loading
+    its kernels), then captures its forward pass (``program.record`` on a tape: the buffers it allocates
+    are allocated once, and their zero-fill is part of the graph, so every replay starts as a fresh
+    record does) and the tape's backward pass into two graphs. Every later call copies its inputs into
+    the captured input buffers and replays; other input names or shapes capture again (one capture is
+    kept). Results and gradients equal the tape program's (bit for bit on the CPU: the same kernels in
+    the same order). The buffers are shared by all calls, so a backward pass must come before the next
+    forward pass; one that comes later raises instead of returning the gradients of another call. Not
+    for concurrent use from several threads.
+    """
+
+    def __init__(self, program):
+        self.program = program
+        self.device = program.device
+        self.input_dtypes = program.input_dtypes
+        self.key = None  # ((name, shape), ...) the graphs were captured for
+        self.generation = 0  # forward replays so far
+        self.captures = 0  # how many times the graphs were (re)captured
+
+    def _capture(self, names: tuple, tensors: tuple, key: tuple) -> None:
+        program, device = self.program, self.device
+        # every float input gets a gradient: one capture serves calls with and without requires_grad
+        # fresh tensors with standard strides (an expanded size-1 tensor keeps stride 0 through .contiguous())
+        self.tensors = {n: torch.empty(t.shape, dtype=torch.float32 if t.is_floating_point() else t.dtype,
+                                       device=t.device).copy_(t.detach()) for n, t in zip(names, tensors)}
+        self.inputs = {n: to_warp(self.tensors[n], self.input_dtypes[n], requires_grad=self.tensors[n].is_floating_point())
+                       for n in names}
+        warm = wp.Tape()  # loads every forward and adjoint kernel outside the capture
+        with warm:
+            outputs = program.record(self.inputs)
+        warm.backward(grads={out: wp.ones_like(out) for out in outputs})
+        self.tape = wp.Tape()
+        with wp.ScopedCapture(device=device) as forward:
+            with self.tape:
+                self.outputs = program.record(self.inputs)
+        self.seeds = [wp.zeros_like(out) for out in self.outputs]
+        with wp.ScopedCapture(device=device) as backward:
+            # the other gradients start at zero anyway: the forward replay zero-fills every buffer (and its
+            # gradient) that the captured record allocated, as a fresh record would
+            for array in self.inputs.values():
+                if array.grad is not None:
+                    array.grad.zero_()
+            self.tape.backward(grads=dict(zip(self.outputs, self.seeds)))
+        self.forward_graph, self.backward_graph = forward.graph, backward.graph
+        self.key = key
+        self.captures += 1
+
+    def forward(self, names: tuple, tensors: tuple) -> list:
+        """Replay the forward pass on ``tensors``; returns the program's (shared) output arrays."""
+        key = tuple((n, tuple(t.shape)) for n, t in zip(names, tensors))
+        if key != self.key:
+            self._capture(names, tensors, key)
+        for name, tensor in zip(names, tensors):
+            self.tensors[name].copy_(tensor.detach())
+        wp.capture_launch(self.forward_graph)
+        self.generation += 1
+        if hasattr(self.program, "after_forward"):
+            self.program.after_forward(self.outputs)
+        return self.outputs
+
+    def backward(self, generation: int, grads: tuple, names: tuple) -> list:
+        """Replay the backward pass seeded with ``grads`` (torch, one per output, None for none);
+        returns the gradient of every input in ``names`` as a torch tensor."""
+        if generation != self.generation:
+            raise RuntimeError("a graphed rollout's backward pass came after another rollout's forward pass "
+                               "on the same buffers; run backward before the next rollout, or do without graphs")
+        for seed, grad in zip(self.seeds, grads):
+            to_torch(seed).copy_(grad.reshape(to_torch(seed).shape) if grad is not None else 0.0)
+        wp.capture_launch(self.backward_graph)
+        return [to_torch(self.inputs[n].grad).clone().reshape(self.tensors[n].shape) for n in names]
+
+
+class _GraphFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, graphed, names, *tensors):
+        with warp_turn(graphed.device), stream_scope(graphed.device):
+            outputs = graphed.forward(names, tensors)
+        ctx.graphed, ctx.generation, ctx.names = graphed, graphed.generation, names
+        ctx.shapes = [t.shape for t in tensors]
+        return tuple(to_torch(out).clone() for out in outputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        graphed = ctx.graphed
+        with warp_turn(graphed.device), stream_scope(graphed.device):
+            grads = graphed.backward(ctx.generation, grad_outputs, ctx.names)
+        return (None, None, *(g.reshape(shape) if needed else None
+                              for g, shape, needed in zip(grads, ctx.shapes, ctx.needs_input_grad[2:])))
+
+
+def run_tape_program(program, inputs: dict[str, torch.Tensor],
+                     graphed: GraphedProgram | None = None) -> tuple[torch.Tensor, ...]:
     """Run a tape program on ``inputs`` as one differentiable torch operation (see module docstring).
 
     Inputs that require grad receive gradients; outputs alias Warp memory (no copy). Each call records
     a fresh tape, so two forward passes may be alive at the same time; under ``torch.no_grad()``, or
-    when no input requires grad, nothing is recorded.
+    when no input requires grad, nothing is recorded. With ``graphed`` (the program's
+    :class:`GraphedProgram`) the call replays its captured graphs instead, and the outputs are copies.
     """
     unknown = sorted(set(inputs) - set(program.input_dtypes))
     if unknown:
         raise KeyError(f"unknown input(s) {unknown}; this program accepts {sorted(program.input_dtypes)}")
     names = tuple(inputs)
+    if graphed is not None:
+        return _GraphFunction.apply(graphed, names, *(inputs[n] for n in names))
     record_tape = torch.is_grad_enabled() and any(inputs[n].requires_grad for n in names)
     return _TapeFunction.apply(program, names, record_tape, *(inputs[n] for n in names))

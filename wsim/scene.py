@@ -99,7 +99,8 @@ def build_scene(config: SceneConfig, device: str | None = None, base: Path | Non
     for index, cloth in enumerate(config.cloths):
         colors.append(_add_cloth(builder, cloth, index, base, _material(builder, c, cloth.contact)))
     model = builder.finalize(device, dt=sim.dt)
-    simulation = Simulation(model, sim.dt, sim.substeps, sim.frames, checkpoint_every=sim.checkpoint_every)
+    simulation = Simulation(model, sim.dt, sim.substeps, sim.frames, checkpoint_every=sim.checkpoint_every,
+                            graph=sim.graph)
     colors = np.concatenate(colors) if colors else np.zeros((0, 3), dtype=np.float32)
     return Scene(config, model, simulation, colors)
 

@@ -31,14 +31,13 @@ the model's Lame parameters. Their defaults derive from the model's Lame paramet
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
 import warp as wp
 
 from . import models as force_models
-from .bridge import run_tape_program, to_torch
+from .bridge import GraphedProgram, run_tape_program, to_torch
 from .checkpointed import CheckpointedRollout, replayed_frame_states
 from .device import torch_device
 from .errors import ParameterError, SimulationError, check_range
@@ -67,9 +66,20 @@ CONVENIENCE = {"density": (0.0, None), "body_impulse": (None, None), "young_modu
 
 
 @wp.kernel
-def _copy(source: wp.array(dtype=Any), target: wp.array(dtype=Any)):
+def _copy_vec3(source: wp.array(dtype=wp.vec3), target: wp.array(dtype=wp.vec3)):
     i = wp.tid()
     target[i] = source[i]
+
+
+@wp.kernel
+def _copy_quat(source: wp.array(dtype=wp.quat), target: wp.array(dtype=wp.quat)):
+    i = wp.tid()
+    target[i] = source[i]
+
+
+# typed, not one generic kernel: a captured graph (wsim.bridge.GraphedProgram) replayed the quaternion
+# copy of a generic kernel wrongly on the CPU (Warp 1.19)
+_COPY = {wp.vec3: _copy_vec3, wp.quat: _copy_quat}
 
 
 @wp.kernel
@@ -121,7 +131,8 @@ class Simulation:
     """
 
     def __init__(self, model: Model, dt: float, substeps: int, frames: int, check_inputs: bool = True,
-                 check_nan: bool = True, check_runaway: bool = True, checkpoint_every: int | None = None):
+                 check_nan: bool = True, check_runaway: bool = True, checkpoint_every: int | None = None,
+                 graph: bool = False):
         check_range("sim.dt", dt, 0.0, None)
         if int(substeps) != substeps or substeps < 1:
             raise ParameterError(f"sim.substeps must be an integer >= 1, got {substeps}")
@@ -155,6 +166,8 @@ class Simulation:
         self.checkpoint_every = checkpoint_every
         self._segment_starts = None
         self._last_segments = None
+        #: the captured forward and backward graphs that rollouts replay (``graph=True``; not with checkpointing)
+        self.graphed = GraphedProgram(self) if graph else None
 
     @property
     def checkpoint_every(self) -> int | None:
@@ -309,8 +322,10 @@ class Simulation:
                 params[name] = value
         resolved = self.resolve(params)
         if self._segments() is None:
-            (vertices,) = run_tape_program(self, resolved)
+            (vertices,) = run_tape_program(self, resolved, self.graphed)
             return vertices
+        if self.graphed is not None:
+            raise ParameterError("a graphed Simulation (graph=True) cannot be checkpointed (checkpoint_every)")
         unknown = sorted(set(resolved) - set(self.input_dtypes))
         if unknown:
             raise KeyError(f"unknown input(s) {unknown}; this simulation accepts {sorted(self.input_dtypes)}")
@@ -346,7 +361,7 @@ class Simulation:
             ("body_velocity", first.body_v, B), ("body_angular_velocity", first.body_w, B),
         ):
             if count:
-                wp.launch(_copy, dim=count, inputs=[params[source]], outputs=[target], device=device)
+                wp.launch(_COPY[target.dtype], dim=count, inputs=[params[source]], outputs=[target], device=device)
         if B:
             wp.launch(_initial_angular_momentum, dim=B, device=device,
                       inputs=[first.body_r, params["body_inertia"], first.body_w], outputs=[first.body_l])
@@ -354,7 +369,8 @@ class Simulation:
     def _load(self, source: dict, target: State) -> None:
         """Copy a saved segment start (``{name: [N]}`` of :data:`wsim.checkpointed.CARRIED`) into ``target`` (recorded)."""
         for name, array in source.items():
-            wp.launch(_copy, dim=array.shape[0], inputs=[array], outputs=[getattr(target, name)], device=self.device)
+            wp.launch(_COPY[array.dtype], dim=array.shape[0], inputs=[array], outputs=[getattr(target, name)],
+                      device=self.device)
 
     def _advance(self, params: dict, buffers: dict, first: int, last: int, vertices: wp.array | None,
                  bad_step: wp.array) -> State:
@@ -376,7 +392,8 @@ class Simulation:
         return current
 
     def _new_flag(self) -> wp.array:
-        return wp.array([np.iinfo(np.int32).max], dtype=wp.int32, device=self.device)
+        # a fill, not a copy from host memory: a captured graph replays it (wsim.bridge.GraphedProgram)
+        return wp.full(1, np.iinfo(np.int32).max, dtype=wp.int32, device=self.device)
 
     def record(self, inputs: dict) -> tuple:
         params = dict(self._defaults)

@@ -25,8 +25,8 @@ NEUTRAL_KEYS = ("instances", "video", "usd", "video_format")
 # Fields added after results, checkpoints and RISP datasets were first saved, each with the default that
 # reproduces what came before it ("*" stands for every item of a list): left out of a fingerprint while
 # at that default, so that a new feature does not orphan the saved work of configs that do not use it.
-LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "scene.bodies.*.pattern": 0.0, "scene.bodies.*.pattern_scale": 0.2, "scene.articulation": None, "scene.sim.checkpoint_every": None,
-                 "sim.checkpoint_every": None,
+LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "scene.bodies.*.pattern": 0.0, "scene.bodies.*.pattern_scale": 0.2, "scene.articulation": None, "scene.sim.checkpoint_every": None, "scene.sim.graph": False,
+                 "sim.checkpoint_every": None, "sim.graph": False,
                  "randomize.rotor_thrust_low": None, "randomize.rotor_thrust_high": None, "risp.data.configurations": 0,
                  "risp.data.psi_seed": None,
                  "params.*.draw": "uniform", "params.*.true_per_weight": None, "optim.escalate": 0,
