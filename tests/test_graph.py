@@ -82,6 +82,10 @@ def test_a_backward_pass_after_another_forward_pass_is_refused():
     graphed.rollout({"mu": torch.tensor(0.6)})  # overwrites the buffers the first backward would read
     with pytest.raises(RuntimeError, match="backward"):
         first.sum().backward()
+    second = graphed.rollout({"mu": mu})
+    second.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="once"):  # its state gradients are no longer zero
+        second.sum().backward()
     # other input names capture again (one capture is kept: the latest)
     graphed.rollout({"mu": mu, "kf": torch.tensor(30.0)}).sum().backward()
     assert graphed.graphed.captures == 2 and mu.grad is not None
@@ -106,3 +110,20 @@ def test_cuda_graphs_give_the_tapes_outputs_and_gradients(name):
         torch.testing.assert_close(replayed, out, rtol=1e-5, atol=1e-6)
         for key in values:
             torch.testing.assert_close(replayed_grads[key], grads[key], rtol=1e-4, atol=1e-6)
+
+
+def test_where_capture_fails_the_rollouts_run_on_tapes_with_a_warning(monkeypatch):
+    import warp as wp
+
+    plain, graphed = simulations("box-drop")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no capture on this device")
+
+    monkeypatch.setattr(wp, "ScopedCapture", refuse)
+    values = SCENES["box-drop"][1][0]
+    with pytest.warns(RuntimeWarning, match="no capture on this device"):
+        out, grads = run(graphed, values, 0)
+    reference, reference_grads = run(plain, values, 0)
+    assert torch.equal(out, reference) and all(torch.equal(grads[k], reference_grads[k]) for k in values)
+    assert graphed.graphed.failed and graphed.graphed.captures == 0

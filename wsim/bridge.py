@@ -24,6 +24,7 @@ buffers that stay allocated and replayed by every later call: no Python per laun
 from __future__ import annotations
 
 import threading
+import warnings
 from contextlib import nullcontext
 
 import torch
@@ -161,6 +162,8 @@ class GraphedProgram:
         self.key = None  # ((name, shape), ...) the graphs were captured for
         self.generation = 0  # forward replays so far
         self.captures = 0  # how many times the graphs were (re)captured
+        self.backed = False  # whether the last forward replay was differentiated already
+        self.failed: str | None = None  # why capture failed (the calls then run on tapes)
 
     def _capture(self, names: tuple, tensors: tuple, key: tuple) -> None:
         program, device = self.program, self.device
@@ -190,15 +193,28 @@ class GraphedProgram:
         self.key = key
         self.captures += 1
 
-    def forward(self, names: tuple, tensors: tuple) -> list:
-        """Replay the forward pass on ``tensors``; returns the program's (shared) output arrays."""
+    def ready(self, names: tuple, tensors: tuple) -> bool:
+        """Capture for these inputs unless captured already; False (with a warning, once) where this
+        Warp cannot capture the program here, and the calls then run on tapes."""
         key = tuple((n, tuple(t.shape)) for n, t in zip(names, tensors))
-        if key != self.key:
-            self._capture(names, tensors, key)
+        if self.failed is None and key != self.key:
+            try:
+                with warp_turn(self.device), stream_scope(self.device):
+                    self._capture(names, tensors, key)
+            except (RuntimeError, NotImplementedError) as error:
+                self.failed = f"{type(error).__name__}: {error}"
+                warnings.warn(f"graph capture is not available here ({self.failed}); rollouts run on tapes",
+                              RuntimeWarning, stacklevel=3)
+        return self.failed is None
+
+    def forward(self, names: tuple, tensors: tuple) -> list:
+        """Replay the forward pass on ``tensors`` (captured by :meth:`ready`); returns the program's
+        (shared) output arrays."""
         for name, tensor in zip(names, tensors):
             self.tensors[name].copy_(tensor.detach())
         wp.capture_launch(self.forward_graph)
         self.generation += 1
+        self.backed = False  # the state gradients are zero (the replay's zero-fill) until a backward pass
         if hasattr(self.program, "after_forward"):
             self.program.after_forward(self.outputs)
         return self.outputs
@@ -206,9 +222,11 @@ class GraphedProgram:
     def backward(self, generation: int, grads: tuple, names: tuple) -> list:
         """Replay the backward pass seeded with ``grads`` (torch, one per output, None for none);
         returns the gradient of every input in ``names`` as a torch tensor."""
-        if generation != self.generation:
-            raise RuntimeError("a graphed rollout's backward pass came after another rollout's forward pass "
-                               "on the same buffers; run backward before the next rollout, or do without graphs")
+        if generation != self.generation or self.backed:
+            raise RuntimeError("a graphed rollout's backward pass must follow its own forward pass, once: "
+                               "another rollout ran on the same buffers, or this one was differentiated "
+                               "already; run backward before the next rollout, or do without graphs")
+        self.backed = True
         for seed, grad in zip(self.seeds, grads):
             to_torch(seed).copy_(grad.reshape(to_torch(seed).shape) if grad is not None else 0.0)
         wp.capture_launch(self.backward_graph)
@@ -246,7 +264,7 @@ def run_tape_program(program, inputs: dict[str, torch.Tensor],
     if unknown:
         raise KeyError(f"unknown input(s) {unknown}; this program accepts {sorted(program.input_dtypes)}")
     names = tuple(inputs)
-    if graphed is not None:
+    if graphed is not None and graphed.ready(names, tuple(inputs[n] for n in names)):
         return _GraphFunction.apply(graphed, names, *(inputs[n] for n in names))
     record_tape = torch.is_grad_enabled() and any(inputs[n].requires_grad for n in names)
     return _TapeFunction.apply(program, names, record_tape, *(inputs[n] for n in names))
