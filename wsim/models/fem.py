@@ -114,23 +114,24 @@ def tetrahedron_forces_kernel(
     # deviatoric part + damping of the Green strain rate: H = V0 P Dm^-T
     FtdF = wp.transpose(F) * dFdt
     strain_rate = (FtdF + wp.transpose(FtdF)) * 0.5
-    P = F * (mu * (1.0 - 1.0 / (ic + 1.0))) + F * strain_rate * kd
-    H = (P * wp.transpose(dm_inv)) * volume
+    P = F * (mu * (1.0 - 1.0 / (ic + 1.0)) * volume) + F * strain_rate * (kd * volume)
+    H = P * wp.transpose(dm_inv)
     g1 = wp.vec3(H[0, 0], H[1, 0], H[2, 0])
     g2 = wp.vec3(H[0, 1], H[1, 1], H[2, 1])
     g3 = wp.vec3(H[0, 2], H[1, 2], H[2, 2])
 
-    # volumetric part with the rest-stable shift: dJ/dx_i = cofactor columns / det(Dm)
-    J = wp.determinant(F)
-    inv_det_dm = wp.determinant(dm_inv)
-    dj1 = wp.cross(e2, e3) * inv_det_dm
-    dj2 = wp.cross(e3, e1) * inv_det_dm
-    dj3 = wp.cross(e1, e2) * inv_det_dm
-    djdt = wp.dot(dj1, w1) + wp.dot(dj2, w2) + wp.dot(dj3, w3)
-    s = (lam * (J - 1.0 + activation[t]) - 0.75 * mu + kd * djdt) * volume
-    g1 = g1 + dj1 * s
-    g2 = g2 + dj2 * s
-    g3 = g3 + dj3 * s
+    # volumetric part with the rest-stable shift: dJ/dx_i = cofactor columns / det(Dm), det(Dm) = 6 V0,
+    # and J = det(Ds) / det(Dm) from the same cofactors (no 3x3 determinant)
+    c1 = wp.cross(e2, e3)
+    c2 = wp.cross(e3, e1)
+    c3 = wp.cross(e1, e2)
+    inv_det_dm = 1.0 / (6.0 * volume)
+    J = wp.dot(e1, c1) * inv_det_dm
+    djdt = (wp.dot(c1, w1) + wp.dot(c2, w2) + wp.dot(c3, w3)) * inv_det_dm
+    s = (lam * (J - 1.0 + activation[t]) - 0.75 * mu + kd * djdt) * (1.0 / 6.0)  # V0 / det(Dm)
+    g1 = g1 + c1 * s
+    g2 = g2 + c2 * s
+    g3 = g3 + c3 * s
 
     wp.atomic_add(particle_f, i, g1 + g2 + g3)
     wp.atomic_sub(particle_f, j, g1)
