@@ -312,6 +312,25 @@ def test_refined_restarts_find_the_friction_basin_in_one_round(tmp_path):
         load_experiment("rigid-contact", ["optim.restart_refine=-1"])
 
 
+def test_a_run_still_falling_when_its_budget_ends_is_polished_further(tmp_path):
+    """optim.polish_extensions: a first run cut short (4 Adam and 3 polish steps) ends unfinished (too few
+    steps to tell a plateau: not converged, and not stuck either): the extensions continue the polish
+    from its estimate until it converges (or the extensions run out), and the estimate improves."""
+    short = small("seed=4", "optim.iterations=4", "optim.polish_iterations=3", "optim.tolerance=0", "optim.escalate=0")
+    cut = run_instance(short, 4, tmp_path / "cut", "cpu", progress=False, write_outputs=False)
+    assert cut["convergence"].get("unfinished") and cut["status"] == "not_converged"
+    config = small("seed=4", "optim.iterations=4", "optim.polish_iterations=3", "optim.tolerance=0", "optim.escalate=0",
+                   "optim.polish_extensions=6")
+    result = run_instance(config, 4, tmp_path / "extended", "cpu", progress=False, write_outputs=False)
+    runs = result["restarts"]["runs"]
+    assert runs and [r["label"] for r in runs] == [f"extension {k + 1}" for k in range(len(runs))]
+    assert all(r["round"] == "extension" for r in runs)
+    assert result["final_loss"] < 1e-3 * cut["final_loss"]
+    assert result["errors"]["density"]["rel"] < 0.1 * cut["errors"]["density"]["rel"]
+    if len(runs) < 6:  # it stopped extending because the best run had finished
+        assert not result["convergence"].get("unfinished")
+
+
 def test_restarts_resume_after_interrupt_and_record_every_run(tmp_path, monkeypatch, capsys):
     """Screened restarts (optim.restarts): the first run, then a round that screens Sobol candidates and
     optimises again from the best ones; Ctrl-C inside a restart keeps the results, --resume finishes

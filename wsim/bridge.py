@@ -171,8 +171,8 @@ class GraphedProgram:
         # fresh tensors with standard strides (an expanded size-1 tensor keeps stride 0 through .contiguous())
         self.tensors = {n: torch.empty(t.shape, dtype=torch.float32 if t.is_floating_point() else t.dtype,
                                        device=t.device).copy_(t.detach()) for n, t in zip(names, tensors)}
-        self.inputs = {n: to_warp(self.tensors[n], self.input_dtypes[n], requires_grad=self.tensors[n].is_floating_point())
-                       for n in names}
+        self.inputs = {n: to_warp(t, self.input_dtypes[n], requires_grad=t.is_floating_point())
+                       for n, t in self.tensors.items()}
         warm = wp.Tape()  # loads every forward and adjoint kernel outside the capture
         with warm:
             outputs = program.record(self.inputs)

@@ -32,7 +32,7 @@ LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "scene.bodies.*.pattern": 0.0, "sc
                  "params.*.draw": "uniform", "params.*.true_per_weight": None, "optim.escalate": 0,
                  "optim.escalate_ratio": 3.0,
                  "optim.escalate_floor": 1.0e-5, "optim.profile": None, "optim.profile_points": 8,
-                 "optim.restart_refine": 0,
+                 "optim.restart_refine": 0, "optim.polish_extensions": 0,
                  "reinforce": {"samples": 5, "iterations": 125, "noise": 0.05, "decay": 0.925, "lr": 0.1}}
 
 

@@ -206,7 +206,9 @@ class OptimConfig(ConfigModel):
     not done (:func:`wsim.sysid.uncertainty.noise_check`); ``escalate`` rounds of restarts over *every*
     parameter are tried first. ``profile`` (a parameter's name): before the restarts, the polish at
     ``profile_points`` values of it over ``[low, high]`` (even in its optimisation space), the others
-    free, then a free polish from the best (rigid contact: local runs fall back into a kf-mu minimum)."""
+    free, then a free polish from the best (rigid contact: local runs fall back into a kf-mu minimum).
+    ``polish_extensions``: after all that, while the best run's loss was still falling when its budget
+    ran out, up to that many further polishes continue from it."""
 
     optimizer: Literal[OPTIMIZERS] = "adam"
     lr: Positive = 0.1
@@ -223,6 +225,7 @@ class OptimConfig(ConfigModel):
     restart_starts: int = Field(2, ge=1)
     restart_params: list[str] = Field(default_factory=list)
     restart_refine: int = Field(0, ge=0)
+    polish_extensions: int = Field(0, ge=0)
     escalate: int = Field(0, ge=0)
     profile: Optional[str] = None
     profile_points: int = Field(8, ge=2)

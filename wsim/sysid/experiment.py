@@ -107,7 +107,8 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
         optimisation.load(checkpoint)
     search = None
     o = config.optim
-    if ((o.restarts > 0 or o.escalate > 0 or o.profile is not None) and optimisation.total > 0
+    searching = o.restarts > 0 or o.escalate > 0 or o.profile is not None or o.polish_extensions > 0
+    if (searching and optimisation.total > 0
             and config.method != "pybullet"):
         from .restarts import Restarts
 
@@ -119,6 +120,7 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
             if search is not None:
                 search.run(resume, progress)
                 search.escalate(progress)
+                search.extend(resume, progress)
     except KeyboardInterrupt:
         interrupted = True
     winner = search.winner() if search is not None else {

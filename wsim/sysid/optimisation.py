@@ -230,10 +230,12 @@ class Optimisation:
             if change <= PLATEAU_RTOL:
                 return {"converged": True, "reason": f"the loss changed by {change:.1e} (relative) over the last "
                         f"{PLATEAU_WINDOW} steps"}
-            return {"converged": False, "reason": f"the step budget ran out while the loss still fell "
+            return {"converged": False, "unfinished": True,
+                    "reason": f"the step budget ran out while the loss still fell "
                     f"({change:.1%} over the last {PLATEAU_WINDOW} steps): raise optim.iterations or "
                     "optim.polish_iterations"}
-        return {"converged": False, "reason": f"only {len(running)} steps over the whole video (at least "
+        return {"converged": False, "unfinished": True,
+                "reason": f"only {len(running)} steps over the whole video (at least "
                 f"{PLATEAU_WINDOW + 1} are needed to tell a plateau): raise optim.iterations or "
                 "optim.polish_iterations"}
 

@@ -28,6 +28,9 @@ Escalation (``optim.escalate``, :meth:`Restarts.escalate`): when the best loss a
 above what the target's noise allows (:func:`wsim.sysid.uncertainty.noise_check`), ``optim.escalate``
 further rounds draw *every* parameter, whatever ``restart_params`` says: the configured rounds
 searched where a basin was expected, and the loss says the estimate is in none of them.
+
+Extension (``optim.polish_extensions``, :meth:`Restarts.extend`): last, while the best run's step budget
+ran out before it converged (its loss still falling), further polishes continue from it.
 """
 
 from __future__ import annotations
@@ -263,12 +266,27 @@ class Restarts:
         if self.escalation_rounds:
             self.run(resume=False, progress=progress)  # a resumed search already finished its started runs
 
+    def extend(self, resume: bool = False, progress: bool = True) -> None:
+        """After :meth:`escalate`: while the best run's budget ran out before it converged (its loss still
+        falling, or too few steps to tell: unfinished, not stuck), up to ``optim.polish_extensions``
+        polishes continue from it."""
+        done = {r["start"] for r in self.runs if r["round"] == "extension"}
+        for k in range(self.instance.config.optim.polish_extensions):
+            if k in done:
+                continue
+            convergence = self.winner()["convergence"]
+            if convergence.get("converged") or not convergence.get("unfinished"):
+                return
+            self._run_one("extension", k, math.nan, self.winner()["values"], resume, progress,
+                          label=f"extension {k + 1}", params=list(self.instance.params))
+
     def _run_one(self, round_index, k: int, screened_loss: float, start: dict, resume: bool, progress: bool,
                  label: str | None = None, fixed: tuple[str, ...] = (), params: list | None = None) -> tuple:
         """One local optimisation from ``start`` (the whole schedule; a profile run, ``round_index``
-        "profile", with ``fixed`` held, and a run from a refined start run the polish alone); returns
+        "profile", with ``fixed`` held, an "extension" and a run from a refined start run the polish
+        alone); returns
         its best loss and estimate."""
-        polish_only = round_index == "profile" or self.refine > 0
+        polish_only = round_index in ("profile", "extension") or self.refine > 0
         label = label or self._label(round_index, k)
         optimisation = Optimisation(self.instance, initial=start, label=label, fixed=fixed, polish_only=polish_only)
         checkpoint = self.out / f"restart_{round_index}_{k}.pt"
