@@ -127,3 +127,23 @@ def test_where_capture_fails_the_rollouts_run_on_tapes_with_a_warning(monkeypatc
     reference, reference_grads = run(plain, values, 0)
     assert torch.equal(out, reference) and all(torch.equal(grads[k], reference_grads[k]) for k in values)
     assert graphed.graphed.failed and graphed.graphed.captures == 0
+
+
+def test_a_batch_of_graphed_scenes_replays_one_graph_and_equals_the_single_rollouts():
+    from wsim.batch import BatchedSimulation
+
+    pairs = [simulations("box-drop"), simulations("soft-ball")]
+    batch = BatchedSimulation([graphed for _, graphed in pairs])
+    assert batch.simulation.graphed is not None
+    for seed in range(2):  # twice: the second call replays
+        values = [SCENES["box-drop"][1][seed], SCENES["soft-ball"][1][seed]]
+        leaves = [{k: torch.as_tensor(v, dtype=torch.float32).clone().requires_grad_(True) for k, v in p.items()}
+                  for p in values]
+        outs = batch.rollout(leaves)
+        weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(outs)]
+        sum((w * o).sum() for w, o in zip(weights, outs)).backward()
+        for (plain, _), p, o, x, i in zip(pairs, values, outs, leaves, range(2)):
+            single, grads = run(plain, p, i)
+            assert torch.equal(single, o.detach())
+            assert all(torch.equal(grads[k], x[k].grad) for k in p)
+    assert batch.simulation.graphed.failed is None and batch.simulation.graphed.captures == 1

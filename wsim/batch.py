@@ -213,8 +213,10 @@ class BatchedSimulation:
                                      "records one tape")
         self.members = list(simulations)
         model, self.layout = concat_models([s.model for s in simulations])
+        # captured graphs when the scenes use them (their results are the tape's, bit for bit)
         self.simulation = Simulation(model, first.dt, first.substeps, first.frames, check_inputs=False,
-                                     check_nan=False, check_runaway=False)
+                                     check_nan=False, check_runaway=False,
+                                     graph=any(s.graphed is not None for s in simulations))
         self._vertex_rows = [torch.as_tensor(self.layout.vertex_index(i, model.shape_vertex_count),
                                              device=first.torch_device) for i in range(len(simulations))]
 
@@ -258,7 +260,7 @@ class BatchedSimulation:
 
     def rollout(self, params_list: list[dict | None]) -> list[torch.Tensor]:
         resolved, inputs = self.resolve(params_list)
-        (vertices,) = run_tape_program(self.simulation, inputs)
+        (vertices,) = run_tape_program(self.simulation, inputs, self.simulation.graphed)
         errors = self.check(resolved)
         if errors:
             raise BatchError(errors)
