@@ -417,6 +417,26 @@ def test_a_loss_above_the_noise_is_not_done_and_escalation_searches_every_parame
     assert "escalated (loss above the target's noise allowance" in format_summary(summary, "rigid-contact")
 
 
+def test_a_stalled_search_is_refined_by_a_simplex_over_every_parameter(tmp_path):
+    """optim.final_refine: the stuck rigid-contact run above (no restarts, no escalation: its loss far
+    above the allowance, mu 20 % off) gets a forward-only Nelder-Mead search over all five parameters
+    from its estimate, then a polish from there: the loss falls from 2.6e-7 to about 1e-13, every
+    parameter to 1e-3, and the instance is done."""
+    config = load_experiment("rigid-contact", CONTACT + ["optim.restarts=0", "optim.profile=null", "optim.escalate=0",
+                                                         "optim.final_refine=150", "optim.polish_extensions=0"])
+    result = run_instance(config, 1, tmp_path, "cpu", progress=False, write_outputs=False)
+    search = result["restarts"]
+    assert [r["label"] for r in search["runs"]] == ["refine 1"]
+    run = search["runs"][0]
+    assert set(run["start_values"]) == {"density", "ke", "kd", "kf", "mu"}
+    assert run["screened_loss"] <= search["first_run_loss"] and run["final_loss"] <= run["screened_loss"]
+    assert 0 < search["screening_evaluations"] <= 150
+    assert result["final_loss"] == pytest.approx(min(search["first_run_loss"], run["final_loss"]))
+    assert result["status"] == "done" and result["final_loss"] < 1e-4 * search["first_run_loss"]
+    for name in ("density", "ke", "kd", "kf", "mu"):
+        assert result["errors"][name]["rel"] < 1e-3, result["errors"]
+
+
 def test_profile_search_along_kf_finds_the_basin_of_the_truth(tmp_path, capsys):
     """optim.profile: the polish at fixed kf on a grid over [1, 500] (log-spaced: 1, 22.4, 500), the
     others free, then a free polish from the best grid point. With the true kf 20, the point 22.4 has a

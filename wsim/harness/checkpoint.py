@@ -33,6 +33,7 @@ LATE_DEFAULTS = {"scene.bodies.*.rotors": [], "scene.bodies.*.pattern": 0.0, "sc
                  "optim.escalate_ratio": 3.0,
                  "optim.escalate_floor": 1.0e-5, "optim.profile": None, "optim.profile_points": 8,
                  "optim.restart_refine": 0, "optim.polish_extensions": 0,
+                 "optim.final_refine": 0,
                  "reinforce": {"samples": 5, "iterations": 125, "noise": 0.05, "decay": 0.925, "lr": 0.1}}
 
 

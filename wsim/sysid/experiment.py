@@ -107,7 +107,8 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
         optimisation.load(checkpoint)
     search = None
     o = config.optim
-    searching = o.restarts > 0 or o.escalate > 0 or o.profile is not None or o.polish_extensions > 0
+    searching = (o.restarts > 0 or o.escalate > 0 or o.profile is not None or o.polish_extensions > 0
+                 or o.final_refine > 0)
     if (searching and optimisation.total > 0
             and config.method != "pybullet"):
         from .restarts import Restarts
@@ -120,6 +121,7 @@ def run_instance(config: ExperimentConfig, seed: int, out: Path, device: str | N
             if search is not None:
                 search.run(resume, progress)
                 search.escalate(progress)
+                search.settle(resume, progress)
                 search.extend(resume, progress)
     except KeyboardInterrupt:
         interrupted = True

@@ -29,6 +29,10 @@ above what the target's noise allows (:func:`wsim.sysid.uncertainty.noise_check`
 further rounds draw *every* parameter, whatever ``restart_params`` says: the configured rounds
 searched where a basin was expected, and the loss says the estimate is in none of them.
 
+Final refinement (``optim.final_refine``, :meth:`Restarts.settle`): when the loss is still above the
+noise allowance after that, a Nelder-Mead search over every parameter from each of the best runs, then
+the polish (gradient polishes can stall short of a minimum the loss still has).
+
 Extension (``optim.polish_extensions``, :meth:`Restarts.extend`): last, while the best run's step budget
 ran out before it converged (its loss still falling), further polishes continue from it.
 """
@@ -72,6 +76,7 @@ class Restarts:
         self.iterations = 0
         self.evaluations = 0
         self.best: dict | None = None  # the best restart run (see winner())
+        self.estimates: list[tuple[float, dict]] = []  # (best loss, estimate) of every run after the first
         self.chosen: dict[int, list[tuple[float, dict]]] = {}  # per round: the screened starting points
         self._first: tuple[int, dict] | None = None  # (first run's iteration, its estimate)
 
@@ -127,16 +132,23 @@ class Restarts:
         dozen points lands beside a narrow curved valley (rigid contact's kf-mu) more often than in
         it, and the gradient steps that follow leave a valley floor they start next to; the simplex,
         first as wide as half the screen's spacing, walks along it."""
+        params = self._round_params(round_index)
+        sizes = [int(np.prod(self.instance.value_shape(p, "one")) or 1) for p in params]
+        spacing = self.candidates ** (-1.0 / sum(sizes))
+        widths = [float(to_space(p, torch.tensor(float(p.high), dtype=torch.float64))
+                        - to_space(p, torch.tensor(float(p.low), dtype=torch.float64))) for p in params]
+        steps = np.concatenate([np.full(size, 0.5 * spacing * w) for size, w in zip(sizes, widths)])
+        return self._nelder_mead(params, start, steps, self.refine)
+
+    def _nelder_mead(self, params: list, start: dict, steps: np.ndarray, budget: int) -> tuple[float, dict]:
+        """Nelder-Mead over ``params`` (one dimension per scalar of an element's value, added to every
+        element) from ``start`` in their optimisation space, the first simplex ``steps`` wide, at most
+        ``budget`` forward rollouts; returns the best loss and values."""
         from scipy.optimize import minimize
 
-        params = self._round_params(round_index)
         shapes = [self.instance.value_shape(p, "one") for p in params]
         sizes = [int(np.prod(s)) if s else 1 for s in shapes]
         origin = {p.name: to_space(p, start[p.name].double()) for p in params}
-        spacing = self.candidates ** (-1.0 / sum(sizes))
-        widths = np.concatenate([np.full(size, float(to_space(p, torch.tensor(float(p.high), dtype=torch.float64))
-                                                    - to_space(p, torch.tensor(float(p.low), dtype=torch.float64))))
-                                 for p, size in zip(params, sizes)])
 
         def values_at(x: np.ndarray) -> dict:
             values = {k: v.detach().clone() for k, v in start.items()}
@@ -147,10 +159,48 @@ class Restarts:
                 values[p.name] = from_space(p, origin[p.name] + delta).to(start[p.name])
             return values
 
-        simplex = np.vstack([np.zeros(len(widths)), np.diag(0.5 * spacing * widths)])
-        result = minimize(lambda x: self._loss(values_at(x)), np.zeros(len(widths)), method="Nelder-Mead",
-                          options={"initial_simplex": simplex, "maxfev": self.refine, "xatol": 1e-6, "fatol": 0.0})
+        simplex = np.vstack([np.zeros(len(steps)), np.diag(steps)])
+        result = minimize(lambda x: self._loss(values_at(x)), np.zeros(len(steps)), method="Nelder-Mead",
+                          options={"initial_simplex": simplex, "maxfev": budget, "xatol": 1e-7, "fatol": 0.0})
         return float(result.fun), values_at(result.x)
+
+    def settle(self, resume: bool = False, progress: bool = True) -> None:
+        """After :meth:`escalate`, when the best loss is still above what the target's noise allows and
+        ``optim.final_refine`` > 0: a Nelder-Mead search over every parameter (forward only, that many
+        rollouts, first steps 5 % of each log-space parameter) from each of the ``optim.restart_starts``
+        lowest-loss runs, then the polish from it (runs labelled ``refine``). Gradient polishes can stall
+        short of a minimum the loss still has (rigid contact on a many-toothed gear: BFGS and LM find no
+        step at 3.7e-7 while a simplex walks on to 5e-13)."""
+        budget = self.instance.config.optim.final_refine
+        if not budget:
+            return
+        if "refine" not in self.chosen:
+            from .uncertainty import noise_check
+
+            check = noise_check(self.instance, self.winner()["loss"])
+            starts = []
+            if check["applicable"] and not check["explained"]:
+                params = list(self.instance.params)
+                steps = np.concatenate([np.full(int(np.prod(self.instance.value_shape(p, "one")) or 1),
+                                                0.05 if p.space != "linear" else 0.01 * (p.high - p.low))
+                                        for p in params])
+                self.winner()  # fills self._first, the first run's estimate
+                first_loss = self.first.best[0] if self.first.best is not None else math.inf
+                pool = sorted(self.estimates + [(first_loss, self._first[1])], key=lambda item: item[0])
+                seen = set()
+                for loss, values in pool:
+                    if len(starts) == self.starts or not math.isfinite(loss):
+                        break
+                    if loss not in seen:  # a polish that moved nothing repeats its start's estimate
+                        seen.add(loss)
+                        starts.append(self._nelder_mead(params, values, steps, budget))
+            self.chosen["refine"] = starts
+            self._save()
+        done = {r["start"] for r in self.runs if r["round"] == "refine"}
+        for k, (loss, start) in enumerate(self.chosen["refine"]):
+            if k not in done:
+                self._run_one("refine", k, loss, start, resume, progress, label=f"refine {k + 1}",
+                              params=list(self.instance.params))
 
     # -- state ------------------------------------------------------------------------------
     def _state_path(self) -> Path:
@@ -161,6 +211,7 @@ class Restarts:
                  "screening_evaluations": self.screening_evaluations, "elapsed": self.elapsed,
                  "iterations": self.iterations, "evaluations": self.evaluations,
                  "best": to_device(self.best, "cpu"), "escalation_rounds": self.escalation_rounds,
+                 "estimates": to_device(self.estimates, "cpu"),
                  "check": self.check}
         save_checkpoint(self._state_path(), state, self.instance.stamp)
 
@@ -174,6 +225,7 @@ class Restarts:
         self.screening_evaluations, self.elapsed = state["screening_evaluations"], state["elapsed"]
         self.iterations, self.evaluations = state["iterations"], state["evaluations"]
         self.best = to_device(state["best"], device)
+        self.estimates = to_device(state.get("estimates", []), device)
         self.escalation_rounds, self.check = state.get("escalation_rounds", 0), state.get("check")
 
     # -- search -----------------------------------------------------------------------------
@@ -286,7 +338,7 @@ class Restarts:
         "profile", with ``fixed`` held, an "extension" and a run from a refined start run the polish
         alone); returns
         its best loss and estimate."""
-        polish_only = round_index in ("profile", "extension") or self.refine > 0
+        polish_only = round_index in ("profile", "extension", "refine") or self.refine > 0
         label = label or self._label(round_index, k)
         optimisation = Optimisation(self.instance, initial=start, label=label, fixed=fixed, polish_only=polish_only)
         checkpoint = self.out / f"restart_{round_index}_{k}.pt"
@@ -299,6 +351,7 @@ class Restarts:
         if self.best is None or loss < self.best["loss"]:
             self.best = {"label": label, "loss": loss, "convergence": convergence,
                          "values": {name: v.detach().clone() for name, v in estimate.items()}}
+        self.estimates.append((loss, {name: v.detach().clone() for name, v in estimate.items()}))
         self.runs.append({"round": round_index, "start": k, "label": label, "screened_loss": screened_loss,
                           "start_values": {p.name: summary_of(start[p.name])
                                            for p in (params or self._round_params(round_index))},
