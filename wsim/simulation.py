@@ -31,7 +31,6 @@ the model's Lame parameters. Their defaults derive from the model's Lame paramet
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import warp as wp
@@ -44,6 +43,7 @@ from .errors import ParameterError, SimulationError, check_range
 from .integrators import runaway, semi_implicit
 from .model_state import Control, Model, State
 from .parameters import PARAMETERS, ParameterSpec, declare
+from .state_kernels import COPY, body_vertices_to_world, initial_angular_momentum, particles_to_vertices
 
 PARAMETER_SPECS = declare(
     ParameterSpec("particle_position", wp.vec3, "particle", "initial particle position", "m"),
@@ -62,55 +62,6 @@ ALIASES = {
 }
 CONVENIENCE = {"density": (0.0, None), "body_impulse": (None, None), "young_modulus": (0.0, None),
                "poisson_ratio": (0.0, 0.5)}
-
-
-
-@wp.kernel
-def _copy_vec3(source: wp.array(dtype=wp.vec3), target: wp.array(dtype=wp.vec3)):
-    i = wp.tid()
-    target[i] = source[i]
-
-
-@wp.kernel
-def _copy_quat(source: wp.array(dtype=wp.quat), target: wp.array(dtype=wp.quat)):
-    i = wp.tid()
-    target[i] = source[i]
-
-
-# typed, not one generic kernel: a captured graph (wsim.bridge.GraphedProgram) replayed the quaternion
-# copy of a generic kernel wrongly on the CPU (Warp 1.19)
-_COPY = {wp.vec3: _copy_vec3, wp.quat: _copy_quat}
-
-
-@wp.kernel
-def _initial_angular_momentum(
-    body_r: wp.array(dtype=wp.quat),
-    body_inertia: wp.array(dtype=wp.mat33),
-    body_w: wp.array(dtype=wp.vec3),
-    body_l: wp.array(dtype=wp.vec3),
-):
-    b = wp.tid()
-    rotation = wp.quat_to_matrix(body_r[b])
-    body_l[b] = rotation * (body_inertia[b] * (wp.transpose(rotation) * body_w[b]))
-
-
-@wp.kernel
-def _body_vertices_to_world(
-    body_q: wp.array(dtype=wp.vec3),
-    body_r: wp.array(dtype=wp.quat),
-    shape_vertices: wp.array(dtype=wp.vec3),
-    shape_vertex_body: wp.array(dtype=wp.int32),
-    out: wp.array(dtype=wp.vec3),
-):
-    i = wp.tid()
-    b = shape_vertex_body[i]
-    out[i] = body_q[b] + wp.quat_rotate(body_r[b], shape_vertices[i])
-
-
-@wp.kernel
-def _particles_to_vertices(particle_q: wp.array(dtype=wp.vec3), offset: int, out: wp.array(dtype=wp.vec3)):
-    i = wp.tid()
-    out[offset + i] = particle_q[i]
 
 
 class Simulation:
@@ -361,15 +312,15 @@ class Simulation:
             ("body_velocity", first.body_v, B), ("body_angular_velocity", first.body_w, B),
         ):
             if count:
-                wp.launch(_COPY[target.dtype], dim=count, inputs=[params[source]], outputs=[target], device=device)
+                wp.launch(COPY[target.dtype], dim=count, inputs=[params[source]], outputs=[target], device=device)
         if B:
-            wp.launch(_initial_angular_momentum, dim=B, device=device,
+            wp.launch(initial_angular_momentum, dim=B, device=device,
                       inputs=[first.body_r, params["body_inertia"], first.body_w], outputs=[first.body_l])
 
     def _load(self, source: dict, target: State) -> None:
         """Copy a saved segment start (``{name: [N]}`` of :data:`wsim.checkpointed.CARRIED`) into ``target`` (recorded)."""
         for name, array in source.items():
-            wp.launch(_COPY[array.dtype], dim=array.shape[0], inputs=[array], outputs=[getattr(target, name)],
+            wp.launch(COPY[array.dtype], dim=array.shape[0], inputs=[array], outputs=[getattr(target, name)],
                       device=self.device)
 
     def _advance(self, params: dict, buffers: dict, first: int, last: int, vertices: wp.array | None,
@@ -421,11 +372,11 @@ class Simulation:
     def _write_vertices(self, state: State, out: wp.array) -> None:
         model = self.model
         if model.shape_vertex_count:
-            wp.launch(_body_vertices_to_world, dim=model.shape_vertex_count, device=self.device,
+            wp.launch(body_vertices_to_world, dim=model.shape_vertex_count, device=self.device,
                       inputs=[state.body_q, state.body_r, model.shape_vertices, model.shape_vertex_body],
                       outputs=[out])
         if model.particle_count:
-            wp.launch(_particles_to_vertices, dim=model.particle_count, device=self.device,
+            wp.launch(particles_to_vertices, dim=model.particle_count, device=self.device,
                       inputs=[state.particle_q, model.shape_vertex_count], outputs=[out])
 
     def after_forward(self, outputs) -> None:
