@@ -41,9 +41,8 @@ class SimConfig(ConfigModel):
     ``frames`` rendered frames including the initial state (the rollout lasts (frames-1)*substeps*dt).
     ``checkpoint_every``: keep the state only every this many frame intervals and recompute the segments
     in the backward pass (memory ~ its square root of the horizon, time up to 1.6x; gradients identical);
-    none: one tape over the whole rollout. ``graph``: capture the rollout's forward and backward passes
-    once as Warp graphs and replay them (CUDA graphs on a GPU, a replayed operation stream on the CPU;
-    same results, far less Python per step; not with ``checkpoint_every``)."""
+    none: one tape over the whole rollout. ``graph``: capture the rollout's passes once as Warp graphs
+    and replay them (same results, far less Python per step; not with ``checkpoint_every``)."""
 
     dt: float = Field(1.0e-3, gt=0)
     substeps: int = Field(10, ge=1)
@@ -51,12 +50,11 @@ class SimConfig(ConfigModel):
     checkpoint_every: Optional[int] = Field(None, ge=1)
     graph: bool = False
 
-    @model_validator(mode="after")
-    def _graph_or_checkpoints(self):
-        if self.graph and self.checkpoint_every is not None:
-            raise ValueError("graph: true and checkpoint_every cannot be combined (a checkpointed rollout "
-                             "re-records its segments); set one of them")
-        return self
+    @field_validator("graph")
+    def _graph_or_checkpoints(cls, graph, info):
+        if graph and info.data.get("checkpoint_every") is not None:
+            raise ValueError("graph: true and checkpoint_every exclude each other (a checkpointed rollout re-records)")
+        return graph
 
 
 class GroundConfig(ConfigModel):

@@ -207,11 +207,9 @@ class OptimConfig(ConfigModel):
     parameter are tried first. ``profile`` (a parameter's name): before the restarts, the polish at
     ``profile_points`` values of it over ``[low, high]`` (even in its optimisation space), the others
     free, then a free polish from the best (rigid contact: local runs fall back into a kf-mu minimum).
-    ``final_refine`` (rollouts): when the best loss is still above the noise allowance after the
-    escalation, a forward-only Nelder-Mead search over every parameter from each of the
-    ``restart_starts`` best runs, then the polish from it. ``polish_extensions``: after all that, while
-    the best run's loss was still falling when its budget ran out, up to that many further polishes
-    continue from it."""
+    ``final_refine`` (rollouts): when the loss is still above the noise allowance after escalation, a
+    Nelder-Mead search over every parameter from each of the ``restart_starts`` best runs, then a polish.
+    ``polish_extensions``: then, while the best run's budget ran out unfinished, that many more polishes."""
 
     optimizer: Literal[OPTIMIZERS] = "adam"
     lr: Positive = 0.1
