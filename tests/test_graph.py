@@ -94,6 +94,10 @@ def test_a_backward_pass_after_another_forward_pass_is_refused():
 def test_graph_and_checkpointing_exclude_each_other():
     with pytest.raises(ConfigError, match="checkpoint_every"):
         load_config(CONFIGS / "box-drop.yaml", ["sim.graph=true", "sim.checkpoint_every=2"])
+    from wsim.sysid import load_experiment
+
+    with pytest.raises(ConfigError, match="sim.graph"):  # articulated scenes run on tapes
+        load_experiment("pendulum", ["scene.sim.graph=true"])
     plain, _ = simulations("box-drop")
     sim = Simulation(plain.model, plain.dt, plain.substeps, plain.frames, graph=True, checkpoint_every=2)
     with pytest.raises(ParameterError, match="graph"):

@@ -239,7 +239,6 @@ class _GraphFunction(torch.autograd.Function):
         with warp_turn(graphed.device), stream_scope(graphed.device):
             outputs = graphed.forward(names, tensors)
         ctx.graphed, ctx.generation, ctx.names = graphed, graphed.generation, names
-        ctx.shapes = [t.shape for t in tensors]
         return tuple(to_torch(out).clone() for out in outputs)
 
     @staticmethod
@@ -247,8 +246,7 @@ class _GraphFunction(torch.autograd.Function):
         graphed = ctx.graphed
         with warp_turn(graphed.device), stream_scope(graphed.device):
             grads = graphed.backward(ctx.generation, grad_outputs, ctx.names)
-        return (None, None, *(g.reshape(shape) if needed else None
-                              for g, shape, needed in zip(grads, ctx.shapes, ctx.needs_input_grad[2:])))
+        return (None, None, *(g if needed else None for g, needed in zip(grads, ctx.needs_input_grad[2:])))
 
 
 def run_tape_program(program, inputs: dict[str, torch.Tensor],

@@ -50,12 +50,6 @@ class SimConfig(ConfigModel):
     checkpoint_every: Optional[int] = Field(None, ge=1)
     graph: bool = False
 
-    @field_validator("graph")
-    def _graph_or_checkpoints(cls, graph, info):
-        if graph and info.data.get("checkpoint_every") is not None:
-            raise ValueError("graph: true and checkpoint_every exclude each other (a checkpointed rollout re-records)")
-        return graph
-
 
 class GroundConfig(ConfigModel):
     """The ground plane Y = ``height`` (m)."""
@@ -421,6 +415,9 @@ class SceneConfig(ConfigModel):
         if self.robot and (self.articulation or self.bodies or self.chains or self.soft_bodies or self.cloths):
             raise ValueError("a robot cannot share a scene with an articulation, bodies, chains, soft_bodies or "
                              "cloths yet: give it a scene of its own")
+        if self.sim.graph and (self.sim.checkpoint_every is not None or self.articulation or self.robot):
+            raise ValueError("sim.graph: captured graphs are for particle and rigid-body scenes, without "
+                             "sim.checkpoint_every (a checkpointed rollout re-records its segments)")
         return self
 
     @model_validator(mode="after")

@@ -52,9 +52,6 @@ def build_scene(config: SceneConfig, device: str | None = None, base: Path | Non
     """Build the Model and Simulation described by ``config`` on ``device`` (default: auto)."""
     device = resolve_device(device)
     sim = config.sim
-    if sim.graph and (config.articulation is not None or config.robot is not None):
-        raise ConfigError("sim.graph: graph capture is for particle and rigid-body scenes; articulated and "
-                          "robot scenes run on tapes (set graph: false)")
     if config.articulation is not None:
         return _articulated_scene(config, device)
     if config.robot is not None:
