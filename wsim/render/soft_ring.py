@@ -98,7 +98,11 @@ def _nearest_soft_edge(p: wp.vec2, b: int, inv_depth: float, clip: wp.array(dtyp
                        near_edges: wp.array(dtype=wp.int32), first: int, count: int, V: int, sx: float, sy: float):
     """The nearest soft edge of a face's ring that has p on its inner side (the side of its faces):
     an edge with p beyond it bounds another part of the surface (a fan's far rim, a nearer tooth of a
-    gear), and where p is covered all the same a nearer boundary separates p from it. A gated entry
+    gear), and where p is covered all the same a nearer boundary separates p from it. The side counts
+    only where the point of the edge nearest to p is inside the segment: where it is an end, the
+    distance is to a corner of the outline, which bounds p from every side (inside a reflex corner of
+    the outline p lies beyond both edges' lines; skipping both there stepped alpha by 0.35 on a cross
+    prism at 24 px, and the loss with it). A gated entry
     counts only where it is not hidden (``_not_hidden``; ``inv_depth``: the face's 1 / w at p). The
     candidates are the ``count`` entries from ``first`` on of ``near_edges`` (``ring_reach_kernel``)."""
     best = int(-1)
@@ -109,12 +113,12 @@ def _nearest_soft_edge(p: wp.vec2, b: int, inv_depth: float, clip: wp.array(dtyp
         ev = edge_verts[e]
         a0 = _iso_xy(clip[b * V + ev[0]], sx, sy)
         a1 = _iso_xy(clip[b * V + ev[1]], sx, sy)
+        dk, sk = _seg_dist2(p, a0, a1)
         inner = True
         apex = edge_apex[e]
-        if apex >= 0:
+        if apex >= 0 and sk > 0.0 and sk < 1.0:
             inner = edge(a0, a1, p) * edge(a0, a1, _iso_xy(clip[b * V + apex], sx, sy)) >= 0.0
         if inner:
-            dk, sk = _seg_dist2(p, a0, a1)
             if dk < bestd:
                 # the gate last: it costs two plane evaluations, and only a nearer edge needs it
                 if code >= 0 or _not_hidden(p, b, e, inv_depth, edge_faces, faces, clip, V, sx, sy):
