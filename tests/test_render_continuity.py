@@ -144,3 +144,12 @@ def test_no_step_at_the_reflex_corners_of_l_and_cross_prisms():
     for shape, eye in (("l_prism", (0.784, 2.214, -1.866)), ("cross_prism", (1.859, 0.380, -2.324)),
                        ("cross_prism", (0.354, 1.690, 2.453))):
         assert _prism_steps(shape, eye)[0] < 0.05, (shape, eye)
+
+
+def test_no_step_where_a_gate_decides_on_the_gear_prism():
+    """Views of the gear prism where a gate decided as a switch: a hidden tooth contour whose depth gap
+    crossed the tolerance (the second view: a step of 0.34), and a nearer tooth's edge that bounded the
+    coverage of a farther face under it until the pixel centre crossed it (the others: 0.10 each).
+    Measured with the gates as smooth penalties: 0.021 and below 0.01."""
+    for eye in ((-1.859, 0.932, -2.162), (-1.823, 1.895, -1.444), (1.686, 1.525, -1.957)):
+        assert _prism_steps("gear_prism", eye)[0] < 0.05, eye

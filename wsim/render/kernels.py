@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warp as wp
 
-from .soft_ring import _iso_xy, _nearest_soft_edge, _seg_dist2, edge
+from .soft_ring import BIG, NO_EDGE, _gate, _iso_xy, _nearest_soft_edge, _ring_edge, _seg_dist2, edge
 
 
 @wp.func
@@ -44,7 +44,6 @@ def pixel_xy(v: wp.vec4, W: int, H: int):
 
 # ----------------------------------------------------------------------------- soft edge term
 
-BIG = 60.0  # cap of |delta d^2 / sigma|: sigmoid(60) == 1 and exp(-60) ~ 1e-26 in float32
 
 
 @wp.func
@@ -110,12 +109,21 @@ def _soft_x(
         if ring_soft > 0:
             # face t's inverse view depth at p, against which gated ring edges are tested
             inv_depth = l0 / clip[b * V + f[0]][3] + l1 / clip[b * V + f[1]][3] + l2 / clip[b * V + f[2]][3]
-            best = _nearest_soft_edge(p, b, inv_depth, clip, faces, edge_verts, edge_faces, edge_apex, near_edges,
-                                      b * ring_start[ring_start.shape[0] - 1] + ring_start[t], ring_soft, V, sx, sy)
-            if best >= 0:
+            code = _nearest_soft_edge(p, b, t, inv_depth, clip, faces, edge_verts, edge_faces, edge_apex, near_edges,
+                                      b * ring_start[ring_start.shape[0] - 1] + ring_start[t], ring_soft, V, sx, sy,
+                                      inv_sigma)
+            if code != NO_EDGE:
+                best = _ring_edge(code)
                 evb = edge_verts[best]
-                dsoft, sb = _seg_dist2(p, _iso_xy(clip[b * V + evb[0]], sx, sy), _iso_xy(clip[b * V + evb[1]], sx, sy))
-                x = wp.min(dsoft * inv_sigma, BIG)
+                q0 = _iso_xy(clip[b * V + evb[0]], sx, sy)
+                q1 = _iso_xy(clip[b * V + evb[1]], sx, sy)
+                dsoft, sb = _seg_dist2(p, q0, q1)
+                # the gate's penalty again, outside the search's loop, so that its adjoint is carried
+                penalty = float(0.0)
+                if code < 0:
+                    penalty = _gate(p, q0 + (q1 - q0) * sb, sb, b, t, best, inv_depth, edge_verts, edge_faces, faces,
+                                    clip, V, sx, sy)
+                x = wp.min(dsoft * inv_sigma + penalty, BIG)
     else:
         d01, s01 = _seg_dist2(p, a0, a1)
         d12, s12 = _seg_dist2(p, a1, a2)

@@ -37,15 +37,26 @@ def _iso_xy(v: wp.vec4, sx: float, sy: float):
 # pre-loop value in the reverse pass), so the two searches below live in functions of their own: a
 # function call is replayed as a whole before its result is used.
 
-# A gated ring entry (see GATED_RING_DEPTH in wsim.render.topology) counts only where the plane of one
-# of its edge's faces is not behind the shaded face at the pixel by more than this fraction of the shaded
-# face's inverse view depth. The faces of a silhouette edge on the visible outline (a curved mesh's
-# contour zig-zag) pass: for a convex part the front face's plane lies in front of the surface
-# everywhere, and a flat cap's rim is coplanar with the cap (the tolerance absorbs the rounding there).
-# A contour hidden behind the shaded surface (a gear prism's back rim seen through its cap) lies behind.
+# A gated ring entry (see GATED_RING_DEPTH in wsim.render.topology) counts fully only where (1) the plane
+# of one of its edge's faces is not behind the shaded face at the pixel by more than this fraction of the
+# shaded face's inverse view depth, and (2) the edge itself is not in front of the shaded face's plane by
+# more than that fraction. (1): the faces of a silhouette edge on the visible outline (a curved mesh's
+# contour zig-zag) pass, since for a convex part the front face's plane lies in front of the surface
+# everywhere, and a flat cap's rim is coplanar with the cap (the tolerance absorbs the rounding there);
+# a contour hidden behind the shaded surface (a gear prism's back rim seen through its cap) lies behind.
 # Measured on the gear prism of tests/test_render_raster.py: with the 3-ring ungated a pixel stepped by
-# 0.062 for a 1e-5 motion (870 times the typical change), gated by 5.2e-4 (7 times).
+# 0.062 for a 1e-5 motion (870 times the typical change), gated by 5.2e-4 (7 times). (2): an edge in front
+# of the shaded face bounds a part that occludes it (a nearer tooth over a farther face), not the face;
+# counted, it cut the farther face's coverage to 1/2 under the nearer part, and the pixel stepped when its
+# centre crossed the edge and the side test took over (0.10 on the gear prism).
+# Neither is a switch: beyond the tolerance the entry's x = d^2 / sigma gains a penalty that rises as a
+# smoothstep to the cap BIG at twice the tolerance (``_gate``), so that an entry fades out of the
+# nearest-edge minimum instead of leaving it. As switches they stepped a pixel wherever the depth gap of the
+# nearest entry crossed the tolerance (by up to 0.42 on the gear prism at 24 px, in 4 of 24 random views).
 GATE_TOL = 1.0e-2
+NO_EDGE = 1 << 30  # no ring entry (entries are edge indices e, gated ones -(e + 1))
+BIG = 60.0  # cap of |delta d^2 / sigma|: sigmoid(60) == 1 and exp(-60) ~ 1e-26 in float32
+
 
 
 @wp.func
@@ -78,35 +89,68 @@ def _plane_inv_depth(p: wp.vec2, b: int, g: int, faces: wp.array(dtype=wp.vec3i)
 
 
 @wp.func
-def _not_hidden(p: wp.vec2, b: int, e: int, inv_depth: float, edge_faces: wp.array(dtype=wp.vec2i),
+def _hidden_gap(p: wp.vec2, b: int, e: int, inv_depth: float, edge_faces: wp.array(dtype=wp.vec2i),
                 faces: wp.array(dtype=wp.vec3i), clip: wp.array(dtype=wp.vec4), V: int, sx: float, sy: float):
-    """Whether a gated edge e may bound the coverage at p of a face whose inverse depth there is
-    ``inv_depth``: the plane of one of e's faces is not behind it by more than GATE_TOL (relative)."""
+    """How far (relative inverse depth) the nearer plane of edge e's faces lies behind, at p, a face whose
+    inverse depth there is ``inv_depth``; 0 where it lies in front."""
     ef = edge_faces[e]
     nearest = float(-1.0e30)
     if ef[0] >= 0:
         nearest = wp.max(nearest, _plane_inv_depth(p, b, ef[0], faces, clip, V, sx, sy))
     if ef[1] >= 0:
         nearest = wp.max(nearest, _plane_inv_depth(p, b, ef[1], faces, clip, V, sx, sy))
-    return nearest >= inv_depth * (1.0 - GATE_TOL)
+    return wp.max(1.0 - nearest / inv_depth, 0.0)
 
 
 @wp.func
-def _nearest_soft_edge(p: wp.vec2, b: int, inv_depth: float, clip: wp.array(dtype=wp.vec4),
+def _front_gap(q: wp.vec2, s: float, b: int, t: int, e: int, edge_verts: wp.array(dtype=wp.vec2i),
+               faces: wp.array(dtype=wp.vec3i), clip: wp.array(dtype=wp.vec4), V: int, sx: float, sy: float):
+    """How far (relative inverse depth) the point q of edge e (segment parameter s) lies in front of the
+    plane of face t there (1 where that plane is edge-on or behind the eye)."""
+    ev = edge_verts[e]
+    inv_q = (1.0 - s) / clip[b * V + ev[0]][3] + s / clip[b * V + ev[1]][3]
+    plane = _plane_inv_depth(q, b, t, faces, clip, V, sx, sy)
+    gap = float(1.0)
+    if plane > 0.0:
+        gap = wp.max(inv_q / plane - 1.0, 0.0)
+    return gap
+
+
+@wp.func
+def _ramp(gap: float):
+    """0 up to GATE_TOL, a smoothstep to BIG at 2 GATE_TOL."""
+    u = wp.clamp((gap - GATE_TOL) / GATE_TOL, 0.0, 1.0)
+    return BIG * u * u * (3.0 - 2.0 * u)
+
+
+@wp.func
+def _gate(p: wp.vec2, q: wp.vec2, s: float, b: int, t: int, e: int, inv_depth: float,
+          edge_verts: wp.array(dtype=wp.vec2i), edge_faces: wp.array(dtype=wp.vec2i), faces: wp.array(dtype=wp.vec3i),
+          clip: wp.array(dtype=wp.vec4), V: int, sx: float, sy: float):
+    """The penalty added to ``x`` of gated entry e (nearest point q at segment parameter s) for face t at
+    p, whose inverse depth there is ``inv_depth``: see the comment on GATE_TOL."""
+    return (_ramp(_hidden_gap(p, b, e, inv_depth, edge_faces, faces, clip, V, sx, sy))
+            + _ramp(_front_gap(q, s, b, t, e, edge_verts, faces, clip, V, sx, sy)))
+
+
+@wp.func
+def _nearest_soft_edge(p: wp.vec2, b: int, t: int, inv_depth: float, clip: wp.array(dtype=wp.vec4),
                        faces: wp.array(dtype=wp.vec3i), edge_verts: wp.array(dtype=wp.vec2i),
                        edge_faces: wp.array(dtype=wp.vec2i), edge_apex: wp.array(dtype=wp.int32),
-                       near_edges: wp.array(dtype=wp.int32), first: int, count: int, V: int, sx: float, sy: float):
+                       near_edges: wp.array(dtype=wp.int32), first: int, count: int, V: int, sx: float, sy: float,
+                       inv_sigma: float):
     """The nearest soft edge of a face's ring that has p on its inner side (the side of its faces):
     an edge with p beyond it bounds another part of the surface (a fan's far rim, a nearer tooth of a
     gear), and where p is covered all the same a nearer boundary separates p from it. The side counts
     only where the point of the edge nearest to p is inside the segment: where it is an end, the
     distance is to a corner of the outline, which bounds p from every side (inside a reflex corner of
     the outline p lies beyond both edges' lines; skipping both there stepped alpha by 0.35 on a cross
-    prism at 24 px, and the loss with it). A gated entry
-    counts only where it is not hidden (``_not_hidden``; ``inv_depth``: the face's 1 / w at p). The
-    candidates are the ``count`` entries from ``first`` on of ``near_edges`` (``ring_reach_kernel``)."""
-    best = int(-1)
-    bestd = float(1.0e30)
+    prism at 24 px, and the loss with it). "Nearest" is by ``x = d^2 / sigma`` plus, for a gated
+    entry, the penalty of ``_gate`` (``t``: the face, ``inv_depth``: its 1 / w at p). The candidates
+    are the ``count`` entries from ``first`` on of ``near_edges`` (``ring_reach_kernel``). Returns the
+    ring code of the nearest entry (see ``_ring_edge``), NO_EDGE where none has ``x`` below BIG."""
+    best = int(NO_EDGE)
+    bestx = float(BIG)
     for k in range(first, first + count):
         code = near_edges[k]
         e = _ring_edge(code)
@@ -118,12 +162,15 @@ def _nearest_soft_edge(p: wp.vec2, b: int, inv_depth: float, clip: wp.array(dtyp
         apex = edge_apex[e]
         if apex >= 0 and sk > 0.0 and sk < 1.0:
             inner = edge(a0, a1, p) * edge(a0, a1, _iso_xy(clip[b * V + apex], sx, sy)) >= 0.0
-        if inner:
-            if dk < bestd:
-                # the gate last: it costs two plane evaluations, and only a nearer edge needs it
-                if code >= 0 or _not_hidden(p, b, e, inv_depth, edge_faces, faces, clip, V, sx, sy):
-                    bestd = dk
-                    best = e
+        xk = dk * inv_sigma
+        if inner and xk < bestx:
+            # the gates last: they cost plane evaluations, and only a nearer edge needs them
+            if code < 0:
+                xk = xk + _gate(p, a0 + (a1 - a0) * sk, sk, b, t, e, inv_depth, edge_verts, edge_faces, faces, clip,
+                                V, sx, sy)
+            if xk < bestx:
+                bestx = xk
+                best = code
     return best
 
 
