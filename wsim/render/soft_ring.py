@@ -174,6 +174,17 @@ def _nearest_soft_edge(p: wp.vec2, b: int, t: int, inv_depth: float, clip: wp.ar
     return best
 
 
+@wp.func_grad(_nearest_soft_edge)
+def _nearest_soft_edge_grad(p: wp.vec2, b: int, t: int, inv_depth: float, clip: wp.array(dtype=wp.vec4),
+                            faces: wp.array(dtype=wp.vec3i), edge_verts: wp.array(dtype=wp.vec2i),
+                            edge_faces: wp.array(dtype=wp.vec2i), edge_apex: wp.array(dtype=wp.int32),
+                            near_edges: wp.array(dtype=wp.int32), first: int, count: int, V: int, sx: float,
+                            sy: float, inv_sigma: float, adj_ret: int):
+    """The search returns a ring entry, an integer: nothing to differentiate, and without this Warp's
+    adjoint would run its loop backwards for nothing (most of the soft term's adjoint time)."""
+    pass
+
+
 @wp.kernel
 def ring_reach_kernel(clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i), face_on: wp.array(dtype=wp.int32),
                       edge_verts: wp.array(dtype=wp.vec2i), edge_soft: wp.array(dtype=wp.int32),
