@@ -331,6 +331,30 @@ def test_a_run_still_falling_when_its_budget_ends_is_polished_further(tmp_path):
         assert not result["convergence"].get("unfinished")
 
 
+def test_an_extension_that_ties_the_winner_hands_over_its_convergence(tmp_path):
+    """An extension continues the winner from its estimate; where it finds no lower loss it holds the same
+    estimate, and the winner's record becomes the extension's (the newer convergence record), so that the
+    instance is judged by it. Seen on rigid-contact seed 2011: the best run's budget ran out at 1.5e-12
+    while its loss still fell, both extensions converged at that very loss, and the instance was
+    reported not_converged. Here: a first run polished to its floor, then an extension from it."""
+    import math
+
+    from wsim.sysid.instance import Instance
+    from wsim.sysid.restarts import Restarts
+
+    config = small("seed=4", "optim.tolerance=0", "optim.escalate=0", "optim.polish_extensions=1")
+    instance = Instance(config, 4, tmp_path)
+    first = Optimisation(instance)
+    first.run(tmp_path / "checkpoint.pt", False)
+    search = Restarts(instance, first, tmp_path)
+    loss, _ = search._run_one("extension", 0, math.nan, search.winner()["values"], False, False,
+                              label="extension 1", params=list(instance.params))
+    assert loss == first.best[0]  # the floor: the extension found nothing lower (the case this is about)
+    winner = search.winner()
+    assert winner["label"] == "extension 1"
+    assert winner["convergence"] == search.best["convergence"]
+
+
 def test_restarts_resume_after_interrupt_and_record_every_run(tmp_path, monkeypatch, capsys):
     """Screened restarts (optim.restarts): the first run, then a round that screens Sobol candidates and
     optimises again from the best ones; Ctrl-C inside a restart keeps the results, --resume finishes

@@ -236,7 +236,8 @@ class Restarts:
         if self._first is None or self._first[0] != self.first.iteration:
             self._first = (self.first.iteration, self.first.estimate())
         first_loss = self.first.best[0] if self.first.best is not None else math.inf
-        if self.best is not None and self.best["loss"] < first_loss:
+        if self.best is not None and (self.best["loss"] < first_loss or (
+                self.best["loss"] == first_loss and self.best["label"].startswith("extension"))):
             return self.best
         return {"label": "first run", "loss": first_loss, "values": self._first[1],
                 "convergence": self.first.convergence()}
@@ -348,7 +349,9 @@ class Restarts:
         estimate = optimisation.estimate()
         loss = optimisation.best[0] if optimisation.best is not None else math.inf
         convergence = optimisation.convergence()
-        if self.best is None or loss < self.best["loss"]:
+        # an extension continues the winner: at an equal loss it holds the same estimate, and its
+        # convergence record (converged where the winner's budget ran out) is the newer one
+        if self.best is None or loss < self.best["loss"] or (round_index == "extension" and loss <= self.best["loss"]):
             self.best = {"label": label, "loss": loss, "convergence": convergence,
                          "values": {name: v.detach().clone() for name, v in estimate.items()}}
         self.estimates.append((loss, {name: v.detach().clone() for name, v in estimate.items()}))
