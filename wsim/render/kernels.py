@@ -45,7 +45,6 @@ def pixel_xy(v: wp.vec4, W: int, H: int):
 # ----------------------------------------------------------------------------- soft edge term
 
 
-
 @wp.func
 def _softplus(x: float):
     return wp.max(x, 0.0) + wp.log(1.0 + wp.exp(-wp.abs(x)))

@@ -58,7 +58,6 @@ NO_EDGE = 1 << 30  # no ring entry (entries are edge indices e, gated ones -(e +
 BIG = 60.0  # cap of |delta d^2 / sigma|: sigmoid(60) == 1 and exp(-60) ~ 1e-26 in float32
 
 
-
 @wp.func
 def _ring_edge(code: int):
     """The edge of a ring entry: ``e`` for a plain entry, ``-(e + 1)`` for a gated one."""

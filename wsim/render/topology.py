@@ -15,13 +15,13 @@ import torch
 #: projected cell size the image stepped there (measured: cloth-velocity at 32 px, sigma 4e-3, one
 #: pixel by 0.23 and the loss by 3e-6 for a 1e-5 m/s change of the velocity: a wall that stopped the
 #: BFGS polish 20-30 % off the truth). At 2 hops the first boundary edge a ring lacks is two cells away,
-#: where the sigmoid is within 1e-2 of 1 at that sigma. Silhouette edges beyond a face's own are
-#: *gated* (:data:`GATED_RING_DEPTH`): a ring also reaches a closed mesh's hidden contours (a prism's
-#: back rim behind its cap) and biased the coverage there. Closed meshes have no boundary edges, so this depth leaves them alone.
-#: Only a face's own edges and boundary edges are held without condition: the one-ring's other edges
-#: are gated too, because on a non-convex mesh they include hidden contours (a cross prism's reflex
-#: corner behind the side next to it: ungated, one pixel stepped by 0.35 and the rigid-contact loss of
-#: seed 2008 by 10x where that contour slid under a pixel centre; see tests/test_render_continuity.py).
+#: where the sigmoid is within 1e-2 of 1 at that sigma. Closed meshes have no boundary edges, so this
+#: depth leaves them alone. Only a face's own edges and these boundary edges are held without condition;
+#: every other edge of the ring is *gated* (:data:`GATED_RING_DEPTH`), the one-ring's included: a ring
+#: reaches a closed mesh's hidden contours (a prism's back rim behind its cap), and on a non-convex mesh
+#: the one-ring does too (a cross prism's reflex corner behind the side next to it: held without
+#: condition, it stepped one pixel by 0.35, and the rigid-contact loss of seed 2008 by 10x, where it slid
+#: under a pixel centre; see tests/test_render_continuity.py).
 BOUNDARY_RING_DEPTH = 2
 
 #: how many vertex hops the ring of a face reaches for *gated* edges. Near the edge-on outline of a
