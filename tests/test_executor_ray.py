@@ -30,7 +30,7 @@ needs_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip in
 SMALL = ["scene.sim.frames=8", "scene.sim.substeps=5", "scene.sim.dt=0.004", "render.resolution=32",
          "randomize.shapes=[box, cone, l_prism]", "loss.horizon_start=2", "loss.horizon_iterations=6",
          "optim.iterations=14", "optim.polish_iterations=8", "render.video_scale=1", "render.sigma=4e-3",
-         "optim.checkpoint_every=1"]
+         "optim.checkpoint_every=1", "optim.polish_extensions=0"]
 # what changes from run to run without changing a number: timings, the run's own paths, library versions
 VARYING = {"wall_time_s", "setup_time_s", "optimisation_time_s", "versions", "scene"}
 SAME = ("estimate", "errors", "loss_history", "value_history", "final_loss", "iterations", "status", "fingerprint")
