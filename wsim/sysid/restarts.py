@@ -346,15 +346,14 @@ class Restarts:
         if resume and checkpoint.exists():
             optimisation.load(checkpoint)
         optimisation.run(checkpoint, progress)
-        estimate = optimisation.estimate()
+        estimate = {name: v.detach().clone() for name, v in optimisation.estimate().items()}  # never changed in place
         loss = optimisation.best[0] if optimisation.best is not None else math.inf
         convergence = optimisation.convergence()
         # an extension continues the winner: at an equal loss it holds the same estimate, and its
         # convergence record (converged where the winner's budget ran out) is the newer one
         if self.best is None or loss < self.best["loss"] or (round_index == "extension" and loss <= self.best["loss"]):
-            self.best = {"label": label, "loss": loss, "convergence": convergence,
-                         "values": {name: v.detach().clone() for name, v in estimate.items()}}
-        self.estimates.append((loss, {name: v.detach().clone() for name, v in estimate.items()}))
+            self.best = {"label": label, "loss": loss, "convergence": convergence, "values": estimate}
+        self.estimates.append((loss, estimate))
         self.runs.append({"round": round_index, "start": k, "label": label, "screened_loss": screened_loss,
                           "start_values": {p.name: summary_of(start[p.name])
                                            for p in (params or self._round_params(round_index))},
@@ -367,7 +366,7 @@ class Restarts:
         self.elapsed += optimisation.elapsed
         self._save()
         checkpoint.unlink(missing_ok=True)
-        return loss, {name: v.detach().clone() for name, v in estimate.items()}
+        return loss, estimate
 
     def summary(self) -> dict:
         """The ``restarts`` entry of ``results.json``."""
