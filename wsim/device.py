@@ -27,7 +27,7 @@ KERNEL_MODULES = (
     "wsim.models.cloth", "wsim.models.bending", "wsim.models.aerodynamics", "wsim.models.contact",
     "wsim.models.external", "wsim.models.rotors", "wsim.models.articulation_kernels",
     "wsim.models.articulation_joints", "wsim.models.smoke",
-    "wsim.render.kernels", "wsim.render.soft_ring", "wsim.render.visibility",
+    "wsim.render.kernels", "wsim.render.soft_ring", "wsim.render.composite", "wsim.render.visibility",
 )
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 # printed by Warp's native library on machines without an NVIDIA driver, where the CPU is the device

@@ -69,10 +69,12 @@ import torch
 from ..errors import ParameterError, check_range
 from . import raster
 from .camera import Camera
+from .composite import MAX_LIGHTS, composite_torch, composite_warp
 from .shading import DirectionalLight, Material, phong, sample_texture, vertex_normals
 from .topology import topology
 
 SHADINGS = ("flat", "phong")
+COMPOSITORS = ("auto", "warp", "torch")
 
 
 class SoftRenderer(torch.nn.Module):
@@ -113,12 +115,17 @@ class SoftRenderer(torch.nn.Module):
         its area an object covers, which a video wsim did not render shows on every outline (with
         ``sigma`` near ``0.1 (2 / (s W))^2``). Costs ``s^2`` times the pixels; ``return_buffers`` gives
         the buffers at the sample resolution.
+    compositor:
+        Where steps 3-4 (shading and compositing) run: ``"warp"``, one kernel that shades only the layers
+        that show at a pixel (per-vertex RGB colours, at most 8 lights); ``"torch"``, torch operations on
+        whole images (textures, and always with ``return_buffers``); ``"auto"`` (default) takes the kernel wherever it
+        applies. Both give the same image and gradients (to float round-off; :mod:`wsim.render.composite`).
     """
 
     def __init__(self, camera: Camera, image_size=(64, 64), sigma: float = 1e-4, gamma: float = 1e-4,
                  eps: float = 1e-4, background=(1.0, 1.0, 1.0), shading: str = "flat", backend: str = "auto",
                  lights: Sequence | None = None, material: Material | None = None, depth_tol: float = 1e-3,
-                 soft_edges: str = "silhouette", supersample: int = 1):
+                 soft_edges: str = "silhouette", supersample: int = 1, compositor: str = "auto"):
         super().__init__()
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
@@ -137,7 +144,10 @@ class SoftRenderer(torch.nn.Module):
             raise ParameterError(f"renderer soft_edges '{soft_edges}' is not one of silhouette, all")
         if int(supersample) != supersample or not 1 <= supersample <= 16:
             raise ParameterError(f"renderer supersample must be an integer in [1, 16], got {supersample}")
+        if compositor not in COMPOSITORS:
+            raise ParameterError(f"renderer compositor '{compositor}' is not one of {', '.join(COMPOSITORS)}")
         self.supersample = int(supersample)
+        self.compositor = compositor
         self.soft_edge_mode = soft_edges
         self.camera = camera
         self.sigma, self.gamma, self.eps, self.depth_tol = float(sigma), float(gamma), float(eps), float(depth_tol)
@@ -233,57 +243,29 @@ class SoftRenderer(torch.nn.Module):
         # ---- 2./3. soft coverage and soft edge layers (Warp kernel on both backends)
         soft = raster.soft_edges(clip, attrs, faces, topo, tri, wvis, (H, W), self.sigma,
                                  self.gamma, n, f, eps=self.eps, depth_tol=self.depth_tol)
-        a_near, a_same, a_behind = (soft[k].unsqueeze(-1) for k in ("a_near", "a_same", "a_behind"))
-        if self.soft_edge_mode == "silhouette":
-            # union front to back: each layer shows where it covers more than the layers before it, so
-            # that alpha is the largest face coverage on both sides of a silhouette (no step where a
-            # pixel centre leaves the object and every face joins the near group)
-            c_same = torch.maximum(a_near, a_same)
-            c_all = torch.maximum(c_same, a_behind)
-            l_near, l_same, l_behind = a_near, c_same - a_near, c_all - c_same
-        else:
-            l_near = a_near
-            l_same = (1.0 - a_near) * a_same
-            l_behind = (1.0 - a_near) * (1.0 - a_same) * a_behind
-            c_all = l_near + l_same + l_behind
-        alpha = c_all[..., 0]
-
-        def blend(num, den):
-            return num / torch.where(den > 0.0, den, torch.ones_like(den)).unsqueeze(-1)
-
-        def shade_attr(attr_buf):
-            b = attr_buf[..., :nb]
-            colour = sample_texture(texture.to(device), b, backend) if use_texture else b
-            if phong_mode:
-                pos = attr_buf[..., nb:nb + 3]
-                nrm_buf = attr_buf[..., nb + 3:nb + 6]
-                colour = phong(colour, pos, nrm_buf, cam.position().to(device),
-                               lights if lights is not None else self.lights,
-                               material if material is not None else self.material)
-            return colour
-
+        union = self.soft_edge_mode == "silhouette"
         bg = background if background is not None else self.background
         bg = torch.as_tensor(bg, dtype=torch.float32, device=device) if not isinstance(bg, torch.Tensor) else bg.to(device)
-        bg = bg.reshape(-1, 1, 1, 3)
-        near_col = shade_attr(blend(soft["num_near"], soft["den_near"]))
-        behind_col = shade_attr(blend(soft["num_behind"], soft["den_behind"]))
-        # the visible surface blends with the other faces at its depth, so that a crease between sides
-        # of different colour or normal stays continuous. Attributes are blended before shading, as in
-        # the near group, so that the two descriptions of a pixel on a silhouette agree.
-        w_vis = soft["den_visible"].unsqueeze(-1)
-        w_same = soft["den_same"].unsqueeze(-1)
-        total = w_vis + w_same
-        safe_total = torch.where(total > 0.0, total, torch.ones_like(total))
-        surface_attr = torch.where(total > 0.0, (w_vis * fg_attr + soft["num_same"]) / safe_total, fg_attr)
-        fg = shade_attr(surface_attr)
-        layered = l_near * near_col + l_same * fg + l_behind * behind_col + (1.0 - c_all) * bg
-        # uncovered pixels have no same or behind layer; the branch keeps the (meaningless) visible-surface
-        # colour there out of the gradient
-        rgb = torch.where(covered.unsqueeze(-1), layered, l_near * near_col + (1.0 - c_all) * bg)
-        image = torch.cat([rgb, c_all], dim=-1)
+        bg = bg.reshape(-1, 3)
+        lights = lights if lights is not None else self.lights
+        material = material if material is not None else self.material
+        eye = cam.position().to(device)
+        fused = not return_buffers and (self.compositor == "warp" or (
+            self.compositor == "auto" and not use_texture and nb == 3 and (not phong_mode or len(lights) <= MAX_LIGHTS)))
+        if fused:
+            image = composite_warp(soft, fg_attr, covered, bg, union, phong_mode, eye, lights, material)
+        else:
+            def shade_attr(attr_buf):
+                b = attr_buf[..., :nb]
+                colour = sample_texture(texture.to(device), b, backend) if use_texture else b
+                if phong_mode:
+                    colour = phong(colour, attr_buf[..., nb:nb + 3], attr_buf[..., nb + 3:nb + 6], eye, lights,
+                                   material)
+                return colour
+
+            image, layers = composite_torch(soft, fg_attr, covered, bg, union, shade_attr)
         if self.supersample > 1:
             image = torch.nn.functional.avg_pool2d(image.permute(0, 3, 1, 2), self.supersample).permute(0, 2, 3, 1)
         if return_buffers:
-            return image, {"rast": rast, "tri": tri, "alpha": alpha, "foreground": fg, "near": near_col,
-                           "behind": behind_col, "backend": backend, **soft}
+            return image, {"rast": rast, "tri": tri, "backend": backend, **layers, **soft}
         return image
