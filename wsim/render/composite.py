@@ -24,7 +24,7 @@ from ..bridge import run_tape_program
 from ..errors import ParameterError
 from .shading import DirectionalLight, Material, PointLight, _per_frame
 
-MAX_LIGHTS = wp.constant(8)
+MAX_LIGHTS = 8  # each light count is its own compiled kernel
 _DIRECTIONAL, _POINT = 0, 1
 
 
@@ -42,21 +42,25 @@ def _blend(num: wp.array(dtype=float), q: int, channel: int, den: float):
     return v
 
 
-@wp.func
-def _phong(colour: wp.vec3, position: wp.vec3, normal: wp.vec3, frame: int, eye: wp.array(dtype=wp.vec3),
-           light_kind: wp.array(dtype=wp.int32), light_vec: wp.array(dtype=wp.vec3),
-           light_col: wp.array(dtype=wp.vec3), light_att: wp.array(dtype=float), num_lights: int,
-           light_frames: int, ambient: wp.array(dtype=wp.vec3), diffuse: wp.array(dtype=wp.vec3),
-           specular: wp.array(dtype=wp.vec3), shininess: wp.array(dtype=float)):
-    fm = wp.min(frame, ambient.shape[0] - 1)
-    fl = wp.min(frame, light_frames - 1)
-    n = _unit(normal)
-    to_eye = _unit(eye[wp.min(frame, eye.shape[0] - 1)] - position)
-    shin = shininess[fm]
-    diff = wp.vec3(0.0)
-    spec = wp.vec3(0.0)
-    for l in range(MAX_LIGHTS):  # unrolled: a dynamic loop would not take the += in Warp's adjoint
-        if l < num_lights:
+def _make_composite_kernel(LIGHTS: int, PHONG: bool, UNION: bool):
+    """The kernel for ``LIGHTS`` lights, Phong or flat shading and the union or SoftRas coverage: every
+    choice is compiled in, so that the adjoint carries no code of the cases not taken."""
+
+    @wp.func
+    def phong_at(colour: wp.vec3, position: wp.vec3, normal: wp.vec3, frame: int, eye: wp.array(dtype=wp.vec3),
+                 light_kind: wp.array(dtype=wp.int32), light_vec: wp.array(dtype=wp.vec3),
+                 light_col: wp.array(dtype=wp.vec3), light_att: wp.array(dtype=float), num_lights: int,
+                 light_frames: int, ambient: wp.array(dtype=wp.vec3), diffuse: wp.array(dtype=wp.vec3),
+                 specular: wp.array(dtype=wp.vec3), shininess: wp.array(dtype=float)):
+        """Phong's model (:func:`wsim.render.shading.phong`) at one pixel of frame ``frame``."""
+        fm = wp.min(frame, ambient.shape[0] - 1)
+        fl = wp.min(frame, light_frames - 1)
+        n = _unit(normal)
+        to_eye = _unit(eye[wp.min(frame, eye.shape[0] - 1)] - position)
+        shin = shininess[fm]
+        diff = wp.vec3(0.0)
+        spec = wp.vec3(0.0)
+        for l in range(wp.static(LIGHTS)):  # unrolled: a dynamic loop would not take the += in Warp's adjoint
             k = fl * num_lights + l
             col = light_col[k]
             to_light = wp.vec3(0.0)
@@ -72,90 +76,102 @@ def _phong(colour: wp.vec3, position: wp.vec3, normal: wp.vec3, frame: int, eye:
                 rdotv = wp.dot(2.0 * ndotl * n - to_light, to_eye)
                 # clamped away from 0 so that d/dshininess of x^s (= x^s log x) stays finite
                 spec = spec + col * wp.pow(wp.max(rdotv, 1.0e-12), shin)
-    return wp.cw_mul(colour, ambient[fm] + wp.cw_mul(diffuse[fm], diff)) + wp.cw_mul(specular[fm], spec)
+        return wp.cw_mul(colour, ambient[fm] + wp.cw_mul(diffuse[fm], diff)) + wp.cw_mul(specular[fm], spec)
 
 
-@wp.kernel
-def composite_kernel(
-    a_near: wp.array(dtype=float), a_same: wp.array(dtype=float), a_behind: wp.array(dtype=float),
-    den_near: wp.array(dtype=float), den_behind: wp.array(dtype=float), den_visible: wp.array(dtype=float),
-    den_same: wp.array(dtype=float), num_near: wp.array(dtype=float), num_behind: wp.array(dtype=float),
-    num_same: wp.array(dtype=float), fg: wp.array(dtype=float), covered: wp.array(dtype=wp.int32),
-    background: wp.array(dtype=wp.vec3), eye: wp.array(dtype=wp.vec3), light_kind: wp.array(dtype=wp.int32),
-    light_vec: wp.array(dtype=wp.vec3), light_col: wp.array(dtype=wp.vec3), light_att: wp.array(dtype=float),
-    ambient: wp.array(dtype=wp.vec3), diffuse: wp.array(dtype=wp.vec3), specular: wp.array(dtype=wp.vec3),
-    shininess: wp.array(dtype=float), pixels: int, channels: int, union_mode: int, phong: int, num_lights: int,
-    light_frames: int, image: wp.array(dtype=wp.vec4),
-):
-    """RGBA of pixel ``p`` of a batch of ``pixels`` per frame (module docstring; renderer steps 3-4)."""
-    p = wp.tid()
-    frame = p / pixels
-    q = p * channels
-    an = a_near[p]
-    asame = a_same[p]
-    ab = a_behind[p]
-    l_near = an
-    l_same = float(0.0)
-    l_behind = float(0.0)
-    alpha = float(0.0)
-    if union_mode != 0:
-        # the union front to back; a tie hands half the gradient to each side, as torch.maximum does
-        c_same = an
-        if asame > an:
-            c_same = asame
-        elif asame == an:
-            c_same = 0.5 * (an + asame)
-        alpha = c_same
-        if ab > c_same:
-            alpha = ab
-        elif ab == c_same:
-            alpha = 0.5 * (c_same + ab)
-        l_same = c_same - an
-        l_behind = alpha - c_same
-    else:
-        l_same = (1.0 - an) * asame
-        l_behind = (1.0 - an) * (1.0 - asame) * ab
-        alpha = l_near + l_same + l_behind
-    rgb = (1.0 - alpha) * background[wp.min(frame, background.shape[0] - 1)]
-    # a layer of zero weight is left unshaded: its colour would only multiply zero
-    if l_near != 0.0:
-        dn = den_near[p]
-        colour = _blend(num_near, q, 0, dn)
-        if phong != 0:
-            colour = _phong(colour, _blend(num_near, q, 3, dn), _blend(num_near, q, 6, dn), frame, eye, light_kind,
-                            light_vec, light_col, light_att, num_lights, light_frames, ambient, diffuse, specular,
-                            shininess)
-        rgb = rgb + l_near * colour
-    if covered[p] != 0:
-        if l_behind != 0.0:
-            db = den_behind[p]
-            colour = _blend(num_behind, q, 0, db)
-            if phong != 0:
-                colour = _phong(colour, _blend(num_behind, q, 3, db), _blend(num_behind, q, 6, db), frame, eye,
-                                light_kind, light_vec, light_col, light_att, num_lights, light_frames, ambient,
-                                diffuse, specular, shininess)
-            rgb = rgb + l_behind * colour
-        if l_same != 0.0:
-            # the visible surface blends with the other faces at its depth (continuous across creases)
-            wv = den_visible[p]
-            total = wv + den_same[p]
-            colour = _blend(fg, q, 0, 0.0)
-            if total > 0.0:
-                colour = (wv * colour + _blend(num_same, q, 0, 0.0)) / total
-            if phong != 0:
-                position = _blend(fg, q, 3, 0.0)
-                normal = _blend(fg, q, 6, 0.0)
+    def composite_kernel(
+        a_near: wp.array(dtype=float), a_same: wp.array(dtype=float), a_behind: wp.array(dtype=float),
+        den_near: wp.array(dtype=float), den_behind: wp.array(dtype=float), den_visible: wp.array(dtype=float),
+        den_same: wp.array(dtype=float), num_near: wp.array(dtype=float), num_behind: wp.array(dtype=float),
+        num_same: wp.array(dtype=float), fg: wp.array(dtype=float), covered: wp.array(dtype=wp.int32),
+        background: wp.array(dtype=wp.vec3), eye: wp.array(dtype=wp.vec3), light_kind: wp.array(dtype=wp.int32),
+        light_vec: wp.array(dtype=wp.vec3), light_col: wp.array(dtype=wp.vec3), light_att: wp.array(dtype=float),
+        ambient: wp.array(dtype=wp.vec3), diffuse: wp.array(dtype=wp.vec3), specular: wp.array(dtype=wp.vec3),
+        shininess: wp.array(dtype=float), pixels: int, channels: int, num_lights: int, light_frames: int,
+        image: wp.array(dtype=wp.vec4),
+    ):
+        """RGBA of pixel ``p`` of a batch of ``pixels`` per frame (module docstring; renderer steps 3-4)."""
+        p = wp.tid()
+        frame = p / pixels
+        q = p * channels
+        an = a_near[p]
+        asame = a_same[p]
+        ab = a_behind[p]
+        l_near = an
+        l_same = float(0.0)
+        l_behind = float(0.0)
+        alpha = float(0.0)
+        if wp.static(UNION):
+            # the union front to back; a tie hands half the gradient to each side, as torch.maximum does
+            c_same = an
+            if asame > an:
+                c_same = asame
+            elif asame == an:
+                c_same = 0.5 * (an + asame)
+            alpha = c_same
+            if ab > c_same:
+                alpha = ab
+            elif ab == c_same:
+                alpha = 0.5 * (c_same + ab)
+            l_same = c_same - an
+            l_behind = alpha - c_same
+        else:
+            l_same = (1.0 - an) * asame
+            l_behind = (1.0 - an) * (1.0 - asame) * ab
+            alpha = l_near + l_same + l_behind
+        rgb = (1.0 - alpha) * background[wp.min(frame, background.shape[0] - 1)]
+        # a layer of zero weight is left unshaded: its colour would only multiply zero
+        if l_near != 0.0:
+            dn = den_near[p]
+            colour = _blend(num_near, q, 0, dn)
+            if wp.static(PHONG):
+                colour = phong_at(colour, _blend(num_near, q, 3, dn), _blend(num_near, q, 6, dn), frame, eye, light_kind,
+                                light_vec, light_col, light_att, num_lights, light_frames, ambient, diffuse, specular,
+                                shininess)
+            rgb = rgb + l_near * colour
+        if covered[p] != 0:
+            if l_behind != 0.0:
+                db = den_behind[p]
+                colour = _blend(num_behind, q, 0, db)
+                if wp.static(PHONG):
+                    colour = phong_at(colour, _blend(num_behind, q, 3, db), _blend(num_behind, q, 6, db), frame, eye,
+                                    light_kind, light_vec, light_col, light_att, num_lights, light_frames, ambient,
+                                    diffuse, specular, shininess)
+                rgb = rgb + l_behind * colour
+            if l_same != 0.0:
+                # the visible surface blends with the other faces at its depth (continuous across creases)
+                wv = den_visible[p]
+                total = wv + den_same[p]
+                colour = _blend(fg, q, 0, 0.0)
                 if total > 0.0:
-                    position = (wv * position + _blend(num_same, q, 3, 0.0)) / total
-                    normal = (wv * normal + _blend(num_same, q, 6, 0.0)) / total
-                colour = _phong(colour, position, normal, frame, eye, light_kind, light_vec, light_col, light_att,
-                                num_lights, light_frames, ambient, diffuse, specular, shininess)
-            rgb = rgb + l_same * colour
-    image[p] = wp.vec4(rgb[0], rgb[1], rgb[2], alpha)
+                    colour = (wv * colour + _blend(num_same, q, 0, 0.0)) / total
+                if wp.static(PHONG):
+                    position = _blend(fg, q, 3, 0.0)
+                    normal = _blend(fg, q, 6, 0.0)
+                    if total > 0.0:
+                        position = (wv * position + _blend(num_same, q, 3, 0.0)) / total
+                        normal = (wv * normal + _blend(num_same, q, 6, 0.0)) / total
+                    colour = phong_at(colour, position, normal, frame, eye, light_kind, light_vec, light_col, light_att,
+                                    num_lights, light_frames, ambient, diffuse, specular, shininess)
+                rgb = rgb + l_same * colour
+        image[p] = wp.vec4(rgb[0], rgb[1], rgb[2], alpha)
+
+    return wp.kernel(composite_kernel, name=f"wsim_composite_l{LIGHTS}_p{int(PHONG)}_u{int(UNION)}")
+
+
+_kernels: dict = {}
+
+
+def composite_kernel(lights: int, phong: bool, union: bool):
+    """The compiled kernel of this case (built on first use)."""
+    key = (int(lights), bool(phong), bool(union))
+    if key not in _kernels:
+        _kernels[key] = _make_composite_kernel(*key)
+    return _kernels[key]
 
 
 class _CompositeProgram:
-    """Tape program (:mod:`wsim.bridge`) of :func:`composite_kernel`."""
+    """Tape program (:mod:`wsim.bridge`) of the compositing kernel."""
 
     input_dtypes = {name: wp.float32 for name in ("a_near", "a_same", "a_behind", "den_near", "den_behind",
                                                   "den_visible", "den_same", "num_near", "num_behind",
@@ -170,14 +186,15 @@ class _CompositeProgram:
 
     def record(self, inputs):
         B, H, W, C, union, phong, num_lights, light_frames = self.dims
+        kernel = composite_kernel(num_lights, phong, union)
         image = wp.zeros(B * H * W, dtype=wp.vec4, device=self.device, requires_grad=True)
         names = ("a_near", "a_same", "a_behind", "den_near", "den_behind", "den_visible", "den_same", "num_near",
                  "num_behind", "num_same", "fg")
-        wp.launch(composite_kernel, dim=B * H * W, device=self.device,
+        wp.launch(kernel, dim=B * H * W, device=self.device,
                   inputs=[*(inputs[n] for n in names), self.covered, inputs["background"], inputs["eye"],
                           self.light_kind, inputs["light_vec"], inputs["light_col"], inputs["light_att"],
                           inputs["ambient"], inputs["diffuse"], inputs["specular"], inputs["shininess"],
-                          H * W, C, union, phong, num_lights, light_frames],
+                          H * W, C, num_lights, light_frames],
                   outputs=[image])
         return (image,)
 
@@ -198,7 +215,7 @@ def _flat(value, device, width: int) -> torch.Tensor:
 
 
 def lights_and_material(lights, material, device):
-    """The light and material inputs of :func:`composite_kernel` as torch tensors (differentiable):
+    """The light and material inputs of the compositing kernel as torch tensors (differentiable):
     ``(kinds [L] int32, vec [Fl * L, 3], colour [Fl * L, 3], attenuation [Fl * L], Fl,
     ambient, diffuse, specular [Fm, 3], shininess [Fm])``."""
     if len(lights) > MAX_LIGHTS:
@@ -236,7 +253,7 @@ def lights_and_material(lights, material, device):
 
 def composite_warp(soft: dict, fg_attr: torch.Tensor, covered: torch.Tensor, background: torch.Tensor,
                    union: bool, phong: bool, eye: torch.Tensor, lights, material) -> torch.Tensor:
-    """RGBA ``[B, H, W, 4]`` from one :func:`composite_kernel` launch (module docstring); ``fg_attr``
+    """RGBA ``[B, H, W, 4]`` from one launch of the compositing kernel (module docstring); ``fg_attr``
     has 3 channels (colour) for flat shading and 9 (colour, position, normal) for Phong."""
     B, H, W, C = fg_attr.shape
     if C != (9 if phong else 3):
