@@ -136,21 +136,35 @@ def _warp_visible_surface(clip: torch.Tensor, faces: torch.Tensor, image_size, n
     return rast.reshape(B, H, W, 4), tri
 
 
-def _torch_interpolate(attrs: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, faces: torch.Tensor):
+class _InterpolateProgram:
+    """Tape program of :func:`wsim.render.visibility.interpolate_kernel`."""
+
+    input_dtypes = {"attrs": wp.float32, "rast": wp.vec4}
+
+    def __init__(self, device, faces, tribuf, dims):
+        self.device = device
+        self.faces, self.tribuf = faces, tribuf
+        self.dims = dims  # B, H, W, V, C, attr_frames
+
+    def record(self, inputs):
+        B, H, W, V, C, attr_frames = self.dims
+        out = wp.zeros(B * H * W * C, dtype=float, device=self.device, requires_grad=True)
+        wp.launch(visibility.interpolate_kernel, dim=B * H * W, device=self.device,
+                  inputs=[inputs["attrs"], inputs["rast"], self.tribuf, self.faces, H * W, V, C, attr_frames, out])
+        return (out,)
+
+
+def _warp_interpolate(attrs: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, faces: torch.Tensor):
     B, H, W = tri.shape
-    if attrs.shape[0] != B:
-        attrs = attrs.expand(B, -1, -1)
-    V, C = attrs.shape[1], attrs.shape[2]
-    flat = attrs.reshape(B * V, C)
-    covered = tri > 0
-    fid = (tri.long() - 1).clamp_min(0)
-    corner = faces.long()[fid]  # [B, H, W, 3]
-    offset = (torch.arange(B, device=tri.device) * V).view(B, 1, 1, 1)
-    corner = corner + offset
-    u = rast[..., 0:1]
-    v = rast[..., 1:2]
-    out = u * flat[corner[..., 0]] + v * flat[corner[..., 1]] + (1.0 - u - v) * flat[corner[..., 2]]
-    return out * covered.unsqueeze(-1).to(out.dtype)
+    attr_frames, V, C = attrs.shape
+    device = _warp_device(rast)
+    faces_wp, faces_keep = _faces_warp(faces, device)
+    tri_c = tri.detach().to(torch.int32).contiguous().reshape(-1)
+    program = _InterpolateProgram(device, faces_wp, wp.from_torch(tri_c, dtype=wp.int32),
+                                  (B, H, W, V, C, attr_frames))
+    program._keep = (faces_keep, tri_c)
+    (out,) = run_tape_program(program, {"attrs": attrs.float().reshape(-1), "rast": rast.reshape(-1, 4)})
+    return out.reshape(B, H, W, C)
 
 
 # ----------------------------------------------------------------------------- public buffers
@@ -178,7 +192,7 @@ def interpolate(attrs: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, face
 
         out, _ = dr.interpolate(attrs.float().contiguous(), rast.contiguous(), faces.to(torch.int32).contiguous())
         return out
-    return _torch_interpolate(attrs, rast, tri, faces)
+    return _warp_interpolate(attrs, rast, tri, faces)
 
 
 # ----------------------------------------------------------------------------- soft edge term

@@ -119,3 +119,35 @@ def raster_bary_kernel(
         qs = 1.0 / (q0 + q1 + q2)
         z = l0 * (c0[2] / c0[3]) + l1 * (c1[2] / c1[3]) + l2 * (c2[2] / c2[3])
         rast[idx] = wp.vec4(q0 * qs, q1 * qs, z, float(tri))
+
+
+@wp.kernel
+def interpolate_kernel(
+    attrs: wp.array(dtype=float),
+    rast: wp.array(dtype=wp.vec4),
+    tribuf: wp.array(dtype=wp.int32),
+    faces: wp.array(dtype=wp.vec3i),
+    pixels: int,
+    V: int,
+    C: int,
+    attr_frames: int,
+    out: wp.array(dtype=float),
+):
+    """nvdiffrast's ``interpolate``: the ``C`` attributes ``[attr_frames, V, C]`` (one row of frames for
+    all, or one per frame) of the visible face at pixel ``p`` blended with its barycentrics ``(u, v,
+    1 - u - v)`` into ``out[p * C:(p + 1) * C]``; uncovered pixels keep their zeros."""
+    p = wp.tid()
+    t = tribuf[p]
+    if t <= 0:
+        return
+    face = faces[t - 1]
+    base = wp.min(p / pixels, attr_frames - 1) * V
+    r = rast[p]
+    u = r[0]
+    v = r[1]
+    w = 1.0 - u - v
+    k0 = (base + face[0]) * C
+    k1 = (base + face[1]) * C
+    k2 = (base + face[2]) * C
+    for c in range(C):
+        out[p * C + c] = u * attrs[k0 + c] + v * attrs[k1 + c] + w * attrs[k2 + c]
