@@ -80,5 +80,7 @@ def test_auto_takes_the_kernel_where_it_applies_and_torch_elsewhere():
     uvs = torch.rand(vertices.shape[1], 2)
     with pytest.raises(ParameterError, match="RGB colours"):
         SoftRenderer(camera, image_size=24, compositor="warp")(vertices, faces, uvs=uvs, texture=torch.rand(4, 4, 3))
+    with pytest.raises(ParameterError, match="background has 2 per-frame rows for 3 frames"):
+        SoftRenderer(camera, image_size=24)(vertices, faces, background=torch.zeros(2, 3))
     with pytest.raises(ParameterError, match="compositor 'cuda'"):
         SoftRenderer(camera, compositor="cuda")

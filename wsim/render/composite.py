@@ -22,6 +22,7 @@ import warp as wp
 
 from ..bridge import run_tape_program
 from ..errors import ParameterError
+from .raster import _warp_device
 from .shading import DirectionalLight, Material, PointLight, _per_frame
 
 MAX_LIGHTS = 8  # each light count is its own compiled kernel
@@ -162,8 +163,9 @@ def _make_composite_kernel(LIGHTS: int, PHONG: bool, UNION: bool):
 _kernels: dict = {}
 
 
-def composite_kernel(lights: int, phong: bool, union: bool):
-    """The compiled kernel of this case (built on first use)."""
+def kernel_for(lights: int, phong: bool, union: bool):
+    """The compositing kernel of this case (built on first use, one per case: see
+    ``_make_composite_kernel``)."""
     key = (int(lights), bool(phong), bool(union))
     if key not in _kernels:
         _kernels[key] = _make_composite_kernel(*key)
@@ -186,7 +188,7 @@ class _CompositeProgram:
 
     def record(self, inputs):
         B, H, W, C, union, phong, num_lights, light_frames = self.dims
-        kernel = composite_kernel(num_lights, phong, union)
+        kernel = kernel_for(num_lights, phong, union)
         image = wp.zeros(B * H * W, dtype=wp.vec4, device=self.device, requires_grad=True)
         names = ("a_near", "a_same", "a_behind", "den_near", "den_behind", "den_visible", "den_same", "num_near",
                  "num_behind", "num_same", "fg")
@@ -263,7 +265,10 @@ def composite_warp(soft: dict, fg_attr: torch.Tensor, covered: torch.Tensor, bac
     if not phong:  # flat shading reads neither: no gradient reaches them
         lights, material = [], Material()
     kind, vec, col, att, light_frames, ka, kd, ks, shin = lights_and_material(lights, material, device)
-    from .raster import _warp_device
+    for name, rows in (("background", background.reshape(-1, 3).shape[0]), ("camera", eye.reshape(-1, 3).shape[0]),
+                       ("light", light_frames), ("material", ka.shape[0])):
+        if rows not in (1, B):  # the kernel would read the last row for the frames beyond
+            raise ParameterError(f"the {name} has {rows} per-frame rows for {B} frames; give one row or one per frame")
 
     covered_i = covered.to(torch.int32).contiguous().reshape(-1)
     program = _CompositeProgram(_warp_device(fg_attr), wp.from_torch(covered_i, dtype=wp.int32),

@@ -161,69 +161,26 @@ def _soft_x(
 
 
 @wp.func
-def _soft_x_value(
-    p: wp.vec2,
-    b: int,
-    t: int,
-    a0: wp.vec2,
-    a1: wp.vec2,
-    a2: wp.vec2,
-    f: wp.vec3i,
-    inv_area: float,
-    clip: wp.array(dtype=wp.vec4),
-    faces: wp.array(dtype=wp.vec3i),
-    edge_verts: wp.array(dtype=wp.vec2i),
-    edge_faces: wp.array(dtype=wp.vec2i),
-    edge_apex: wp.array(dtype=wp.int32),
-    edge_soft: wp.array(dtype=wp.int32),
-    ring_start: wp.array(dtype=wp.int32),
-    near_edges: wp.array(dtype=wp.int32),
-    soft0: int,
-    soft1: int,
-    soft2: int,
-    ring_soft: int,
-    V: int,
-    E: int,
-    sx: float,
-    sy: float,
-    inv_sigma: float
-):
+def _soft_x_value(p: wp.vec2, b: int, t: int, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i, inv_area: float,
+                  clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i), edge_verts: wp.array(dtype=wp.vec2i),
+                  edge_faces: wp.array(dtype=wp.vec2i), edge_apex: wp.array(dtype=wp.int32),
+                  edge_soft: wp.array(dtype=wp.int32), ring_start: wp.array(dtype=wp.int32),
+                  near_edges: wp.array(dtype=wp.int32), soft0: int, soft1: int, soft2: int, ring_soft: int, V: int,
+                  E: int, sx: float, sy: float, inv_sigma: float):
     """:func:`_soft_x` without an adjoint: the soft kernel's adjoint differentiates ``_soft_x`` only
     where the pixel counts for the face (most of a small face's box does not), see ``soft_kernel``."""
-    return _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces, edge_apex, edge_soft, ring_start, near_edges, soft0, soft1, soft2, ring_soft, V, E, sx, sy, inv_sigma)
+    return _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces, edge_apex, edge_soft,
+                   ring_start, near_edges, soft0, soft1, soft2, ring_soft, V, E, sx, sy, inv_sigma)
 
 
 @wp.func_grad(_soft_x_value)
-def _soft_x_value_grad(
-    p: wp.vec2,
-    b: int,
-    t: int,
-    a0: wp.vec2,
-    a1: wp.vec2,
-    a2: wp.vec2,
-    f: wp.vec3i,
-    inv_area: float,
-    clip: wp.array(dtype=wp.vec4),
-    faces: wp.array(dtype=wp.vec3i),
-    edge_verts: wp.array(dtype=wp.vec2i),
-    edge_faces: wp.array(dtype=wp.vec2i),
-    edge_apex: wp.array(dtype=wp.int32),
-    edge_soft: wp.array(dtype=wp.int32),
-    ring_start: wp.array(dtype=wp.int32),
-    near_edges: wp.array(dtype=wp.int32),
-    soft0: int,
-    soft1: int,
-    soft2: int,
-    ring_soft: int,
-    V: int,
-    E: int,
-    sx: float,
-    sy: float,
-    inv_sigma: float,
-    adj_ret0: float,
-    adj_ret1: float,
-    adj_ret2: wp.vec3,
-):
+def _soft_x_value_grad(p: wp.vec2, b: int, t: int, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i,
+                       inv_area: float, clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i),
+                       edge_verts: wp.array(dtype=wp.vec2i), edge_faces: wp.array(dtype=wp.vec2i),
+                       edge_apex: wp.array(dtype=wp.int32), edge_soft: wp.array(dtype=wp.int32),
+                       ring_start: wp.array(dtype=wp.int32), near_edges: wp.array(dtype=wp.int32), soft0: int,
+                       soft1: int, soft2: int, ring_soft: int, V: int, E: int, sx: float, sy: float,
+                       inv_sigma: float, adj_ret0: float, adj_ret1: float, adj_ret2: wp.vec3):
     pass
 
 

@@ -118,8 +118,9 @@ class SoftRenderer(torch.nn.Module):
     compositor:
         Where steps 3-4 (shading and compositing) run: ``"warp"``, one kernel that shades only the layers
         that show at a pixel (per-vertex RGB colours, at most 8 lights); ``"torch"``, torch operations on
-        whole images (textures, and always with ``return_buffers``); ``"auto"`` (default) takes the kernel wherever it
-        applies. Both give the same image and gradients (to float round-off; :mod:`wsim.render.composite`).
+        whole images (textures, and always with ``return_buffers``); ``"auto"`` (default) takes the kernel
+        wherever it applies. Both give the same image and gradients to float round-off
+        (:mod:`wsim.render.composite`).
     """
 
     def __init__(self, camera: Camera, image_size=(64, 64), sigma: float = 1e-4, gamma: float = 1e-4,
@@ -250,8 +251,8 @@ class SoftRenderer(torch.nn.Module):
         lights = lights if lights is not None else self.lights
         material = material if material is not None else self.material
         eye = cam.position().to(device)
-        fused = not return_buffers and (self.compositor == "warp" or (
-            self.compositor == "auto" and not use_texture and nb == 3 and (not phong_mode or len(lights) <= MAX_LIGHTS)))
+        kernel_applies = not use_texture and nb == 3 and (not phong_mode or len(lights) <= MAX_LIGHTS)
+        fused = not return_buffers and (self.compositor == "warp" or (self.compositor == "auto" and kernel_applies))
         if fused:
             image = composite_warp(soft, fg_attr, covered, bg, union, phong_mode, eye, lights, material)
         else:
