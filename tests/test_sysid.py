@@ -110,6 +110,8 @@ def test_instances_write_summary_with_paper_numbers(tmp_path):
     # a baseline's guess is not fitted to the video: no bound applies to it, and the table says so
     assert "median video bound" in text and row["median_bound"] is None and row["bound_applies"] == 0
     assert all("baseline" in r["uncertainty"]["verdict"] for r in report["results"])
+    assert summary["bound_not_applied"] == {"baseline 'average'": 3}
+    assert "video bound not applied: 3 instance(s): baseline 'average'" in text
 
 
 def test_target_video_from_frames_folder(tmp_path):
@@ -490,3 +492,20 @@ def test_profile_search_along_kf_finds_the_basin_of_the_truth(tmp_path, capsys):
         load_experiment("rigid-contact", ["optim.profile=gravity"])
     with pytest.raises(ConfigError, match="polish_iterations"):
         load_experiment("rigid-contact", ["optim.profile=kf", "optim.polish_iterations=0"])
+
+
+def test_the_summary_says_why_the_video_bound_does_not_apply():
+    from wsim.sysid.outputs import format_summary, summarize
+
+    skipped = {"skipped": "30 scalar unknowns > uncertainty.max_unknowns = 8"}
+    applies = {"consistent": True, "unknowns": {"mass": {"rel_std": 2e-6, "abs_std": 1e-6, "value": 0.5}}}
+    disagree = {"consistent": False, "verdict": "video and model disagree: the residuals (RMS 0.1) are 9x the noise",
+                "unknowns": {"mass": {"rel_std": 2e-6, "abs_std": 1e-6, "value": 0.5}}}
+    results = [{"errors": {"mass": {"abs": 1e-6, "rel": 2e-6}}, "status": "done", "uncertainty": u}
+               for u in (skipped, skipped, applies, disagree)]
+    summary = summarize(results)
+    assert summary["rows"]["mass"]["bound_applies"] == 1 and summary["rows"]["mass"]["median_bound"] == 2e-6
+    assert summary["bound_not_applied"] == {
+        "skipped (30 scalar unknowns > uncertainty.max_unknowns = 8)": 2, "video and model disagree": 1}
+    assert ("video bound not applied: 2 instance(s): skipped (30 scalar unknowns > uncertainty.max_unknowns = 8); "
+            "1 instance(s): video and model disagree") in format_summary(summary)

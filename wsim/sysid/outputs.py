@@ -155,13 +155,28 @@ def summarize(results: list[dict], paper=None) -> dict:
             "paper_rel": None if paper is None else paper.rel.get(name),
         }
     escalated = [r for r in results if ((r.get("restarts") or {}).get("escalation") or {}).get("rounds")]
-    return {"rows": rows, "instances": len(results),
+    not_applied: dict[str, int] = {}
+    for r, b in zip(results, bounds):
+        if not b:
+            reason = _bound_reason(r.get("uncertainty"))
+            not_applied[reason] = not_applied.get(reason, 0) + 1
+    return {"rows": rows, "instances": len(results), "bound_not_applied": not_applied,
             "wall_time_s": float(sum(r.get("wall_time_s", 0.0) for r in results)),
             "statuses": sorted({r.get("status", "?") for r in results}),
             "converged": sum(r.get("status") == "done" for r in results),
             "escalated": [r.get("seed") for r in escalated],
             "escalation_resolved": [r.get("seed") for r in escalated
                                     if (r.get("noise_check") or {}).get("explained")]}
+
+
+def _bound_reason(uncertainty: dict | None) -> str:
+    """Why the video bound does not apply to an instance, in a few words (its ``uncertainty`` entry)."""
+    if not uncertainty:
+        return "not computed"
+    if "skipped" in uncertainty:
+        return f"skipped ({uncertainty['skipped']})"
+    # the verdict's head: "baseline 'average'", "the optimisation did not converge", "video and model disagree"
+    return uncertainty.get("verdict", "no parameter with a relative bound").split(":")[0]
 
 
 def _fmt(value) -> str:
@@ -194,5 +209,9 @@ def format_summary(summary: dict, title: str = "", method: str = "gradsim", tabl
                  "the relative standard deviation that the target video's noise allows at the estimate "
                  "(Cramer-Rao, wsim/sysid/uncertainty.py). It applies where the estimate converged and its "
                  "residuals are within twice the noise; an error well above it is the optimiser's, one near it "
-                 "is the video's. '-': it applies nowhere (baselines, or video and model disagree).")
+                 "is the video's. '-': it applies nowhere.")
+    not_applied = summary.get("bound_not_applied") or {}
+    if not_applied:
+        lines.append("video bound not applied: " + "; ".join(
+            f"{count} instance(s): {reason}" for reason, count in sorted(not_applied.items(), key=lambda kv: -kv[1])))
     return "\n".join(lines)
