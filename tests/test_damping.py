@@ -183,7 +183,7 @@ def test_damping_forces_are_minus_the_gradient_of_the_rayleigh_dissipation():
     v = rng.standard_normal(x.shape)
     ours, reference = damping_forces_against_dissipation(
         {"rest": mesh.vertices}, model.tet_indices.numpy(), fem.tetrahedron_forces_kernel,
-        [model.tet_indices, model.tet_rest_metric, model.tet_rest_volume], x, v, 3.0)
+        [model.tet_indices, model.tet_rest_inverse, model.tet_rest_volume], x, v, 3.0)
     np.testing.assert_allclose(ours, reference, rtol=0, atol=2e-4 * np.abs(reference).max())
 
     sheet = cloth_mesh.grid((0.3, 0.2), (2, 1))

@@ -237,3 +237,54 @@ def test_particle_push_errors(device):
         builder.add_particle_push([1, 2], impulse=(1.0, 0.0, 0.0))
     with pytest.raises(ParameterError, match="finalize"):
         builder.finalize(device)
+
+
+def _reference_forces(rest, x, v, mu, lam, kd):
+    """Element forces in float64 (module docstring of wsim.models.fem), [T, 4, 3]."""
+    forces = np.zeros(x.shape)
+    for k in range(len(rest)):
+        dm = (rest[k, 1:] - rest[k, 0]).T
+        inverse, volume = np.linalg.inv(dm), np.linalg.det(dm) / 6.0
+        ds, dds = (x[k, 1:] - x[k, 0]).T, (v[k, 1:] - v[k, 0]).T
+        f, df = ds @ inverse, dds @ inverse
+        stress = mu * f * (1.0 - 1.0 / ((f * f).sum() + 1.0)) + kd * f @ (0.5 * (f.T @ df + df.T @ f))
+        h = volume * stress @ inverse.T
+        cof = [np.cross(ds[:, 1], ds[:, 2]), np.cross(ds[:, 2], ds[:, 0]), np.cross(ds[:, 0], ds[:, 1])]
+        rate = sum(cof[i] @ dds[:, i] for i in range(3)) / (6.0 * volume)
+        s = (lam * (np.linalg.det(f) - 1.0) - 0.75 * mu + kd * rate) / 6.0
+        g = [h[:, i] + cof[i] * s for i in range(3)]
+        forces[k, 0], forces[k, 1:] = g[0] + g[1] + g[2], -np.array(g)
+    return forces
+
+
+@pytest.mark.parametrize("strain, tolerance", [(1e-4, 2e-3), (1e-2, 2e-5)])
+def test_element_forces_keep_float32_accuracy_on_badly_shaped_elements(strain, tolerance):
+    """Random tetrahedra (many slivers) barely deformed, where the rest-stable terms nearly cancel: the
+    kernel's forces against float64 to about float32's round-off of the cancelling terms. A form that
+    squares the rest shape's condition number (Ic = tr(Ds^T Ds Dm^-1 Dm^-T), tried once for speed) is
+    off by 0.8 and 1.6e-4 here."""
+    import warp as wp
+
+    from wsim.models.fem import tetrahedron_forces_kernel
+
+    rng = np.random.default_rng(1)
+    rest = rng.standard_normal((500, 4, 3)) * 0.05
+    flip = np.linalg.det(rest[:, 1:] - rest[:, :1]) < 0
+    rest[flip, 1], rest[flip, 2] = rest[flip, 2].copy(), rest[flip, 1].copy()
+    x = rest + strain * 0.05 * rng.standard_normal(rest.shape)
+    v = 0.1 * rng.standard_normal(rest.shape)
+    mu, lam, kd = 3e4, 6e4, 5.0
+    dm = np.transpose(rest[:, 1:] - rest[:, :1], (0, 2, 1))
+    T = len(rest)
+    forces = wp.zeros(4 * T, dtype=wp.vec3)
+    wp.launch(tetrahedron_forces_kernel, dim=T, device="cpu",
+              inputs=[wp.array(x.reshape(-1, 3).astype(np.float32), dtype=wp.vec3),
+                      wp.array(v.reshape(-1, 3).astype(np.float32), dtype=wp.vec3),
+                      wp.array(np.arange(4 * T, dtype=np.int32).reshape(T, 4), dtype=wp.int32),
+                      wp.array(np.linalg.inv(dm).astype(np.float32), dtype=wp.mat33),
+                      wp.array((np.linalg.det(dm) / 6.0).astype(np.float32), dtype=float),
+                      *(wp.full(T, value, dtype=float) for value in (mu, lam, kd, 0.0))],
+              outputs=[forces])
+    expected = _reference_forces(rest, x, v, mu, lam, kd)
+    error = np.abs(forces.numpy().reshape(T, 4, 3) - expected).max() / np.abs(expected).max()
+    assert error < tolerance

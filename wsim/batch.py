@@ -45,7 +45,7 @@ ARRAYS = {
     "shape_vertices": ("shape_vertex", None), "shape_vertex_body": ("shape_vertex", "body"),
     "rotor_body": ("rotor", "body"), "rotor_position": ("rotor", None), "rotor_axis": ("rotor", None),
     "rotor_spin": ("rotor", None), "rotor_torque_ratio": ("rotor", None), "rotor_max_thrust": ("rotor", None),
-    "tet_indices": ("tet", "particle"), "tet_rest_metric": ("tet", None), "tet_rest_volume": ("tet", None),
+    "tet_indices": ("tet", "particle"), "tet_rest_inverse": ("tet", None), "tet_rest_volume": ("tet", None),
     "tri_indices": ("tri", "particle"), "tri_rest_inverse": ("tri", None), "tri_rest_area": ("tri", None),
     "edge_indices": ("edge", "particle"), "edge_rest_angle": ("edge", None), "edge_rest_weight": ("edge", None),
 }

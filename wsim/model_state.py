@@ -42,7 +42,7 @@ class Model:
     Contact: ``material_count``; ``ground`` (bool), ``ground_height`` m, ``contact_margin`` m,
     ``contact_smoothing`` m (see :mod:`wsim.models.contact`).
     Tetrahedra (FEM, :mod:`wsim.models.fem`): ``tet_count``; ``tet_indices`` [T, 4] int32 particle indices
-    (positively oriented); ``tet_rest_metric`` [T] mat33 ``Dm^-1 Dm^-T`` of the rest edge matrix ``Dm`` (1/m^2);
+    (positively oriented); ``tet_rest_inverse`` [T] mat33 inverse rest edge matrix ``Dm^-1`` (1/m);
     ``tet_rest_volume`` [T] m^3.
     Cloth triangles (:mod:`wsim.models.cloth`, :mod:`wsim.models.aerodynamics`): ``tri_count``;
     ``tri_indices`` [C, 3] int32; ``tri_rest_inverse`` [C] mat22 inverse 2D rest edge matrix (1/m);
@@ -93,7 +93,7 @@ class Model:
     particle_faces: np.ndarray | None = None
     tet_count: int = 0
     tet_indices: wp.array | None = None
-    tet_rest_metric: wp.array | None = None
+    tet_rest_inverse: wp.array | None = None
     tet_rest_volume: wp.array | None = None
     tri_count: int = 0
     tri_indices: wp.array | None = None
