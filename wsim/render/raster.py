@@ -25,7 +25,7 @@ import warp as wp
 
 from ..bridge import run_tape_program
 from ..device import init_warp
-from ..errors import ConfigError
+from ..errors import ConfigError, ParameterError
 from . import kernels, soft_ring, visibility
 from .topology import Topology
 
@@ -157,6 +157,8 @@ class _InterpolateProgram:
 def _warp_interpolate(attrs: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor, faces: torch.Tensor):
     B, H, W = tri.shape
     attr_frames, V, C = attrs.shape
+    if attr_frames not in (1, B):
+        raise ParameterError(f"vertex attributes have {attr_frames} frames for {B} rendered frames; give one or {B}")
     device = _warp_device(rast)
     faces_wp, faces_keep = _faces_warp(faces, device)
     tri_c = tri.detach().to(torch.int32).contiguous().reshape(-1)
