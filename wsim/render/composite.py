@@ -17,6 +17,8 @@ the covered mask ``[B, H, W]`` and a background ``[Fb, 3]`` (``Fb`` 1 or B), and
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import warp as wp
 
@@ -160,16 +162,11 @@ def _make_composite_kernel(LIGHTS: int, PHONG: bool, UNION: bool):
     return wp.kernel(composite_kernel, name=f"wsim_composite_l{LIGHTS}_p{int(PHONG)}_u{int(UNION)}")
 
 
-_kernels: dict = {}
-
-
+@functools.cache
 def kernel_for(lights: int, phong: bool, union: bool):
     """The compositing kernel of this case (built on first use, one per case: see
     ``_make_composite_kernel``)."""
-    key = (int(lights), bool(phong), bool(union))
-    if key not in _kernels:
-        _kernels[key] = _make_composite_kernel(*key)
-    return _kernels[key]
+    return _make_composite_kernel(int(lights), bool(phong), bool(union))
 
 
 class _CompositeProgram:

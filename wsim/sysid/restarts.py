@@ -237,7 +237,7 @@ class Restarts:
             self._first = (self.first.iteration, self.first.estimate())
         first_loss = self.first.best[0] if self.first.best is not None else math.inf
         if self.best is not None and (self.best["loss"] < first_loss or (
-                self.best["loss"] == first_loss and self.best["label"].startswith("extension"))):
+                self.best["loss"] == first_loss and self.best.get("round") == "extension")):
             return self.best
         return {"label": "first run", "loss": first_loss, "values": self._first[1],
                 "convergence": self.first.convergence()}
@@ -352,7 +352,8 @@ class Restarts:
         # an extension continues the winner: at an equal loss it holds the same estimate, and its
         # convergence record (converged where the winner's budget ran out) is the newer one
         if self.best is None or loss < self.best["loss"] or (round_index == "extension" and loss <= self.best["loss"]):
-            self.best = {"label": label, "loss": loss, "convergence": convergence, "values": estimate}
+            self.best = {"label": label, "round": round_index, "loss": loss, "convergence": convergence,
+                         "values": estimate}
         self.estimates.append((loss, estimate))
         self.runs.append({"round": round_index, "start": k, "label": label, "screened_loss": screened_loss,
                           "start_values": {p.name: summary_of(start[p.name])
