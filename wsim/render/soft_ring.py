@@ -50,12 +50,17 @@ def _iso_xy(v: wp.vec4, sx: float, sy: float):
 # counted, it cut the farther face's coverage to 1/2 under the nearer part, and the pixel stepped when its
 # centre crossed the edge and the side test took over (0.10 on the gear prism).
 # Neither is a switch: beyond the tolerance the entry's x = d^2 / sigma gains a penalty that rises as a
-# smoothstep to the cap BIG at twice the tolerance (``_gate``), so that an entry fades out of the
+# smoothstep to GATE_TOP (past the cap BIG) at twice the tolerance (``_gate``), so that an entry fades out of the
 # nearest-edge minimum instead of leaving it. As switches they stepped a pixel wherever the depth gap of the
 # nearest entry crossed the tolerance (by up to 0.42 on the gear prism at 24 px, in 4 of 24 random views).
 GATE_TOL = 1.0e-2
 NO_EDGE = 1 << 30  # no ring entry (entries are edge indices e, gated ones -(e + 1))
-BIG = 60.0  # cap of |delta d^2 / sigma|: sigmoid(60) == 1 and exp(-60) ~ 1e-26 in float32
+# Cap of |delta d^2 / sigma|. In float32 sigmoid(20) == 1 and 1 - exp(-20) == 1, so beyond the cap
+# neither the union's coverage nor SoftRas' 1 - exp(-sum) changes: capping there gives the images of
+# any higher cap (checked bit for bit against 60), and the ring search reaches sqrt(20 sigma) instead
+# of sqrt(60 sigma), which leaves most faces of a small render with no ring edge to test.
+BIG = 20.0
+GATE_TOP = 60.0  # the gate's penalty at full strength (see _ramp); it shapes x below the cap
 
 
 @wp.func
@@ -117,9 +122,9 @@ def _front_gap(q: wp.vec2, s: float, b: int, t: int, e: int, edge_verts: wp.arra
 
 @wp.func
 def _ramp(gap: float):
-    """0 up to GATE_TOL, a smoothstep to BIG at 2 GATE_TOL."""
+    """0 up to GATE_TOL, a smoothstep to GATE_TOP at 2 GATE_TOL."""
     u = wp.clamp((gap - GATE_TOL) / GATE_TOL, 0.0, 1.0)
-    return BIG * u * u * (3.0 - 2.0 * u)
+    return GATE_TOP * u * u * (3.0 - 2.0 * u)
 
 
 @wp.func
