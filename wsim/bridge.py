@@ -133,7 +133,9 @@ class _TapeFunction(torch.autograd.Function):
             if array.grad is None or not seeds:
                 grads.append(None)
             else:
-                grads.append(to_torch(array.grad).clone().reshape(shape))
+                # no copy: the gradient buffers were allocated for this call (to_warp of a detached
+                # tensor) and the tape that could zero them is dropped below; the view keeps them alive
+                grads.append(to_torch(array.grad).reshape(shape))
         # The tape holds every intermediate state; drop it as soon as its gradients are out.
         ctx.tape = None
         ctx.inputs = None
