@@ -194,6 +194,20 @@ def _blend_attributes(num: wp.array(dtype=float), idx: int, C: int, weight: floa
         wp.atomic_add(num, idx * C + c, weight * value)
 
 
+@wp.func
+def _cover_key(coverage: float, t: int, T: int):
+    """A face's coverage of a pixel and the face in one int64 whose maximum is the largest coverage
+    (in steps of 2^-30) and, among equal ones, the lowest face id: one atomic_max finds both, where a
+    maximum and then a second pass for its face (with a margin for the rounding between the two) did."""
+    return wp.int64(int(coverage * 1073741824.0)) * wp.int64(4294967296) + wp.int64(T - 1 - t)
+
+
+@wp.func
+def _cover_face(key: wp.int64, T: int):
+    """The face of a :func:`_cover_key` (T - 1 - its low 32 bits; -1 for no face)."""
+    return T - 1 - int(key % wp.int64(4294967296))
+
+
 def _make_soft_kernel(MODE: int, UNION: int):
     def soft_kernel(
         clip: wp.array(dtype=wp.vec4),
@@ -214,8 +228,7 @@ def _make_soft_kernel(MODE: int, UNION: int):
         zmax_n: wp.array(dtype=float),
         zmax_s: wp.array(dtype=float),
         zmax_b: wp.array(dtype=float),
-        cmax: wp.array(dtype=float),
-        cid: wp.array(dtype=wp.int32),
+        cover_key: wp.array(dtype=wp.int64),
         V: int,
         T: int,
         H: int,
@@ -242,9 +255,9 @@ def _make_soft_kernel(MODE: int, UNION: int):
         num_s: wp.array(dtype=float),
     ):
         """Soft edge term. ``MODE == 0``: per-pixel maxima of the normalised inverse depth of the three
-        blended groups (the softmax shifts) and, with ``UNION``, of each group's face coverages;
-        ``MODE == 2`` (``UNION`` only): the lowest face id reaching that maximum; neither is
-        differentiated. ``MODE == 1``: the accumulation proper.
+        blended groups (the softmax shifts) and, with ``UNION``, of each group's face coverage together
+        with the face that has it (``_cover_key``); not differentiated. ``MODE == 1``: the accumulation
+        proper.
 
         For pixel p and face j with ``x_j = delta d^2 / sigma`` (isotropic NDC, see ``_soft_x``), the face's
         coverage ``c_j = w_j sigmoid(x_j)`` (``w_j``: the hand-over weight of ``_soft_x``) enters its group's
@@ -341,35 +354,26 @@ def _make_soft_kernel(MODE: int, UNION: int):
                                 if f_near > 0.0:
                                     wp.atomic_max(zmax_n, idx, zn)
                                     if wp.static(UNION == 1):
-                                        wp.atomic_max(cmax, idx * 3, f_near * sg)
+                                        wp.atomic_max(cover_key, idx * 3, _cover_key(f_near * sg, t, T))
                                 if f_same > 0.0:
                                     wp.atomic_max(zmax_s, idx, zn)
                                     if wp.static(UNION == 1):
-                                        wp.atomic_max(cmax, idx * 3 + 1, f_same * sg)
+                                        wp.atomic_max(cover_key, idx * 3 + 1, _cover_key(f_same * sg, t, T))
                                 if f_behind > 0.0:
                                     wp.atomic_max(zmax_b, idx, zn)
                                     if wp.static(UNION == 1):
-                                        wp.atomic_max(cmax, idx * 3 + 2, f_behind * sg)
-                            elif wp.static(MODE == 2):
-                                # the arg-max face of each group; a relative margin far above rounding
-                                # makes sure the face that set the maximum finds itself again
-                                if f_near > 0.0 and f_near * sg >= cmax[idx * 3] * (1.0 - 1.0e-6):
-                                    wp.atomic_min(cid, idx * 3, t)
-                                if f_same > 0.0 and f_same * sg >= cmax[idx * 3 + 1] * (1.0 - 1.0e-6):
-                                    wp.atomic_min(cid, idx * 3 + 1, t)
-                                if f_behind > 0.0 and f_behind * sg >= cmax[idx * 3 + 2] * (1.0 - 1.0e-6):
-                                    wp.atomic_min(cid, idx * 3 + 2, t)
+                                        wp.atomic_max(cover_key, idx * 3 + 2, _cover_key(f_behind * sg, t, T))
                             else:
                                 sp = weight * _softplus(x)
                                 k0 = (b * V + f[0]) * C
                                 k1 = (b * V + f[1]) * C
                                 k2 = (b * V + f[2]) * C
                                 if wp.static(UNION == 1):
-                                    if f_near > 0.0 and cid[idx * 3] == t:
+                                    if f_near > 0.0 and _cover_face(cover_key[idx * 3], T) == t:
                                         s_near[idx] = f_near * sg
-                                    if f_same > 0.0 and cid[idx * 3 + 1] == t:
+                                    if f_same > 0.0 and _cover_face(cover_key[idx * 3 + 1], T) == t:
                                         s_same[idx] = f_same * sg
-                                    if f_behind > 0.0 and cid[idx * 3 + 2] == t:
+                                    if f_behind > 0.0 and _cover_face(cover_key[idx * 3 + 2], T) == t:
                                         s_behind[idx] = f_behind * sg
                                 if f_same > 0.0:
                                     if wp.static(UNION == 0):
@@ -396,7 +400,6 @@ def _make_soft_kernel(MODE: int, UNION: int):
     return wp.kernel(soft_kernel, name=f"wsim_soft_mode{MODE}_union{UNION}", enable_backward=(MODE == 1))
 
 
-# mode 0: softmax shifts and coverage maxima (atomic_max, not differentiated); mode 2: arg-max faces;
-# mode 1: the differentiated accumulation. Index: [union][mode].
-soft_kernels = {(union, mode): _make_soft_kernel(mode, union) for union in (0, 1) for mode in (0, 1, 2)
-                if union == 1 or mode != 2}
+# mode 0: softmax shifts and coverage maxima with their faces (atomic_max, not differentiated); mode 1:
+# the differentiated accumulation. Index: [union][mode].
+soft_kernels = {(union, mode): _make_soft_kernel(mode, union) for union in (0, 1) for mode in (0, 1)}

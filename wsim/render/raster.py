@@ -259,9 +259,9 @@ def _front_or_open(clip, xy, f, orient, culled, tt, near):
 
 
 class _SoftProgram:
-    """Tape program of the soft edge term: non-differentiated passes for the per-pixel depth maxima
-    (softmax shifts, which cancel in the blends) and, for the union coverage, each group's arg-max
-    face; then the differentiated accumulation."""
+    """Tape program of the soft edge term: a non-differentiated pass for the per-pixel depth maxima
+    (softmax shifts, which cancel in the blends) and, for the union coverage, each group's largest
+    face coverage with its face; then the differentiated accumulation."""
 
     input_dtypes = {"clip": wp.vec4, "attrs": wp.float32, "wvis": wp.float32}
 
@@ -278,8 +278,7 @@ class _SoftProgram:
         n = B * H * W
         dev = self.device
         zmax = [wp.full(n, -1.0e30, dtype=float, device=dev) for _ in range(3)]
-        cmax = wp.zeros(3 * n, dtype=float, device=dev)
-        cid = wp.full(3 * n, T, dtype=wp.int32, device=dev)
+        cover_key = wp.full(3 * n, -1, dtype=wp.int64, device=dev)  # see kernels._cover_key
         # s_near, s_same, s_behind (coverages with union, SoftRas sums otherwise), den_n, num_n, den_b,
         # num_b, den_sv, den_s, num_s
         sizes = (n, n, n, n, n * C, n, n * C, n, n, n * C)
@@ -296,9 +295,8 @@ class _SoftProgram:
                   inputs=[inputs["clip"], self.faces, face_on, edge_verts, edge_soft, ring_start, ring_edges, V, T, E,
                           sx, sy, reach, near, ring_near, near_edges])
         common = [inputs["clip"], inputs["attrs"], self.faces, *topo, ring_near, self.tribuf, inputs["wvis"],
-                  *zmax, cmax, cid, V, T, H, W, C, *self.params, self.stripes]
-        modes = (0, 2, 1) if self.union else (0, 1)
-        for mode in modes:
+                  *zmax, cover_key, V, T, H, W, C, *self.params, self.stripes]
+        for mode in (0, 1):
             wp.launch(kernels.soft_kernels[(self.union, mode)], dim=(B * T, self.stripes), device=dev,
                       inputs=[*common, *outs], record_tape=(mode == 1))
         return tuple(outs)
