@@ -101,14 +101,17 @@ def test_system_identification_in_lockstep_gives_the_results_of_one_instance_at_
     assert alone["summary"]["rows"] == batched["summary"]["rows"]
 
 
-def test_lockstep_serves_concurrent_rollouts_in_one_batched_pass(tmp_path):
+@pytest.mark.parametrize("cores", [None, 1])
+def test_lockstep_serves_concurrent_rollouts_in_one_batched_pass(tmp_path, cores):
+    """Three members share one forward and one backward pass, also when they compute one at a time
+    (``cores=1``: each waits for its turn, and the last to wait serves the batch)."""
     from wsim.sysid import load_experiment
     from wsim.sysid.instance import Instance
     from wsim.sysid.lockstep import Lockstep
 
     config = load_experiment("rigid-mass", SYSID)
     instances = [Instance(config, seed, tmp_path / str(seed)) for seed in (1000, 1001, 1002)]
-    lockstep = Lockstep(instances)
+    lockstep = Lockstep(instances, cores=cores)
     values = [leaves({"density": 3.0 + k}) for k in range(3)]
     outs, grads = [None] * 3, [None] * 3
 
