@@ -204,7 +204,7 @@ def _cover_key(coverage: float, t: int, T: int):
 
 @wp.func
 def _cover_face(key: wp.int64, T: int):
-    """The face of a :func:`_cover_key` (T - 1 - its low 32 bits; -1 for no face)."""
+    """The face of a :func:`_cover_key`: T - 1 - its low 32 bits (T, no face, for the initial -1)."""
     return T - 1 - int(key % wp.int64(4294967296))
 
 

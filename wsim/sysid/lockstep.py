@@ -117,7 +117,9 @@ class Lockstep:
         # than cores only fight over the GIL, which each Warp launch and torch operation releases and
         # takes back (measured, 8 instances on 2 cores: 1.33 cores busy for 36 s of CPU where one at a
         # time needed 29 s). A member holds a turn from when it joins to when it waits for the batch.
-        self._turns = threading.Semaphore(max(1, cores or len(os.sched_getaffinity(0))))
+        if cores is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self._turns = threading.Semaphore(max(1, cores))
         self.setup = list(setup) if setup is not None else [0.0] * len(self.instances)
         self.simulations = [inst.sim for inst in self.instances]
         self._cond = threading.Condition()
