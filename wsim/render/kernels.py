@@ -60,7 +60,47 @@ def _sigmoid(x: float):
 
 
 @wp.func
+def _inv_depth(l0: float, l1: float, l2: float, b: int, f: wp.vec3i, clip: wp.array(dtype=wp.vec4), V: int):
+    """Face f's inverse view depth at the point of screen barycentrics (l0, l1, l2)."""
+    return l0 / clip[b * V + f[0]][3] + l1 / clip[b * V + f[1]][3] + l2 / clip[b * V + f[2]][3]
+
+
+@wp.func
+def _soft_code(p: wp.vec2, b: int, t: int, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i, inv_area: float,
+               clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i), edge_verts: wp.array(dtype=wp.vec2i),
+               edge_faces: wp.array(dtype=wp.vec2i), edge_apex: wp.array(dtype=wp.int32),
+               ring_start: wp.array(dtype=wp.int32), near_edges: wp.array(dtype=wp.int32), ring_soft: int, V: int,
+               sx: float, sy: float, inv_sigma: float):
+    """The ring code of the soft edge that bounds face t's coverage at p when p is inside the face
+    (:func:`_nearest_soft_edge` over the face's ``ring_soft`` entries within reach), else NO_EDGE. An
+    integer, not differentiated: kept apart from :func:`_soft_x` so that the adjoint, which replays a
+    function's forward before its reverse, does not search the ring again."""
+    code = int(NO_EDGE)
+    if ring_soft > 0:
+        l0 = edge_canonical(a1, a2, f[1], f[2], p) * inv_area
+        l1 = edge_canonical(a2, a0, f[2], f[0], p) * inv_area
+        l2 = edge_canonical(a0, a1, f[0], f[1], p) * inv_area
+        if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
+            code = _nearest_soft_edge(p, b, t, _inv_depth(l0, l1, l2, b, f, clip, V), clip, faces, edge_verts,
+                                      edge_faces, edge_apex, near_edges,
+                                      b * ring_start[ring_start.shape[0] - 1] + ring_start[t], ring_soft, V, sx, sy,
+                                      inv_sigma)
+    return code
+
+
+@wp.func_grad(_soft_code)
+def _soft_code_grad(p: wp.vec2, b: int, t: int, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i, inv_area: float,
+                    clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i),
+                    edge_verts: wp.array(dtype=wp.vec2i), edge_faces: wp.array(dtype=wp.vec2i),
+                    edge_apex: wp.array(dtype=wp.int32), ring_start: wp.array(dtype=wp.int32),
+                    near_edges: wp.array(dtype=wp.int32), ring_soft: int, V: int, sx: float, sy: float,
+                    inv_sigma: float, adj_ret: int):
+    pass
+
+
+@wp.func
 def _soft_x(
+    code: int,
     p: wp.vec2,
     b: int,
     t: int,
@@ -73,16 +113,10 @@ def _soft_x(
     faces: wp.array(dtype=wp.vec3i),
     edge_verts: wp.array(dtype=wp.vec2i),
     edge_faces: wp.array(dtype=wp.vec2i),
-    edge_apex: wp.array(dtype=wp.int32),
-    edge_soft: wp.array(dtype=wp.int32),
-    ring_start: wp.array(dtype=wp.int32),
-    near_edges: wp.array(dtype=wp.int32),
     soft0: int,
     soft1: int,
     soft2: int,
-    ring_soft: int,
     V: int,
-    E: int,
     sx: float,
     sy: float,
     inv_sigma: float,
@@ -97,7 +131,8 @@ def _soft_x(
     outside, the pixel counts fully when the face's nearest edge is soft and fades out where an inner
     edge is nearer (across an inner edge the neighbour face covers it; see the hand-over below). Two
     faces sharing an inner edge can still disagree on it inside where the nearest soft edge is in one
-    face's ring only (more than three hops away from the other, or gated out for one face only)."""
+    face's ring only (more than three hops away from the other, or gated out for one face only).
+    ``code``: the nearest soft edge inside, from :func:`_soft_code`."""
     l0 = edge_canonical(a1, a2, f[1], f[2], p) * inv_area
     l1 = edge_canonical(a2, a0, f[2], f[0], p) * inv_area
     l2 = edge_canonical(a0, a1, f[0], f[1], p) * inv_area
@@ -105,24 +140,18 @@ def _soft_x(
     weight = float(1.0)
     bc = wp.vec3(l0, l1, l2)
     if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
-        if ring_soft > 0:
-            # face t's inverse view depth at p, against which gated ring edges are tested
-            inv_depth = l0 / clip[b * V + f[0]][3] + l1 / clip[b * V + f[1]][3] + l2 / clip[b * V + f[2]][3]
-            code = _nearest_soft_edge(p, b, t, inv_depth, clip, faces, edge_verts, edge_faces, edge_apex, near_edges,
-                                      b * ring_start[ring_start.shape[0] - 1] + ring_start[t], ring_soft, V, sx, sy,
-                                      inv_sigma)
-            if code != NO_EDGE:
-                best = _ring_edge(code)
-                evb = edge_verts[best]
-                q0 = _iso_xy(clip[b * V + evb[0]], sx, sy)
-                q1 = _iso_xy(clip[b * V + evb[1]], sx, sy)
-                dsoft, sb = _seg_dist2(p, q0, q1)
-                # the gate's penalty again, outside the search's loop, so that its adjoint is carried
-                penalty = float(0.0)
-                if code < 0:
-                    penalty = _gate(p, q0 + (q1 - q0) * sb, sb, b, t, best, inv_depth, edge_verts, edge_faces, faces,
-                                    clip, V, sx, sy)
-                x = wp.min(dsoft * inv_sigma + penalty, BIG)
+        if code != NO_EDGE:
+            best = _ring_edge(code)
+            evb = edge_verts[best]
+            q0 = _iso_xy(clip[b * V + evb[0]], sx, sy)
+            q1 = _iso_xy(clip[b * V + evb[1]], sx, sy)
+            dsoft, sb = _seg_dist2(p, q0, q1)
+            # the gate's penalty again, outside the search, so that its adjoint is carried
+            penalty = float(0.0)
+            if code < 0:
+                penalty = _gate(p, q0 + (q1 - q0) * sb, sb, b, t, best, _inv_depth(l0, l1, l2, b, f, clip, V),
+                                edge_verts, edge_faces, faces, clip, V, sx, sy)
+            x = wp.min(dsoft * inv_sigma + penalty, BIG)
     else:
         d01, s01 = _seg_dist2(p, a0, a1)
         d12, s12 = _seg_dist2(p, a1, a2)
@@ -161,26 +190,22 @@ def _soft_x(
 
 
 @wp.func
-def _soft_x_value(p: wp.vec2, b: int, t: int, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i, inv_area: float,
-                  clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i), edge_verts: wp.array(dtype=wp.vec2i),
-                  edge_faces: wp.array(dtype=wp.vec2i), edge_apex: wp.array(dtype=wp.int32),
-                  edge_soft: wp.array(dtype=wp.int32), ring_start: wp.array(dtype=wp.int32),
-                  near_edges: wp.array(dtype=wp.int32), soft0: int, soft1: int, soft2: int, ring_soft: int, V: int,
-                  E: int, sx: float, sy: float, inv_sigma: float):
+def _soft_x_value(code: int, p: wp.vec2, b: int, t: int, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i,
+                  inv_area: float, clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i),
+                  edge_verts: wp.array(dtype=wp.vec2i), edge_faces: wp.array(dtype=wp.vec2i), soft0: int, soft1: int,
+                  soft2: int, V: int, sx: float, sy: float, inv_sigma: float):
     """:func:`_soft_x` without an adjoint: the soft kernel's adjoint differentiates ``_soft_x`` only
     where the pixel counts for the face (most of a small face's box does not), see ``soft_kernel``."""
-    return _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces, edge_apex, edge_soft,
-                   ring_start, near_edges, soft0, soft1, soft2, ring_soft, V, E, sx, sy, inv_sigma)
+    return _soft_x(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces, soft0, soft1, soft2,
+                   V, sx, sy, inv_sigma)
 
 
 @wp.func_grad(_soft_x_value)
-def _soft_x_value_grad(p: wp.vec2, b: int, t: int, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i,
+def _soft_x_value_grad(code: int, p: wp.vec2, b: int, t: int, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i,
                        inv_area: float, clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i),
-                       edge_verts: wp.array(dtype=wp.vec2i), edge_faces: wp.array(dtype=wp.vec2i),
-                       edge_apex: wp.array(dtype=wp.int32), edge_soft: wp.array(dtype=wp.int32),
-                       ring_start: wp.array(dtype=wp.int32), near_edges: wp.array(dtype=wp.int32), soft0: int,
-                       soft1: int, soft2: int, ring_soft: int, V: int, E: int, sx: float, sy: float,
-                       inv_sigma: float, adj_ret0: float, adj_ret1: float, adj_ret2: wp.vec3):
+                       edge_verts: wp.array(dtype=wp.vec2i), edge_faces: wp.array(dtype=wp.vec2i), soft0: int,
+                       soft1: int, soft2: int, V: int, sx: float, sy: float, inv_sigma: float, adj_ret0: float,
+                       adj_ret1: float, adj_ret2: wp.vec3):
     pass
 
 
@@ -317,16 +342,17 @@ def _make_soft_kernel(MODE: int, UNION: int):
                     py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
                     for j in range(j0, j1 + 1):
                         p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
-                        x, weight, bc = _soft_x_value(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts,
-                                                      edge_faces, edge_apex, edge_soft, ring_start, near_edges, soft0,
-                                                      soft1, soft2, ring_soft, V, E, sx, sy, inv_sigma)
+                        code = _soft_code(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces,
+                                          edge_apex, ring_start, near_edges, ring_soft, V, sx, sy, inv_sigma)
+                        x, weight, bc = _soft_x_value(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts,
+                                                      edge_faces, soft0, soft1, soft2, V, sx, sy, inv_sigma)
                         if weight > 0.0 and x > min_x:
                             if wp.static(MODE == 1):
                                 # again, differentiated: the adjoint of _soft_x then runs only for the
                                 # pixels that count (about half of the soft term's adjoint time)
-                                x, weight, bc = _soft_x(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts,
-                                                        edge_faces, edge_apex, edge_soft, ring_start, near_edges,
-                                                        soft0, soft1, soft2, ring_soft, V, E, sx, sy, inv_sigma)
+                                x, weight, bc = _soft_x(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces,
+                                                        edge_verts, edge_faces, soft0, soft1, soft2, V, sx, sy,
+                                                        inv_sigma)
                             idx = (b * H + i) * W + j
                             # perspective-correct weights of the nearest point, and its view depth
                             q0 = bc[0] * iw0
