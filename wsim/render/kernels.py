@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warp as wp
 
-from .soft_ring import BIG, NO_EDGE, _gate, _iso_xy, _nearest_soft_edge, _ring_edge, _seg_dist2, edge
+from .soft_ring import BIG, NO_EDGE, _gate, _iso_xy, _nearest_soft_edge, _ring_edge, _seg_dist2, edge, pixel_box
 
 
 @wp.func
@@ -268,6 +268,8 @@ def _make_soft_kernel(MODE: int, UNION: int):
         far: float,
         depth_tol: float,
         stripes: int,
+        code_start: wp.array(dtype=wp.int32),
+        codes: wp.array(dtype=wp.int32),
         s_near: wp.array(dtype=float),
         s_same: wp.array(dtype=float),
         s_behind: wp.array(dtype=float),
@@ -281,8 +283,9 @@ def _make_soft_kernel(MODE: int, UNION: int):
     ):
         """Soft edge term. ``MODE == 0``: per-pixel maxima of the normalised inverse depth of the three
         blended groups (the softmax shifts) and, with ``UNION``, of each group's face coverage together
-        with the face that has it (``_cover_key``); not differentiated. ``MODE == 1``: the accumulation
-        proper.
+        with the face that has it (``_cover_key``), and the ring code (``_soft_code``) of every pixel of
+        the face's box into ``codes`` from ``code_start[b * T + t]`` on; not differentiated. ``MODE == 1``:
+        the accumulation proper, with those codes.
 
         For pixel p and face j with ``x_j = delta d^2 / sigma`` (isotropic NDC, see ``_soft_x``), the face's
         coverage ``c_j = w_j sigmoid(x_j)`` (``w_j``: the hand-over weight of ``_soft_x``) enters its group's
@@ -325,15 +328,10 @@ def _make_soft_kernel(MODE: int, UNION: int):
                 r = float(0.0)
                 if soft0 + soft1 + soft2 > 0:
                     r = wp.sqrt(cutoff2)
-                xmin = wp.min(a0[0], wp.min(a1[0], a2[0])) - r
-                xmax = wp.max(a0[0], wp.max(a1[0], a2[0])) + r
-                ymin = wp.min(a0[1], wp.min(a1[1], a2[1])) - r
-                ymax = wp.max(a0[1], wp.max(a1[1], a2[1])) + r
-                # isotropic NDC -> continuous pixel coordinates: u = (x / sx + 1) W / 2, v = (1 - y / sy) H / 2
-                j0 = wp.max(int(wp.ceil((xmin / sx + 1.0) * 0.5 * float(W) - 0.5)), 0)
-                j1 = wp.min(int(wp.floor((xmax / sx + 1.0) * 0.5 * float(W) - 0.5)), W - 1)
-                i0 = wp.max(int(wp.ceil((1.0 - ymax / sy) * 0.5 * float(H) - 0.5)), 0)
-                i1 = wp.min(int(wp.floor((1.0 - ymin / sy) * 0.5 * float(H) - 0.5)), H - 1)
+                i0, i1, j0, j1 = pixel_box(a0, a1, a2, r, sx, sy, W, H)
+                # this face's ring codes, one per box pixel: searched in mode 0, read back by mode 1
+                first = code_start[tid]
+                box_w = j1 - j0 + 1
                 iw0 = 1.0 / c0[3]
                 iw1 = 1.0 / c1[3]
                 iw2 = 1.0 / c2[3]
@@ -342,8 +340,14 @@ def _make_soft_kernel(MODE: int, UNION: int):
                     py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
                     for j in range(j0, j1 + 1):
                         p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
-                        code = _soft_code(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces,
-                                          edge_apex, ring_start, near_edges, ring_soft, V, sx, sy, inv_sigma)
+                        slot = first + (i - i0) * box_w + j - j0
+                        code = int(0)
+                        if wp.static(MODE == 0):
+                            code = _soft_code(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces,
+                                              edge_apex, ring_start, near_edges, ring_soft, V, sx, sy, inv_sigma)
+                            codes[slot] = code
+                        else:
+                            code = codes[slot]
                         x, weight, bc = _soft_x_value(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts,
                                                       edge_faces, soft0, soft1, soft2, V, sx, sy, inv_sigma)
                         if weight > 0.0 and x > min_x:

@@ -1,6 +1,8 @@
 """The ring search of the soft edge term (:mod:`wsim.render.kernels`): the nearest soft edge to a pixel
-among a face's ring (see :class:`wsim.render.topology.Topology`), with the gate of its far entries, and
-the screen-space edge geometry every render kernel shares.
+among a face's ring (see :class:`wsim.render.topology.Topology`), with the gate of its far entries, the
+pixel boxes of the faces (and their sizes, the room for the search's results: the soft kernel searches
+once per face and box pixel and its later pass reads the result back), and the screen-space edge
+geometry every render kernel shares.
 """
 
 from __future__ import annotations
@@ -31,6 +33,51 @@ def _iso_xy(v: wp.vec4, sx: float, sy: float):
     """Isotropic NDC (NDC scaled so that a pixel has the same size along x and y) of a clip vertex."""
     inv = 1.0 / v[3]
     return wp.vec2(v[0] * inv * sx, v[1] * inv * sy)
+
+
+@wp.func
+def pixel_box(a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, r: float, sx: float, sy: float, W: int, H: int):
+    """Rows ``i0..i1`` and columns ``j0..j1`` of the pixel centres in a face's screen box (isotropic NDC
+    ``a0, a1, a2``) grown by ``r``; empty (``i1 < i0`` or ``j1 < j0``) off screen."""
+    xmin = wp.min(a0[0], wp.min(a1[0], a2[0])) - r
+    xmax = wp.max(a0[0], wp.max(a1[0], a2[0])) + r
+    ymin = wp.min(a0[1], wp.min(a1[1], a2[1])) - r
+    ymax = wp.max(a0[1], wp.max(a1[1], a2[1])) + r
+    # isotropic NDC -> continuous pixel coordinates: u = (x / sx + 1) W / 2, v = (1 - y / sy) H / 2
+    j0 = wp.max(int(wp.ceil((xmin / sx + 1.0) * 0.5 * float(W) - 0.5)), 0)
+    j1 = wp.min(int(wp.floor((xmax / sx + 1.0) * 0.5 * float(W) - 0.5)), W - 1)
+    i0 = wp.max(int(wp.ceil((1.0 - ymax / sy) * 0.5 * float(H) - 0.5)), 0)
+    i1 = wp.min(int(wp.floor((1.0 - ymin / sy) * 0.5 * float(H) - 0.5)), H - 1)
+    return i0, i1, j0, j1
+
+
+@wp.kernel
+def soft_box_kernel(clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i),
+                    face_edges: wp.array(dtype=wp.vec3i), edge_soft: wp.array(dtype=wp.int32), E: int,
+                    face_on: wp.array(dtype=wp.int32), V: int, T: int, H: int, W: int, sx: float, sy: float,
+                    cutoff2: float, near: float, box_area: wp.array(dtype=wp.int32)):
+    """Per frame b and face t, the pixel count of the box the soft kernel visits for the face (the
+    same gates and box as ``soft_kernel``; 0 for a face it skips): the room of the face's ring codes."""
+    tid = wp.tid()
+    b = tid // T
+    t = tid - b * T
+    f = faces[t]
+    c0 = clip[b * V + f[0]]
+    c1 = clip[b * V + f[1]]
+    c2 = clip[b * V + f[2]]
+    fe = face_edges[t]
+    n = int(0)
+    if face_on[tid] != 0 and c0[3] >= near and c1[3] >= near and c2[3] >= near:
+        a0 = _iso_xy(c0, sx, sy)
+        a1 = _iso_xy(c1, sx, sy)
+        a2 = _iso_xy(c2, sx, sy)
+        if wp.abs(edge(a0, a1, a2)) > 1.0e-12:
+            r = float(0.0)
+            if edge_soft[b * E + fe[0]] + edge_soft[b * E + fe[1]] + edge_soft[b * E + fe[2]] > 0:
+                r = wp.sqrt(cutoff2)  # as the soft kernel computes it, so that the boxes match exactly
+            i0, i1, j0, j1 = pixel_box(a0, a1, a2, r, sx, sy, W, H)
+            n = wp.max(i1 - i0 + 1, 0) * wp.max(j1 - j0 + 1, 0)
+    box_area[tid] = n
 
 
 # Warp's adjoint does not carry values assigned inside a dynamic loop out of it (they keep their
