@@ -189,13 +189,16 @@ def _soft_x(
     return x, weight, bc
 
 
+SKIP = NO_EDGE + 1  # in the soft kernel's ring codes: a pixel that does not count for the face
+
+
 @wp.func
 def _soft_x_value(code: int, p: wp.vec2, b: int, t: int, a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, f: wp.vec3i,
                   inv_area: float, clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i),
                   edge_verts: wp.array(dtype=wp.vec2i), edge_faces: wp.array(dtype=wp.vec2i), soft0: int, soft1: int,
                   soft2: int, V: int, sx: float, sy: float, inv_sigma: float):
-    """:func:`_soft_x` without an adjoint: the soft kernel's adjoint differentiates ``_soft_x`` only
-    where the pixel counts for the face (most of a small face's box does not), see ``soft_kernel``."""
+    """:func:`_soft_x` without an adjoint, for the soft kernel's first pass, which decides where a pixel
+    counts for the face (see ``soft_kernel``)."""
     return _soft_x(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces, soft0, soft1, soft2,
                    V, sx, sy, inv_sigma)
 
@@ -341,22 +344,28 @@ def _make_soft_kernel(MODE: int, UNION: int):
                     for j in range(j0, j1 + 1):
                         p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
                         slot = first + (i - i0) * box_w + j - j0
-                        code = int(0)
+                        x = float(0.0)
+                        weight = float(0.0)
+                        bc = wp.vec3()
                         if wp.static(MODE == 0):
                             code = _soft_code(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces,
                                               edge_apex, ring_start, near_edges, ring_soft, V, sx, sy, inv_sigma)
-                            codes[slot] = code
+                            x, weight, bc = _soft_x_value(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces,
+                                                          edge_verts, edge_faces, soft0, soft1, soft2, V, sx, sy,
+                                                          inv_sigma)
+                            if weight > 0.0 and x > min_x:
+                                codes[slot] = code
+                            else:
+                                codes[slot] = SKIP
                         else:
+                            # only the pixels that count for the face, so that the adjoint differentiates
+                            # _soft_x nowhere else (most of a small face's box)
                             code = codes[slot]
-                        x, weight, bc = _soft_x_value(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts,
-                                                      edge_faces, soft0, soft1, soft2, V, sx, sy, inv_sigma)
-                        if weight > 0.0 and x > min_x:
-                            if wp.static(MODE == 1):
-                                # again, differentiated: the adjoint of _soft_x then runs only for the
-                                # pixels that count (about half of the soft term's adjoint time)
+                            if code != SKIP:
                                 x, weight, bc = _soft_x(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces,
                                                         edge_verts, edge_faces, soft0, soft1, soft2, V, sx, sy,
                                                         inv_sigma)
+                        if weight > 0.0 and x > min_x:
                             idx = (b * H + i) * W + j
                             # perspective-correct weights of the nearest point, and its view depth
                             q0 = bc[0] * iw0
