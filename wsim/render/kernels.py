@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import warp as wp
 
-from .soft_ring import BIG, NO_EDGE, _gate, _iso_xy, _nearest_soft_edge, _ring_edge, _seg_dist2, edge, pixel_box
+from .soft_ring import (BIG, NO_EDGE, _gate, _iso_xy, _nearest_soft_edge, _ring_edge, _seg_dist2, edge, face_of,
+                        pixel_box)
 
 
 @wp.func
@@ -310,12 +311,7 @@ def _make_soft_kernel(MODE: int, UNION: int):
         attributes come from the exact visible-surface interpolation.
         """
         tid, s = wp.tid()
-        b = tid // T
-        t = tid - b * T
-        f = faces[t]
-        c0 = clip[b * V + f[0]]
-        c1 = clip[b * V + f[1]]
-        c2 = clip[b * V + f[2]]
+        b, t, f, c0, c1, c2 = face_of(tid, T, V, faces, clip)
         fe = face_edges[t]
         soft0 = edge_soft[b * E + fe[0]]
         soft1 = edge_soft[b * E + fe[1]]

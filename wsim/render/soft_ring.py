@@ -36,6 +36,16 @@ def _iso_xy(v: wp.vec4, sx: float, sy: float):
 
 
 @wp.func
+def face_of(tid: int, T: int, V: int, faces: wp.array(dtype=wp.vec3i), clip: wp.array(dtype=wp.vec4)):
+    """Frame b, face t, its vertex indices and clip-space vertices for thread ``tid = b * T + t`` of a
+    per-face kernel."""
+    b = tid // T
+    t = tid - b * T
+    f = faces[t]
+    return b, t, f, clip[b * V + f[0]], clip[b * V + f[1]], clip[b * V + f[2]]
+
+
+@wp.func
 def pixel_box(a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, r: float, sx: float, sy: float, W: int, H: int):
     """Rows ``i0..i1`` and columns ``j0..j1`` of the pixel centres in a face's screen box (isotropic NDC
     ``a0, a1, a2``) grown by ``r``; empty (``i1 < i0`` or ``j1 < j0``) off screen."""
@@ -59,12 +69,7 @@ def soft_box_kernel(clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3
     """Per frame b and face t, the pixel count of the box the soft kernel visits for the face (the
     same gates and box as ``soft_kernel``; 0 for a face it skips): the room of the face's ring codes."""
     tid = wp.tid()
-    b = tid // T
-    t = tid - b * T
-    f = faces[t]
-    c0 = clip[b * V + f[0]]
-    c1 = clip[b * V + f[1]]
-    c2 = clip[b * V + f[2]]
+    b, t, f, c0, c1, c2 = face_of(tid, T, V, faces, clip)
     fe = face_edges[t]
     n = int(0)
     if face_on[tid] != 0 and c0[3] >= near and c1[3] >= near and c2[3] >= near:
@@ -251,12 +256,7 @@ def ring_reach_kernel(clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.ve
     goes to ``ring_near[b * T + t]``, the entries to ``near_edges`` from ``b * R + ring_start[t]`` on
     (``R``: the ring buffer's length); done once, not in every pass of the soft term and its adjoint."""
     tid = wp.tid()
-    b = tid // T
-    t = tid - b * T
-    f = faces[t]
-    c0 = clip[b * V + f[0]]
-    c1 = clip[b * V + f[1]]
-    c2 = clip[b * V + f[2]]
+    b, t, f, c0, c1, c2 = face_of(tid, T, V, faces, clip)
     first = b * ring_start[T] + ring_start[t]
     n = int(0)
     if face_on[tid] != 0 and c0[3] >= near and c1[3] >= near and c2[3] >= near:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warp as wp
 
 from .kernels import edge, edge_canonical, pixel_xy
+from .soft_ring import face_of
 
 # ----------------------------------------------------------------------------- hard visible surface
 
@@ -31,12 +32,7 @@ def _make_raster_kernel(ID_PASS: int):
         """Pass 1 (``ID_PASS == 0``): minimum NDC depth per pixel. Pass 2: id + 1 of the face at that depth
         (the largest id on exact ties, so the result does not depend on the thread order)."""
         tid, s = wp.tid()
-        b = tid // T
-        t = tid - b * T
-        f = faces[t]
-        c0 = clip[b * V + f[0]]
-        c1 = clip[b * V + f[1]]
-        c2 = clip[b * V + f[2]]
+        b, t, f, c0, c1, c2 = face_of(tid, T, V, faces, clip)
         if c0[3] < near or c1[3] < near or c2[3] < near:
             return
         p0 = pixel_xy(c0, W, H)
