@@ -133,6 +133,26 @@ def test_where_capture_fails_the_rollouts_run_on_tapes_with_a_warning(monkeypatc
     assert graphed.graphed.failed and graphed.graphed.captures == 0
 
 
+def test_while_captures_are_paused_a_new_capture_waits_and_the_call_runs_on_a_tape():
+    """wsim.bridge.captures_paused (open while lockstep threads compute: a CPU capture in Warp records
+    every thread's launches): a call with new input names runs on a tape, equal to the plain rollout, and
+    the capture happens at the first such call after the pause."""
+    from wsim.bridge import captures_paused
+
+    plain, graphed = simulations("soft-ball")
+    values = SCENES["soft-ball"][1][0]
+    run(graphed, values, 0)
+    assert graphed.graphed.captures == 1
+    fewer = {"young_modulus": values["young_modulus"]}  # other input names: another capture is due
+    with captures_paused():
+        out, grads = run(graphed, fewer, 1)
+        assert graphed.graphed.captures == 1
+    expected, expected_grads = run(plain, fewer, 1)
+    assert torch.equal(out, expected) and torch.equal(grads["young_modulus"], expected_grads["young_modulus"])
+    replayed, _ = run(graphed, fewer, 1)
+    assert graphed.graphed.captures == 2 and torch.equal(replayed, expected)
+
+
 def test_a_batch_of_graphed_scenes_replays_one_graph_and_equals_the_single_rollouts():
     from wsim.batch import BatchedSimulation
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 import warp as wp
@@ -34,6 +34,23 @@ import warp as wp
 _TURN = threading.RLock()
 _tapes = threading.local()
 _per_thread = False  # whether per_thread_tape() has switched Warp over (at init_warp)
+_paused = [0]  # how many captures_paused() scopes are open (guarded by _PAUSE)
+_PAUSE = threading.Lock()
+
+
+@contextmanager
+def captures_paused():
+    """While open, no :class:`GraphedProgram` captures: a call that would (new input names or shapes)
+    runs on a tape instead, with the same results. Warp 1.19 records a CPU capture globally
+    (``runtime._apic_capture``), so a launch from another thread during a capture would land in the
+    graph; threads that compute at once (:mod:`wsim.sysid.lockstep`) open this."""
+    with _PAUSE:
+        _paused[0] += 1
+    try:
+        yield
+    finally:
+        with _PAUSE:
+            _paused[0] -= 1
 
 
 def per_thread_tape() -> bool:
@@ -197,9 +214,12 @@ class GraphedProgram:
 
     def ready(self, names: tuple, tensors: tuple) -> bool:
         """Capture for these inputs unless captured already; False (with a warning, once) where this
-        Warp cannot capture the program here, and the calls then run on tapes."""
+        Warp cannot capture the program here, and the calls then run on tapes; False, for this call only,
+        where a capture is needed while :func:`captures_paused` is open."""
         key = tuple((n, tuple(t.shape)) for n, t in zip(names, tensors))
         if self.failed is None and key != self.key:
+            if _paused[0]:
+                return False  # this call runs on a tape; a later one, outside the pause, captures
             try:
                 with warp_turn(self.device), stream_scope(self.device):
                     self._capture(names, tensors, key)

@@ -25,7 +25,7 @@ import torch
 import warp as wp
 
 from ..batch import BatchedSimulation
-from ..bridge import stream_scope, to_torch, to_warp, warp_turn
+from ..bridge import captures_paused, stream_scope, to_torch, to_warp, warp_turn
 from ..parameters import PARAMETERS
 
 ALONE = object()  # the answer "run this request on your own Simulation"
@@ -287,17 +287,18 @@ def run_batch(config, jobs: list[tuple], options) -> list[dict]:
 
     threads = [threading.Thread(target=work, args=(k,), name=f"wsim-seed-{jobs[k][0]}", daemon=True)
                for k in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    try:
+    with captures_paused():  # the members' graphs were captured with their instances, above
         for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
-    except KeyboardInterrupt:  # only the main thread sees Ctrl-C: stop the members at their next rollout
-        lockstep.interrupt()
-        for thread in threads:
-            thread.join()
-        raise
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except KeyboardInterrupt:  # only the main thread sees Ctrl-C: stop the members at their next rollout
+            lockstep.interrupt()
+            for thread in threads:
+                thread.join()
+            raise
     for failure in failures:
         if failure is not None:
             raise failure
