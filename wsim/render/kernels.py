@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import warp as wp
 
-from .soft_ring import (BIG, NO_EDGE, _gate, _iso_xy, _nearest_soft_edge, _ring_edge, _seg_dist2, edge, face_of,
-                        pixel_box)
+from .soft_ring import (BIG, NO_EDGE, _gate, _iso_xy, _nearest_soft_edge, _ring_edge, _seg_dist2, edge, face_box,
+                        face_of)
 
 
 @wp.func
@@ -316,121 +316,114 @@ def _make_soft_kernel(MODE: int, UNION: int):
         soft0 = edge_soft[b * E + fe[0]]
         soft1 = edge_soft[b * E + fe[1]]
         soft2 = edge_soft[b * E + fe[2]]
-        if face_on[b * T + t] != 0 and c0[3] >= near and c1[3] >= near and c2[3] >= near:
-            a0 = _iso_xy(c0, sx, sy)
-            a1 = _iso_xy(c1, sx, sy)
-            a2 = _iso_xy(c2, sx, sy)
-            area = edge(a0, a1, a2)
-            if wp.abs(area) > 1.0e-12:
-                inv_area = 1.0 / area
-                ring_soft = ring_near[b * T + t]  # soft ring edges within the sigmoid's reach of the face
-                r = float(0.0)
-                if soft0 + soft1 + soft2 > 0:
-                    r = wp.sqrt(cutoff2)
-                i0, i1, j0, j1 = pixel_box(a0, a1, a2, r, sx, sy, W, H)
-                # this face's ring codes, one per box pixel: searched in mode 0, read back by mode 1
-                first = code_start[tid]
-                box_w = j1 - j0 + 1
-                iw0 = 1.0 / c0[3]
-                iw1 = 1.0 / c1[3]
-                iw2 = 1.0 / c2[3]
-                min_x = -cutoff2 * inv_sigma
-                for i in range(i0 + s, i1 + 1, stripes):
-                    py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
-                    for j in range(j0, j1 + 1):
-                        p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
-                        slot = first + (i - i0) * box_w + j - j0
-                        x = float(0.0)
-                        weight = float(0.0)
-                        bc = wp.vec3()
-                        if wp.static(MODE == 0):
-                            code = _soft_code(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces,
-                                              edge_apex, ring_start, near_edges, ring_soft, V, sx, sy, inv_sigma)
-                            x, weight, bc = _soft_x_value(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces,
-                                                          edge_verts, edge_faces, soft0, soft1, soft2, V, sx, sy,
-                                                          inv_sigma)
-                            if weight > 0.0 and x > min_x:
-                                codes[slot] = code
-                            else:
-                                codes[slot] = SKIP
-                        else:
-                            # only the pixels that count for the face, so that the adjoint differentiates
-                            # _soft_x nowhere else (most of a small face's box)
-                            code = codes[slot]
-                            if code != SKIP:
-                                x, weight, bc = _soft_x(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces,
-                                                        edge_verts, edge_faces, soft0, soft1, soft2, V, sx, sy,
-                                                        inv_sigma)
+        a0, a1, a2, area, i0, i1, j0, j1 = face_box(c0, c1, c2, face_on[tid], soft0 + soft1 + soft2, near, sx, sy,
+                                                    cutoff2, W, H)
+        if i1 >= i0 and j1 >= j0:
+            inv_area = 1.0 / area
+            ring_soft = ring_near[tid]  # soft ring edges within the sigmoid's reach of the face
+            # this face's ring codes, one per box pixel: searched in mode 0, read back by mode 1
+            first = code_start[tid]
+            box_w = j1 - j0 + 1
+            iw0 = 1.0 / c0[3]
+            iw1 = 1.0 / c1[3]
+            iw2 = 1.0 / c2[3]
+            min_x = -cutoff2 * inv_sigma
+            for i in range(i0 + s, i1 + 1, stripes):
+                py = (1.0 - (2.0 * float(i) + 1.0) / float(H)) * sy
+                for j in range(j0, j1 + 1):
+                    p = wp.vec2(((2.0 * float(j) + 1.0) / float(W) - 1.0) * sx, py)
+                    slot = first + (i - i0) * box_w + j - j0
+                    x = float(0.0)
+                    weight = float(0.0)
+                    bc = wp.vec3()
+                    if wp.static(MODE == 0):
+                        code = _soft_code(p, b, t, a0, a1, a2, f, inv_area, clip, faces, edge_verts, edge_faces,
+                                          edge_apex, ring_start, near_edges, ring_soft, V, sx, sy, inv_sigma)
+                        x, weight, bc = _soft_x_value(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces,
+                                                      edge_verts, edge_faces, soft0, soft1, soft2, V, sx, sy,
+                                                      inv_sigma)
                         if weight > 0.0 and x > min_x:
-                            idx = (b * H + i) * W + j
-                            # perspective-correct weights of the nearest point, and its view depth
-                            q0 = bc[0] * iw0
-                            q1 = bc[1] * iw1
-                            q2 = bc[2] * iw2
-                            qsum = q0 + q1 + q2
-                            depth = 1.0 / qsum
-                            vis = tribuf[idx]
-                            # group fractions: a face belongs to the near / same / behind group by its
-                            # depth relative to the visible surface, r = (depth - w_vis) / (tol w_vis),
-                            # with linear ramps over 1 <= |r| <= 2 so that nothing jumps with depth
-                            f_near = float(1.0)
-                            f_behind = float(0.0)
-                            if vis > 0:
-                                f_near = 0.0
-                                if vis != t + 1:
-                                    wv = wvis[idx]
-                                    rel = (depth - wv) / (depth_tol * wv)
-                                    f_near = wp.clamp(-rel - 1.0, 0.0, 1.0)
-                                    f_behind = wp.clamp(rel - 1.0, 0.0, 1.0)
-                            f_same = 1.0 - f_near - f_behind
-                            zn = (far - depth) / (far - near)
-                            sg = weight * _sigmoid(x)
-                            if wp.static(MODE == 0):
-                                if f_near > 0.0:
-                                    wp.atomic_max(zmax_n, idx, zn)
-                                    if wp.static(UNION == 1):
-                                        wp.atomic_max(cover_key, idx * 3, _cover_key(f_near * sg, t, T))
-                                if f_same > 0.0:
-                                    wp.atomic_max(zmax_s, idx, zn)
-                                    if wp.static(UNION == 1):
-                                        wp.atomic_max(cover_key, idx * 3 + 1, _cover_key(f_same * sg, t, T))
-                                if f_behind > 0.0:
-                                    wp.atomic_max(zmax_b, idx, zn)
-                                    if wp.static(UNION == 1):
-                                        wp.atomic_max(cover_key, idx * 3 + 2, _cover_key(f_behind * sg, t, T))
-                            else:
-                                sp = weight * _softplus(x)
-                                k0 = (b * V + f[0]) * C
-                                k1 = (b * V + f[1]) * C
-                                k2 = (b * V + f[2]) * C
+                            codes[slot] = code
+                        else:
+                            codes[slot] = SKIP
+                    else:
+                        # only the pixels that count for the face, so that the adjoint differentiates
+                        # _soft_x nowhere else (most of a small face's box)
+                        code = codes[slot]
+                        if code != SKIP:
+                            x, weight, bc = _soft_x(code, p, b, t, a0, a1, a2, f, inv_area, clip, faces,
+                                                    edge_verts, edge_faces, soft0, soft1, soft2, V, sx, sy,
+                                                    inv_sigma)
+                    if weight > 0.0 and x > min_x:
+                        idx = (b * H + i) * W + j
+                        # perspective-correct weights of the nearest point, and its view depth
+                        q0 = bc[0] * iw0
+                        q1 = bc[1] * iw1
+                        q2 = bc[2] * iw2
+                        qsum = q0 + q1 + q2
+                        depth = 1.0 / qsum
+                        vis = tribuf[idx]
+                        # group fractions: a face belongs to the near / same / behind group by its
+                        # depth relative to the visible surface, r = (depth - w_vis) / (tol w_vis),
+                        # with linear ramps over 1 <= |r| <= 2 so that nothing jumps with depth
+                        f_near = float(1.0)
+                        f_behind = float(0.0)
+                        if vis > 0:
+                            f_near = 0.0
+                            if vis != t + 1:
+                                wv = wvis[idx]
+                                rel = (depth - wv) / (depth_tol * wv)
+                                f_near = wp.clamp(-rel - 1.0, 0.0, 1.0)
+                                f_behind = wp.clamp(rel - 1.0, 0.0, 1.0)
+                        f_same = 1.0 - f_near - f_behind
+                        zn = (far - depth) / (far - near)
+                        sg = weight * _sigmoid(x)
+                        if wp.static(MODE == 0):
+                            if f_near > 0.0:
+                                wp.atomic_max(zmax_n, idx, zn)
                                 if wp.static(UNION == 1):
-                                    if f_near > 0.0 and _cover_face(cover_key[idx * 3], T) == t:
-                                        s_near[idx] = f_near * sg
-                                    if f_same > 0.0 and _cover_face(cover_key[idx * 3 + 1], T) == t:
-                                        s_same[idx] = f_same * sg
-                                    if f_behind > 0.0 and _cover_face(cover_key[idx * 3 + 2], T) == t:
-                                        s_behind[idx] = f_behind * sg
-                                if f_same > 0.0:
-                                    if wp.static(UNION == 0):
-                                        s_same[idx] += f_same * sp
-                                    wgt = f_same * sg * wp.exp((zn - zmax_s[idx]) * inv_gamma)
-                                    if vis == t + 1:
-                                        den_sv[idx] += wgt
-                                    else:
-                                        den_s[idx] += wgt
-                                        _blend_attributes(num_s, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
-                                if f_near > 0.0:
-                                    if wp.static(UNION == 0):
-                                        s_near[idx] += f_near * sp
-                                    wgt = f_near * sg * wp.exp((zn - zmax_n[idx]) * inv_gamma)
-                                    den_n[idx] += wgt
-                                    _blend_attributes(num_n, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
-                                if f_behind > 0.0:
-                                    if wp.static(UNION == 0):
-                                        s_behind[idx] += f_behind * sp
-                                    wgt = f_behind * sg * wp.exp((zn - zmax_b[idx]) * inv_gamma)
-                                    den_b[idx] += wgt
-                                    _blend_attributes(num_b, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
+                                    wp.atomic_max(cover_key, idx * 3, _cover_key(f_near * sg, t, T))
+                            if f_same > 0.0:
+                                wp.atomic_max(zmax_s, idx, zn)
+                                if wp.static(UNION == 1):
+                                    wp.atomic_max(cover_key, idx * 3 + 1, _cover_key(f_same * sg, t, T))
+                            if f_behind > 0.0:
+                                wp.atomic_max(zmax_b, idx, zn)
+                                if wp.static(UNION == 1):
+                                    wp.atomic_max(cover_key, idx * 3 + 2, _cover_key(f_behind * sg, t, T))
+                        else:
+                            sp = weight * _softplus(x)
+                            k0 = (b * V + f[0]) * C
+                            k1 = (b * V + f[1]) * C
+                            k2 = (b * V + f[2]) * C
+                            if wp.static(UNION == 1):
+                                if f_near > 0.0 and _cover_face(cover_key[idx * 3], T) == t:
+                                    s_near[idx] = f_near * sg
+                                if f_same > 0.0 and _cover_face(cover_key[idx * 3 + 1], T) == t:
+                                    s_same[idx] = f_same * sg
+                                if f_behind > 0.0 and _cover_face(cover_key[idx * 3 + 2], T) == t:
+                                    s_behind[idx] = f_behind * sg
+                            if f_same > 0.0:
+                                if wp.static(UNION == 0):
+                                    s_same[idx] += f_same * sp
+                                wgt = f_same * sg * wp.exp((zn - zmax_s[idx]) * inv_gamma)
+                                if vis == t + 1:
+                                    den_sv[idx] += wgt
+                                else:
+                                    den_s[idx] += wgt
+                                    _blend_attributes(num_s, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
+                            if f_near > 0.0:
+                                if wp.static(UNION == 0):
+                                    s_near[idx] += f_near * sp
+                                wgt = f_near * sg * wp.exp((zn - zmax_n[idx]) * inv_gamma)
+                                den_n[idx] += wgt
+                                _blend_attributes(num_n, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
+                            if f_behind > 0.0:
+                                if wp.static(UNION == 0):
+                                    s_behind[idx] += f_behind * sp
+                                wgt = f_behind * sg * wp.exp((zn - zmax_b[idx]) * inv_gamma)
+                                den_b[idx] += wgt
+                                _blend_attributes(num_b, idx, C, wgt, attrs, k0, k1, k2, q0, q1, q2, qsum)
 
     return wp.kernel(soft_kernel, name=f"wsim_soft_mode{MODE}_union{UNION}", enable_backward=(MODE == 1))
 

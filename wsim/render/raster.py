@@ -294,16 +294,16 @@ class _SoftProgram:
         wp.launch(soft_ring.ring_reach_kernel, dim=B * T, device=dev, record_tape=False,
                   inputs=[inputs["clip"], self.faces, face_on, edge_verts, edge_soft, ring_start, ring_edges, V, T, E,
                           sx, sy, reach, near, ring_near, near_edges])
-        # room for every face's ring codes (one per pixel of its box; kernels.soft_kernel): the box sizes,
-        # their running sum, and the total (a host read)
-        box_area = wp.empty(B * T, dtype=wp.int32, device=dev)
+        # room for every face's ring codes (one per pixel of its box; kernels.soft_kernel): the box sizes
+        # and their running sum, whose entry past the last face (a trailing 0 summed) is the total: one
+        # integer read back to the host
+        box_area = wp.zeros(B * T + 1, dtype=wp.int32, device=dev)
         wp.launch(soft_ring.soft_box_kernel, dim=B * T, device=dev, record_tape=False,
                   inputs=[inputs["clip"], self.faces, topo[0], edge_soft, E, face_on, V, T, H, W, sx, sy,
                           self.params[3], near, box_area])
-        code_start = wp.empty(B * T, dtype=wp.int32, device=dev)
+        code_start = wp.empty(B * T + 1, dtype=wp.int32, device=dev)
         wp.utils.array_scan(box_area, code_start, inclusive=False)
-        total = int(code_start.numpy()[-1] + box_area.numpy()[-1]) if B * T else 0
-        codes = wp.empty(max(total, 1), dtype=wp.int32, device=dev)
+        codes = wp.empty(max(int(code_start[B * T:].numpy()[0]), 1), dtype=wp.int32, device=dev)
         common = [inputs["clip"], inputs["attrs"], self.faces, *topo, ring_near, self.tribuf, inputs["wvis"],
                   *zmax, cover_key, V, T, H, W, C, *self.params, self.stripes, code_start, codes]
         for mode in (0, 1):

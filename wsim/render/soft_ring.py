@@ -61,28 +61,47 @@ def pixel_box(a0: wp.vec2, a1: wp.vec2, a2: wp.vec2, r: float, sx: float, sy: fl
     return i0, i1, j0, j1
 
 
+@wp.func
+def face_box(c0: wp.vec4, c1: wp.vec4, c2: wp.vec4, on: int, soft_count: int, near: float, sx: float, sy: float,
+             cutoff2: float, W: int, H: int):
+    """A face's screen vertices (isotropic NDC), signed area and the pixel box the soft term visits for it:
+    the face's box grown by the sigmoid's reach ``sqrt(cutoff2)`` where it has a soft edge; an empty box
+    (``i1 < i0``) for a face that is off, crosses the near plane or is degenerate. One function for the
+    soft kernel and ``soft_box_kernel``, whose box sizes place the kernel's ring codes: they must agree."""
+    a0 = wp.vec2()
+    a1 = wp.vec2()
+    a2 = wp.vec2()
+    area = float(0.0)
+    i0 = int(0)
+    i1 = int(-1)
+    j0 = int(0)
+    j1 = int(-1)
+    if on != 0 and c0[3] >= near and c1[3] >= near and c2[3] >= near:
+        a0 = _iso_xy(c0, sx, sy)
+        a1 = _iso_xy(c1, sx, sy)
+        a2 = _iso_xy(c2, sx, sy)
+        area = edge(a0, a1, a2)
+        if wp.abs(area) > 1.0e-12:
+            r = float(0.0)
+            if soft_count > 0:
+                r = wp.sqrt(cutoff2)
+            i0, i1, j0, j1 = pixel_box(a0, a1, a2, r, sx, sy, W, H)
+    return a0, a1, a2, area, i0, i1, j0, j1
+
+
 @wp.kernel
 def soft_box_kernel(clip: wp.array(dtype=wp.vec4), faces: wp.array(dtype=wp.vec3i),
                     face_edges: wp.array(dtype=wp.vec3i), edge_soft: wp.array(dtype=wp.int32), E: int,
                     face_on: wp.array(dtype=wp.int32), V: int, T: int, H: int, W: int, sx: float, sy: float,
                     cutoff2: float, near: float, box_area: wp.array(dtype=wp.int32)):
-    """Per frame b and face t, the pixel count of the box the soft kernel visits for the face (the
-    same gates and box as ``soft_kernel``; 0 for a face it skips): the room of the face's ring codes."""
+    """Per frame b and face t, the pixel count of the box the soft kernel visits for the face
+    (:func:`face_box`; 0 for a face it skips): the room of the face's ring codes."""
     tid = wp.tid()
     b, t, f, c0, c1, c2 = face_of(tid, T, V, faces, clip)
     fe = face_edges[t]
-    n = int(0)
-    if face_on[tid] != 0 and c0[3] >= near and c1[3] >= near and c2[3] >= near:
-        a0 = _iso_xy(c0, sx, sy)
-        a1 = _iso_xy(c1, sx, sy)
-        a2 = _iso_xy(c2, sx, sy)
-        if wp.abs(edge(a0, a1, a2)) > 1.0e-12:
-            r = float(0.0)
-            if edge_soft[b * E + fe[0]] + edge_soft[b * E + fe[1]] + edge_soft[b * E + fe[2]] > 0:
-                r = wp.sqrt(cutoff2)  # as the soft kernel computes it, so that the boxes match exactly
-            i0, i1, j0, j1 = pixel_box(a0, a1, a2, r, sx, sy, W, H)
-            n = wp.max(i1 - i0 + 1, 0) * wp.max(j1 - j0 + 1, 0)
-    box_area[tid] = n
+    soft_count = edge_soft[b * E + fe[0]] + edge_soft[b * E + fe[1]] + edge_soft[b * E + fe[2]]
+    a0, a1, a2, area, i0, i1, j0, j1 = face_box(c0, c1, c2, face_on[tid], soft_count, near, sx, sy, cutoff2, W, H)
+    box_area[tid] = wp.max(i1 - i0 + 1, 0) * wp.max(j1 - j0 + 1, 0)
 
 
 # Warp's adjoint does not carry values assigned inside a dynamic loop out of it (they keep their
