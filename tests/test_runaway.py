@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import warp as wp
 
 from wsim.config import load_config
 from wsim.errors import SimulationError
@@ -95,3 +96,31 @@ def test_runaway_particles_raise_before_the_state_overflows():
     x = sim.last_buffers["particle_q"].numpy()
     assert np.isfinite(x).all()  # finite: the NaN check alone would have passed it
     assert step < 40  # measured: step 19, 135 steps before the state overflows
+
+
+def test_particle_far_from_the_scene_is_named_with_its_step():
+    """The distance bound, on the rows' maxima: a particle placed far away in one row of an otherwise
+    healthy rollout (a state the integrator cannot reach that fast, so the test edits the buffers) is
+    named with its step, from Warp arrays and from torch views (a checkpointed segment) alike."""
+    from wsim.builder import ModelBuilder
+    from wsim.simulation import Simulation
+
+    builder = ModelBuilder(ground=False)
+    for k in range(3):
+        builder.add_particle((0.1 * k, 1.0, 0.0), mass=1.0)
+    sim = Simulation(builder.finalize("cpu"), 1e-3, 4, 5)
+    with torch.no_grad():
+        sim.rollout()
+    check = sim.runaway_check()
+    assert check.check(sim._last_params, sim.last_buffers) is None
+    ratio = float(check.last_ratios[0])
+    assert 0.0 < ratio < 0.25
+    views = {name: wp.to_torch(array).clone() for name, array in sim.last_buffers.items() if array is not None}
+    views["particle_q"][7, 2] = torch.tensor([1.0e4, 1.0, 0.0])
+    message = check.check(sim._last_params, views)
+    assert message is not None and "physics step 6 " in message, message
+    assert re.search(r"particle 2 is 1e\+04 m from the scene's centre", message), message
+    views["particle_q"][7, 2] = views["particle_q"][6, 2]
+    views["particle_qd"][3, 1] = torch.tensor([0.0, 1.0e6, 0.0])
+    message = check.check(sim._last_params, views)
+    assert message is not None and "physics step 2 " in message and "particle 1 moved 1e+03 m" in message, message

@@ -23,7 +23,7 @@ ALLOWED_DEVICES = "auto, cpu, cuda, cuda:N"
 # a per-module compile option, so wsim asks for it on its own modules and leaves other libraries'
 # (Newton's collision kernels refuse it) as they are.
 KERNEL_MODULES = (
-    "wsim.state_kernels", "wsim.integrators.semi_implicit", "wsim.models.springs", "wsim.models.fem",
+    "wsim.state_kernels", "wsim.integrators.semi_implicit", "wsim.integrators.runaway", "wsim.models.springs", "wsim.models.fem",
     "wsim.models.cloth", "wsim.models.bending", "wsim.models.aerodynamics", "wsim.models.contact",
     "wsim.models.external", "wsim.models.rotors", "wsim.models.articulation_kernels",
     "wsim.models.articulation_joints", "wsim.models.smoke",

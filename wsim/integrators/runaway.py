@@ -3,8 +3,9 @@
 An explicit step that is too long for the contact stiffness (or a body too thin for its contact
 lever arms) pumps energy into the system every contact: the box of ``box-drop`` at ``dt = 0.02 s``
 ends kilometres above the ground with every number finite. The checks below run once after the
-forward pass, on detached views of the per-step buffers (torch reductions on the simulation's device,
-a few scalar host reads per rollout: about 1 ms against 0.5 s for box-drop's forward pass on a CPU),
+forward pass, on detached views of the per-step buffers (torch reductions, and a Warp kernel for the
+particles' per-step maxima, on the simulation's device; a few scalar host reads per rollout: about 1 ms
+against 0.5 s for box-drop's forward pass on a CPU),
 so they neither touch the tape nor synchronise inside the step loop (a checkpointed rollout, which
 keeps no whole-rollout buffers, runs them once per segment against the same bounds). They are bounds,
 deliberately loose, that no correct rollout of the scene can cross:
@@ -46,6 +47,33 @@ def _torch(array) -> torch.Tensor:
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=-1)
+
+
+@wp.kernel
+def particle_row_maxima_kernel(q: wp.array2d(dtype=wp.vec3), qd: wp.array2d(dtype=wp.vec3), centre: wp.vec3,
+                               distance2: wp.array(dtype=float), speed2: wp.array(dtype=float)):
+    """Per row (physics step) of the particle buffers, the largest squared distance from ``centre`` and
+    the largest squared speed: one pass over the buffers, a thread per row. Torch's norms over a trailing
+    dimension of 3 (and its broadcast subtraction) made the whole check cost 1.0 ms for 41 rows of 2197
+    particles, 25 us per physics step of a 10368-tet block whose step takes 370 us; with this kernel the
+    check costs 0.35 ms. (A thread per particle, with atomic maxima or with torch's row maxima after it,
+    was slower: 0.45-0.5 ms for this kernel alone.)"""
+    row = wp.tid()
+    d_max = float(0.0)
+    s_max = float(0.0)
+    for i in range(q.shape[1]):
+        d = q[row, i] - centre
+        d_max = wp.max(d_max, wp.dot(d, d))
+        v = qd[row, i]
+        s_max = wp.max(s_max, wp.dot(v, v))
+    distance2[row] = d_max
+    speed2[row] = s_max
+
+
+def _vec3_rows(array) -> wp.array:
+    if isinstance(array, torch.Tensor):
+        return wp.from_torch(array.detach().float().contiguous(), dtype=wp.vec3)
+    return array
 
 
 class RunawayCheck:
@@ -103,26 +131,57 @@ class RunawayCheck:
             body_tests, body_speed = self._bodies(params, buffers, gravity, duration)
             tests += body_tests
             speed_bounds.append(body_speed)
+        particle_step = None
         if model.particle_count:
             particle_speed = self._particle_speed(params, buffers, gravity, duration)
             speed_bounds.append(particle_speed)
-            q = _torch(buffers["particle_q"])
             far = 10.0 * size + particle_speed * duration + 0.5 * g * duration ** 2
-            distance = _norm(q - centre)
-            tests.append((distance, far, lambda row, i, d=distance, f=far: (
-                f"particle {i} is {float(d[row, i]):.3g} m from the scene's centre (bound {f:.3g} m)")))
+            # tests on the rows' maxima ([rows, 1]); the particle is looked for only in a row that crossed
+            distance2, speed2 = self._particle_row_maxima(buffers, centre)
+            q = buffers["particle_q"]
+
+            def far_particle(row, _, f=far):
+                d = _norm(_torch(q)[row] - centre)
+                i = int(torch.nonzero(d > f)[0, 0])
+                return f"particle {i} is {float(d[i]):.3g} m from the scene's centre (bound {f:.3g} m)"
+
+            tests.append((distance2.sqrt()[:, None], far, far_particle))
+            particle_step = speed2.sqrt()[:, None] * sim.dt
         step_bound = size + 2.0 * max(speed_bounds) * sim.dt
-        for kind, name in (("body", "body_v"), ("particle", "particle_qd")):
-            if buffers.get(name) is None:
-                continue
-            step_length = _norm(_torch(buffers[name])) * sim.dt
-            tests.append((step_length, step_bound, lambda row, i, s=step_length, k=kind: (
-                f"{self._label(k, i)} moved {float(s[row, i]):.3g} m in one step, more than the scene's "
-                f"size plus twice its fastest plausible step ({step_bound:.3g} m)")))
-        self.last_ratios = [(value / bound).max() for value, bound, _ in tests]  # diagnostics, on the device
-        flags = torch.stack([(value > bound).any(1) for value, bound, _ in tests]).any(0)
-        if not bool(flags.any()):  # a healthy rollout costs this read and the few scalar bounds above
+
+        def step_message(label, length):
+            return (f"{label} moved {length:.3g} m in one step, more than the scene's size plus twice its "
+                    f"fastest plausible step ({step_bound:.3g} m)")
+
+        if buffers.get("body_v") is not None:
+            step_length = _norm(_torch(buffers["body_v"])) * sim.dt
+            tests.append((step_length, step_bound, lambda row, i, s=step_length: (
+                step_message(self._label("body", i), float(s[row, i])))))
+        if particle_step is not None:
+            qd = buffers["particle_qd"]
+
+            def fast_particle(row, _):
+                s = _norm(_torch(qd)[row]) * sim.dt
+                i = int(torch.nonzero(s > step_bound)[0, 0])
+                return step_message(self._label("particle", i), float(s[i]))
+
+            tests.append((particle_step, step_bound, fast_particle))
+        # A healthy rollout costs one reduction per test and one host read: a scalar bound is compared
+        # with the test's maximum (division and comparison are monotonic, so the ratios and the verdict
+        # are those of the element-wise ones); only a rollout that crossed a bound is searched row by row.
+        ratios, crossed = [], []
+        for value, bound, _ in tests:
+            if isinstance(bound, torch.Tensor):
+                ratios.append((value / bound).amax())
+                crossed.append((value > bound).any())
+            else:
+                top = value.amax()
+                ratios.append(top / bound)
+                crossed.append(top > bound)
+        self.last_ratios = ratios  # diagnostics, on the device
+        if not bool(torch.stack(crossed).any()):
             return None
+        flags = torch.stack([(value > bound).any(1) for value, bound, _ in tests]).any(0)
         local = int(torch.nonzero(flags)[0, 0])
         reasons = []
         for value, bound, describe in tests:
@@ -136,6 +195,19 @@ class RunawayCheck:
                 f"{frame} and {frame + 1}): {'; '.join(reasons)}. The explicit step is too long for the "
                 f"contact or material stiffness: reduce sim.dt (now {sim.dt:g}) or raise sim.substeps, or "
                 "soften the contact (contact.ke, contact.kd) or the material")
+
+    @staticmethod
+    def _particle_row_maxima(buffers, centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[rows]`` largest squared distance from ``centre`` and squared speed of the particles."""
+        q, qd = _vec3_rows(buffers["particle_q"]), _vec3_rows(buffers["particle_qd"])
+        rows = q.shape[0]
+        device = _torch(buffers["particle_q"]).device
+        distance2 = torch.empty(rows, dtype=torch.float32, device=device)
+        speed2 = torch.empty(rows, dtype=torch.float32, device=device)
+        c = [float(x) for x in centre.tolist()]
+        wp.launch(particle_row_maxima_kernel, dim=rows, device=q.device, record_tape=False,
+                  inputs=[q, qd, wp.vec3(*c), wp.from_torch(distance2), wp.from_torch(speed2)])
+        return distance2, speed2
 
     def _label(self, kind: str, index: int) -> str:
         names = self.sim.model.body_names
