@@ -24,8 +24,8 @@ ALLOWED_DEVICES = "auto, cpu, cuda, cuda:N"
 # a per-module compile option, so wsim asks for it on its own modules and leaves other libraries'
 # (Newton's collision kernels refuse it) as they are.
 KERNEL_MODULES = (
-    "wsim.state_kernels", "wsim.integrators.semi_implicit", "wsim.integrators.runaway", "wsim.models.springs", "wsim.models.fem",
-    "wsim.models.cloth", "wsim.models.bending", "wsim.models.aerodynamics", "wsim.models.contact",
+    "wsim.state_kernels", "wsim.integrators.semi_implicit", "wsim.integrators.runaway", "wsim.models.springs",
+    "wsim.models.fem", "wsim.models.cloth", "wsim.models.bending", "wsim.models.aerodynamics", "wsim.models.contact",
     "wsim.models.external", "wsim.models.rotors", "wsim.models.articulation_kernels",
     "wsim.models.articulation_joints", "wsim.models.smoke",
     "wsim.render.kernels", "wsim.render.soft_ring", "wsim.render.composite", "wsim.render.visibility",
@@ -36,14 +36,18 @@ _NO_DRIVER = "Could not find or load the NVIDIA CUDA driver"
 _initialised = False
 
 
-def deterministic_requested() -> bool:
-    """Whether ``WSIM_DETERMINISTIC`` asks for deterministic atomics (default: no)."""
-    value = os.environ.get("WSIM_DETERMINISTIC", "0").strip().lower()
+def _env_flag(name: str, default: str) -> bool:
+    value = os.environ.get(name, default).strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
-    raise ConfigError(f"environment variable WSIM_DETERMINISTIC='{value}' must be 1 or 0 (or true/false, yes/no, on/off)")
+    raise ConfigError(f"environment variable {name}='{value}' must be 1 or 0 (or true/false, yes/no, on/off)")
+
+
+def deterministic_requested() -> bool:
+    """Whether ``WSIM_DETERMINISTIC`` asks for deterministic atomics (default: no)."""
+    return _env_flag("WSIM_DETERMINISTIC", "0")
 
 
 def set_deterministic(enabled: bool = True) -> None:
@@ -95,12 +99,7 @@ _TRIM_THRESHOLD = 128 << 20
 
 def malloc_tuning_requested() -> bool:
     """Whether ``WSIM_MALLOC_TUNING`` (default 1) lets :func:`init_warp` set glibc's malloc thresholds."""
-    value = os.environ.get("WSIM_MALLOC_TUNING", "1").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"environment variable WSIM_MALLOC_TUNING='{value}' must be 1 or 0 (or true/false, yes/no, on/off)")
+    return _env_flag("WSIM_MALLOC_TUNING", "1")
 
 
 def _tune_host_allocator() -> bool:
