@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import wsim
-from wsim.device import KERNEL_MODULES, deterministic_requested
+from wsim.device import KERNEL_MODULES, deterministic_requested, malloc_tuning_requested
 from wsim.errors import ConfigError
 from wsim.parameters import PARAMETER_MODULES, PARAMETERS, collect
 
@@ -169,15 +169,19 @@ print(json.dumps({"fem": name(wp.get_module_options("wsim.models.fem")["determin
     assert report == {"fem": "RUN_TO_RUN", "global": "NOT_GUARANTEED", "other": "NOT_GUARANTEED"}
 
 
-def test_deterministic_mode_is_off_unless_asked(monkeypatch):
-    monkeypatch.delenv("WSIM_DETERMINISTIC", raising=False)
-    assert deterministic_requested() is False
-    for value, expected in (("1", True), ("on", True), ("0", False), ("False", False)):
-        monkeypatch.setenv("WSIM_DETERMINISTIC", value)
-        assert deterministic_requested() is expected
-    monkeypatch.setenv("WSIM_DETERMINISTIC", "maybe")
-    with pytest.raises(ConfigError, match="WSIM_DETERMINISTIC='maybe'"):
-        deterministic_requested()
+@pytest.mark.parametrize("variable, requested, default", [
+    ("WSIM_DETERMINISTIC", deterministic_requested, False),  # deterministic atomics: opt in
+    ("WSIM_MALLOC_TUNING", malloc_tuning_requested, True),  # malloc thresholds: opt out
+])
+def test_environment_switches(monkeypatch, variable, requested, default):
+    monkeypatch.delenv(variable, raising=False)
+    assert requested() is default
+    for value, expected in (("1", True), ("on", True), ("Yes", True), ("0", False), ("False", False), ("off", False)):
+        monkeypatch.setenv(variable, value)
+        assert requested() is expected
+    monkeypatch.setenv(variable, "maybe")
+    with pytest.raises(ConfigError, match=f"{variable}='maybe'"):
+        requested()
 
 
 def _defines(path: Path, predicate) -> bool:
@@ -254,15 +258,3 @@ def test_host_allocator_keeps_freed_pages_after_init_only():
     assert faults("init", WSIM_MALLOC_TUNING="0") > 0.8 * pages
     assert faults("init", MALLOC_TRIM_THRESHOLD_="131072") > 0.8 * pages
 
-
-def test_malloc_tuning_is_on_unless_turned_off(monkeypatch):
-    from wsim.device import malloc_tuning_requested
-
-    monkeypatch.delenv("WSIM_MALLOC_TUNING", raising=False)
-    assert malloc_tuning_requested() is True
-    for value, expected in (("1", True), ("off", False), ("0", False), ("Yes", True)):
-        monkeypatch.setenv("WSIM_MALLOC_TUNING", value)
-        assert malloc_tuning_requested() is expected
-    monkeypatch.setenv("WSIM_MALLOC_TUNING", "sometimes")
-    with pytest.raises(ConfigError, match="WSIM_MALLOC_TUNING='sometimes'"):
-        malloc_tuning_requested()
