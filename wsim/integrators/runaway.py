@@ -38,6 +38,8 @@ import numpy as np
 import torch
 import warp as wp
 
+from ..bridge import stream_scope
+
 
 def _torch(array) -> torch.Tensor:
     if isinstance(array, torch.Tensor):
@@ -205,8 +207,9 @@ class RunawayCheck:
         distance2 = torch.empty(rows, dtype=torch.float32, device=device)
         speed2 = torch.empty(rows, dtype=torch.float32, device=device)
         c = [float(x) for x in centre.tolist()]
-        wp.launch(particle_row_maxima_kernel, dim=rows, device=q.device, record_tape=False,
-                  inputs=[q, qd, wp.vec3(*c), wp.from_torch(distance2), wp.from_torch(speed2)])
+        with stream_scope(str(q.device)):  # on CUDA, torch's stream, which wrote the buffers and reads the maxima
+            wp.launch(particle_row_maxima_kernel, dim=rows, device=q.device, record_tape=False,
+                      inputs=[q, qd, wp.vec3(*c), wp.from_torch(distance2), wp.from_torch(speed2)])
         return distance2, speed2
 
     def _label(self, kind: str, index: int) -> str:
