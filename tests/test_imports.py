@@ -243,7 +243,7 @@ print(faults() - start)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc thresholds")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs glibc (Linux): mallopt and its thresholds")
 def test_host_allocator_keeps_freed_pages_after_init_only():
     """init_warp sets glibc's malloc thresholds so that freed buffers stay mapped: the next render's
     buffers do not fault their pages in again (measured: 6.7 of a 46 ms render). Importing wsim does not,
