@@ -5,9 +5,9 @@
    rollout; rollouts per second and the ratio. The outputs and gradients are checked equal (bit for bit).
 2. **System identification**: ``wsim run rigid-mass --instances N`` (the config's full size: 64 px, 16
    frames) one instance at a time against ``--batch N`` (lockstep), each a fresh process; instances per
-   hour, the ratio, and whether every estimate is the same. ``--processes 2`` adds two processes sharing
-   the output folder (``--resume``), one instance at a time each (two cores without the batch) and
-   with ``--batch N/2`` each (the batch on two cores).
+   hour, the ratio, and whether every estimate is the same. ``--processes 2`` adds ``--workers 2`` (two
+   worker processes, one instance at a time each: two cores without the batch) and two processes sharing
+   the output folder (``--resume``) with ``--batch N/2`` each (the batch on two cores).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_batch.py [--sizes 1 4 16 64] [--instances 8]
         [--processes 2] [--out benchmarks/results/batch_rigid-mass]
@@ -88,8 +88,7 @@ def sysid(instances: int, processes: int, overrides: list[str]) -> dict:
             f"--batch {instances}": [base + ["--out", str(work / "batched"), "--batch", str(instances)]]}
     if processes > 1:
         share = -(-instances // processes)
-        runs[f"{processes} processes, one at a time"] = [
-            base + ["--out", str(work / "processes_single"), "--resume"] for _ in range(processes)]
+        runs[f"--workers {processes}"] = [base + ["--out", str(work / "workers"), "--workers", str(processes)]]
         runs[f"{processes} processes x --batch {share}"] = [
             base + ["--out", str(work / "processes"), "--batch", str(share), "--resume"] for _ in range(processes)]
     out = {}

@@ -115,14 +115,15 @@ def cmd_landscape(args) -> int:
 
 def _executor_flags(parser, what: str) -> None:
     parser.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help=f"local (default: the {what} one after the other in this process) or ray (as Ray "
-                             "tasks on a cluster, pip install 'wsim[ray]'; a local cluster unless --address)")
+                        help=f"local (default: the {what} on this machine) or ray (as Ray tasks on a cluster, "
+                             "pip install 'wsim[ray]'; a local cluster unless --address)")
     parser.add_argument("--address", default=None,
                         help="with --executor ray: join the Ray cluster at ADDR (auto, HOST:PORT, ray://HOST:PORT); "
                              "its workers must see --out at the same path (a shared filesystem)")
     parser.add_argument("--workers", type=int, default=None,
-                        help=f"with --executor ray and no --address: {what} at once (CPUs of the local cluster; "
-                             "default: all)")
+                        help=f"{what} at once: local, in as many worker processes (default 1: one after the "
+                             "other in this process; on a CPU up to one per core); with --executor ray and no "
+                             "--address, the CPUs of the local cluster (default: all)")
 
 
 def _risp_parser(commands) -> None:

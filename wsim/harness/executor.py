@@ -24,7 +24,8 @@ filesystem for a cluster of several machines, where every node also needs the sa
 Test hook: when ``WSIM_TEST_KILL_WORKER`` names a file path in the driver's environment, the first
 attempt of every task watches its folder and, as soon as ``checkpoint.pt`` appears, creates that file
 (exclusively) and kills its own worker process with SIGKILL; so exactly one worker dies mid-instance
-per run (the file's existence says it happened). It exists for tests/test_executor_ray.py only.
+per run (the file's existence says it happened). It exists for tests/test_executors.py only (the worker processes of
+:mod:`wsim.harness.processes` use it too).
 """
 
 from __future__ import annotations
@@ -287,16 +288,25 @@ class RayExecutor:
 
 def executor_for(kind: str, address: str | None = None, workers: int | None = None, batch: int | None = None,
                  progress: bool = True):
-    """The executor of the command-line flags: None (the local one, instances one after the other),
-    :class:`~wsim.harness.runner.Batched` (``--batch N``) or :class:`RayExecutor` (``--executor ray``);
-    a ConfigError for a flag that does not go with ``kind``."""
+    """The executor of the command-line flags: None (here, one after the other),
+    :class:`~wsim.harness.runner.Batched` (``--batch N``), :class:`~wsim.harness.processes.ProcessExecutor`
+    (``--workers K``, K >= 2) or :class:`RayExecutor` (``--executor ray``); a ConfigError for a flag that does
+    not go with ``kind``, or a value out of range."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     if batch is not None and kind == "ray":
         raise ConfigError("--batch goes with the local executor, not --executor ray")
-    if kind != "ray":
-        for flag, value in (("--address", address), ("--workers", workers)):
-            if value is not None:
-                raise ConfigError(f"{flag} goes with --executor ray")
-        from .runner import Batched
+    if kind == "ray":
+        return RayExecutor(address, workers, progress=progress)
+    if address is not None:
+        raise ConfigError("--address goes with --executor ray")
+    if batch is not None and (workers or 1) > 1:
+        raise ConfigError("--batch and --workers: choose one (each lockstep already keeps every CPU busy; "
+                          "together they were slower than either, benchmarks/results/batch_rigid-mass.md)")
+    if (workers or 1) > 1:
+        from .processes import ProcessExecutor
 
-        return None if batch is None else Batched(batch)
-    return RayExecutor(address, workers, progress=progress)
+        return ProcessExecutor(workers, progress=progress)
+    from .runner import Batched
+
+    return None if batch is None else Batched(batch)

@@ -13,8 +13,9 @@ does the rest the same way for all of them:
   checkpoint;
 * with ``resume`` several processes may work on one output folder at once: each instance is claimed
   (``claimed.lock``) by the process that runs it, and every process ends with the whole summary;
-* the instances run here one after the other, or on a Ray cluster (:mod:`wsim.harness.executor`, set with
-  :func:`executing`): either way each goes through :func:`run_job`, and the summary is built here;
+* the instances run here one after the other, in worker processes (:mod:`wsim.harness.processes`) or on a
+  Ray cluster (:mod:`wsim.harness.executor`), set with :func:`executing`: either way each goes through
+  :func:`run_job`, and the summary is built here;
 * several instances get ``summary.json`` and ``summary.md``; ``ok`` is false when any instance did
   not converge, and the command line then exits non-zero.
 """

@@ -1,6 +1,7 @@
-"""``wsim run --executor ray``: the instances of an experiment as Ray tasks on a local cluster of 2 CPUs
-give the same results and summary as the local executor, a worker killed mid-instance is retried and
-resumes from its checkpoint, and ``--resume`` after an interrupted Ray run reuses the finished instances.
+"""The executors of ``wsim run``: the instances of an experiment in 2 local worker processes
+(``--workers 2``) or as Ray tasks on a local cluster of 2 CPUs (``--executor ray``) give the same results
+and summary as one after the other here, a worker killed mid-instance is retried and resumes from its
+checkpoint, and ``--resume`` after an interrupted run reuses the finished instances.
 
 The Ray tests share one local Ray session (started here, so its workers stay warm between tests); the
 interrupted run starts its own cluster on demand, as ``wsim run`` does."""
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from wsim.cli import main
+from wsim.harness.processes import ProcessExecutor
 
 try:
     import ray
@@ -73,6 +75,84 @@ def test_flags_of_the_ray_executor_are_checked(tmp_path, capsys, monkeypatch):
     assert "pip install 'wsim[ray]'" in capsys.readouterr().err
 
 
+def test_flags_of_the_local_executor_are_checked(tmp_path, capsys):
+    assert main(_args(tmp_path, "--workers", "0")) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+    assert main(_args(tmp_path, "--workers", "2", "--batch", "2")) == 2
+    assert "--batch and --workers: choose one" in capsys.readouterr().err
+
+
+def test_worker_processes_give_the_local_results_and_summary(tmp_path, local_run, capsys):
+    assert main(_args(tmp_path, "--workers", "2")) == 0
+    results, summary = _load(tmp_path)
+    reference, reference_summary = local_run
+    for result, expected in zip(results, reference):
+        assert {k: result[k] for k in SAME} == {k: expected[k] for k in SAME}  # bit for bit
+    assert summary == reference_summary
+    assert "2 worker processes" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*/claimed.lock"))
+
+
+def test_a_worker_process_killed_mid_instance_is_retried_from_its_checkpoint(tmp_path, local_run, capsys,
+                                                                             monkeypatch):
+    """The pool stops every worker when one dies, so both instances run again, each from its checkpoint."""
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("WSIM_TEST_KILL_WORKER", str(marker))
+    out = tmp_path / "out"
+    assert main(_args(out, "--workers", "2")) == 0
+    assert marker.exists()  # one worker did die mid-instance
+    err = capsys.readouterr().err
+    assert "a worker process died" in err and "running it again, from its checkpoint" in err
+    results, summary = _load(out)
+    for result, expected in zip(results, local_run[0]):
+        assert result["status"] == "done" and result["iterations"] == expected["iterations"]
+        assert result["estimate"]["density"] == pytest.approx(expected["estimate"]["density"], rel=1e-6)
+        assert result["loss_history"] == pytest.approx(expected["loss_history"], rel=1e-5)
+    assert summary["seeds"] == [0, 1] and summary["converged"] == 2
+
+
+def _interrupt_when(command: list, ready, timeout: float = 240) -> tuple[int, str]:
+    """Run ``command`` (a wsim command line) and send it SIGINT, as Ctrl-C, once ``ready()``; its exit code and output.
+    Ctrl-C's default action in the child even where this run inherited SIGINT ignored (a shell's background job, as
+    CI may start it: Python then installs no KeyboardInterrupt handler and the signal is lost)."""
+    process = subprocess.Popen([sys.executable, "-m", "wsim.cli", *command], cwd=Path(__file__).parents[1],
+                               env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if ready():
+            process.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.05)
+    output, _ = process.communicate(timeout=120)
+    return process.returncode, output
+
+
+def test_resume_after_interrupted_worker_processes_continues_the_instances(tmp_path):
+    """SIGINT to the driver alone (not the terminal's, which reaches every process) once both instances have a
+    checkpoint: the driver passes it on to its workers, each writes its results (interrupted, or done when it
+    converged first) and gives up its claim; exit 130; --resume finishes both. 96 px as in the Ray test below."""
+    longer = ["--set", "render.resolution=96"]
+    folders = [tmp_path / f"instance_00{i}" for i in range(2)]
+    code, output = _interrupt_when(_args(tmp_path, "--workers", "2", *longer),
+                                   lambda: all((f / "checkpoint.pt").is_file() for f in folders))
+    assert code == 130 and "continue with --resume" in output, output
+    interrupted = [json.loads((f / "results.json").read_text()) for f in folders]
+    assert {r["status"] for r in interrupted} <= {"interrupted", "done"} and not list(tmp_path.glob("*/claimed.lock"))
+    assert main(_args(tmp_path, "--workers", "2", "--resume", *longer)) == 0
+    results, summary = _load(tmp_path)
+    assert [r["status"] for r in results] == ["done", "done"]
+    for before, after in zip(interrupted, results):
+        if before["status"] == "interrupted":
+            assert after["iterations"] > before["iterations"]  # continued, from the checkpoint
+    assert summary["seeds"] == [0, 1] and summary["converged"] == 2
+
+
+def test_risp_data_shards_in_worker_processes_equal_the_local_ones(tmp_path):
+    _compare_risp_shards(tmp_path, ProcessExecutor(2, progress=False))
+
+
 @needs_ray
 def test_an_address_where_no_cluster_answers_is_a_quick_clear_error(tmp_path, capsys):
     assert main(_args(tmp_path, "--executor", "ray", "--address", "127.0.0.1:1")) == 2
@@ -122,20 +202,10 @@ def test_resume_after_an_interrupted_ray_run_reuses_the_finished_instances(tmp_p
     idle machine, and once under load, before the interrupt arrived)."""
     longer = ["--set", "render.resolution=96"]
     first, second = (tmp_path / f"instance_00{i}" for i in range(2))
-    command = [sys.executable, "-m", "wsim.cli", *_args(tmp_path, "--executor", "ray", "--workers", "1", *longer)]
-    # Ctrl-C's default action in the child even where this run inherited SIGINT ignored (a shell's background
-    # job, as CI may start it: Python then installs no KeyboardInterrupt handler and the signal is lost)
-    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], env=dict(os.environ, OMP_NUM_THREADS="1"),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if (second / "checkpoint.pt").is_file() and (first / "results.json").is_file():
-            process.send_signal(signal.SIGINT)
-            break
-        time.sleep(0.05)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 130 and "continue with --resume" in output, output
+    code, output = _interrupt_when(
+        _args(tmp_path, "--executor", "ray", "--workers", "1", *longer),
+        lambda: (second / "checkpoint.pt").is_file() and (first / "results.json").is_file())
+    assert code == 130 and "continue with --resume" in output, output
     # Ray delivers the cancellation to a running task as a KeyboardInterrupt at its next Python bytecode;
     # about one run in four at 96 px the second instance still converged first (measured 2026-12-04).
     # Then the run still exits 130, and the resume below must reuse both instances.
@@ -189,20 +259,25 @@ def test_a_retry_resumes_and_drops_only_what_predates_a_fresh_run(tmp_path):
     assert not first.options.resume and (tmp_path / "old.pt").exists()
 
 
-@needs_ray
-def test_risp_data_shards_as_ray_tasks_equal_the_local_ones(ray_session, tmp_path):
+def _compare_risp_shards(tmp_path, pool):
     import numpy as np
 
-    from wsim.harness.executor import RayExecutor
     from wsim.risp.data import generate, load
     from wsim.sysid import load_experiment
 
     config = load_experiment("risp-cube", ["render.resolution=16", "scene.sim.frames=4", "risp.data.count=8",
                                            "risp.data.shard_size=3"])
     generate(config, tmp_path / "local", device="cpu", progress=False)
-    manifest = generate(config, tmp_path / "ray", device="cpu", progress=False, pool=RayExecutor(progress=False))
+    manifest = generate(config, tmp_path / "pool", device="cpu", progress=False, pool=pool)
     assert manifest["shards"] == 3 and manifest["count"] == 8
-    local, remote = load(tmp_path / "local")[1], load(tmp_path / "ray")[1]
+    local, remote = load(tmp_path / "local")[1], load(tmp_path / "pool")[1]
     assert set(local) == set(remote)
     for name in local:
         np.testing.assert_array_equal(remote[name], local[name], err_msg=name)
+
+
+@needs_ray
+def test_risp_data_shards_as_ray_tasks_equal_the_local_ones(ray_session, tmp_path):
+    from wsim.harness.executor import RayExecutor
+
+    _compare_risp_shards(tmp_path, RayExecutor(progress=False))
