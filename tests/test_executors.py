@@ -93,6 +93,18 @@ def test_worker_processes_give_the_local_results_and_summary(tmp_path, local_run
     assert not list(tmp_path.glob("*/claimed.lock"))
 
 
+def test_worker_processes_run_control_experiments_too(tmp_path):
+    small = ["--quiet", "--instances", "2", "--set", "optim.iterations=3", "--set", "sim.frames=11",
+             "--set", "cloth.triangles=[64,128]"]
+    assert main(["run", "control-cloth", "--out", str(tmp_path / "here"), *small]) == 0
+    assert main(["run", "control-cloth", "--out", str(tmp_path / "workers"), "--workers", "2", *small]) == 0
+    here, there = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("here", "workers"))
+    for summary in (here, there):
+        for row in summary["methods"].values():
+            row.pop("wall_time_s_mean"); row.pop("time_to_reach_s_mean")
+    assert there["methods"] == here["methods"] and len(here["methods"]) == 3
+
+
 def test_a_worker_process_killed_mid_instance_is_retried_from_its_checkpoint(tmp_path, local_run, capsys,
                                                                              monkeypatch):
     """The pool stops every worker when one dies, so both instances run again, each from its checkpoint."""
