@@ -161,6 +161,23 @@ def test_resume_after_interrupted_worker_processes_continues_the_instances(tmp_p
     assert summary["seeds"] == [0, 1] and summary["converged"] == 2
 
 
+def _square_or_refuse(x: int) -> int:
+    if x < 0:
+        from wsim.errors import ConfigError
+
+        raise ConfigError(f"x must be >= 0, got {x}")
+    return x * x
+
+
+def test_worker_processes_return_values_in_order_and_raise_wsim_errors_as_they_are():
+    pool = ProcessExecutor(2, progress=False)
+    assert pool.map(_square_or_refuse, [(k,) for k in range(5)], "squares") == [0, 1, 4, 9, 16]
+    from wsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="x must be >= 0, got -3"):
+        pool.map(_square_or_refuse, [(2,), (-3,)], "squares")
+
+
 def test_risp_data_shards_in_worker_processes_equal_the_local_ones(tmp_path):
     _compare_risp_shards(tmp_path, ProcessExecutor(2, progress=False))
 

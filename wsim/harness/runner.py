@@ -247,6 +247,15 @@ def executing(executor):
         _executor.reset(token)
 
 
+def _on_cpu(device) -> bool:
+    try:
+        from ..device import resolve_device
+
+        return resolve_device(device) == "cpu"
+    except ConfigError:
+        return False  # a bad device name: the instance reports it
+
+
 def run_experiment(experiment: Experiment, config, out, options: RunOptions | None = None,
                    instances: int | None = None) -> dict:
     """Run ``instances`` (default ``config.instances``) seeded instances of ``config`` into ``out``.
@@ -260,6 +269,10 @@ def run_experiment(experiment: Experiment, config, out, options: RunOptions | No
         raise ConfigError(f"the number of instances must be >= 1, got {count}")
     jobs = plan(experiment, config, out, count)
     executor = _executor.get()
+    cpus = os.cpu_count() or 1
+    if executor is None and count > 1 and cpus > 1 and options.progress and _on_cpu(options.device):
+        print(f"{count} instances one after the other, on one of {cpus} CPUs; --workers {min(cpus, count)} runs "
+              f"{min(cpus, count)} at once", file=sys.stderr, flush=True)
     results = executor(experiment, config, jobs, options) if executor is not None else _run_here(
         experiment, config, jobs, options)
     summary = experiment.summarize(results, config)
