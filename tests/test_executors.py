@@ -82,15 +82,56 @@ def test_flags_of_the_local_executor_are_checked(tmp_path, capsys):
     assert "--batch and --workers: choose one" in capsys.readouterr().err
 
 
-def test_worker_processes_give_the_local_results_and_summary(tmp_path, local_run, capsys):
-    assert main(_args(tmp_path, "--workers", "2")) == 0
+@needs_ray
+def test_an_address_where_no_cluster_answers_is_a_quick_clear_error(tmp_path, capsys):
+    # before the tests that start the shared session: a session open in this process is used as it is
+    assert main(_args(tmp_path, "--executor", "ray", "--address", "127.0.0.1:1")) == 2
+    assert "--address 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err
+    assert main(_args(tmp_path, "--executor", "ray", "--address", "auto", "--workers", "2")) == 2
+    assert "with --address the cluster decides" in capsys.readouterr().err
+
+
+# each executor: its flags, what it prints at the start, and what it says when a worker dies
+EXECUTORS = {"workers": (["--workers", "2"], "2 worker processes", "a worker process died"),
+             "ray": (["--executor", "ray"], "2 CPU(s)", "its Ray worker died")}
+BOTH = [pytest.param("workers"), pytest.param("ray", marks=needs_ray)]
+
+
+def _executor(kind: str, request) -> list:
+    if kind == "ray":
+        request.getfixturevalue("ray_session")  # started here, so its workers stay warm between tests
+    return EXECUTORS[kind][0]
+
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_an_executor_gives_the_local_results_and_summary(kind, tmp_path, local_run, capsys, request):
+    assert main(_args(tmp_path, *_executor(kind, request))) == 0
     results, summary = _load(tmp_path)
     reference, reference_summary = local_run
     for result, expected in zip(results, reference):
         assert {k: result[k] for k in SAME} == {k: expected[k] for k in SAME}  # bit for bit
     assert summary == reference_summary
-    assert "2 worker processes" in capsys.readouterr().err
+    assert EXECUTORS[kind][1] in capsys.readouterr().err
     assert not list(tmp_path.glob("*/claimed.lock"))
+
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_a_worker_killed_mid_instance_is_retried_from_its_checkpoint(kind, tmp_path, local_run, capsys, monkeypatch,
+                                                                      request):
+    """With worker processes the pool stops every worker when one dies, so both instances run again."""
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("WSIM_TEST_KILL_WORKER", str(marker))  # the executors' documented test hook
+    out = tmp_path / "out"
+    assert main(_args(out, *_executor(kind, request))) == 0
+    assert marker.exists()  # one worker did die mid-instance
+    err = capsys.readouterr().err
+    assert EXECUTORS[kind][2] in err and "running it again, from its checkpoint" in err
+    results, summary = _load(out)
+    for result, expected in zip(results, local_run[0]):
+        assert result["status"] == "done" and result["iterations"] == expected["iterations"]
+        assert result["estimate"]["density"] == pytest.approx(expected["estimate"]["density"], rel=1e-6)
+        assert result["loss_history"] == pytest.approx(expected["loss_history"], rel=1e-5)
+    assert summary["seeds"] == [0, 1] and summary["converged"] == 2
 
 
 def test_worker_processes_run_control_experiments_too(tmp_path):
@@ -103,24 +144,6 @@ def test_worker_processes_run_control_experiments_too(tmp_path):
         for row in summary["methods"].values():
             row.pop("wall_time_s_mean"); row.pop("time_to_reach_s_mean")
     assert there["methods"] == here["methods"] and len(here["methods"]) == 3
-
-
-def test_a_worker_process_killed_mid_instance_is_retried_from_its_checkpoint(tmp_path, local_run, capsys,
-                                                                             monkeypatch):
-    """The pool stops every worker when one dies, so both instances run again, each from its checkpoint."""
-    marker = tmp_path / "killed"
-    monkeypatch.setenv("WSIM_TEST_KILL_WORKER", str(marker))
-    out = tmp_path / "out"
-    assert main(_args(out, "--workers", "2")) == 0
-    assert marker.exists()  # one worker did die mid-instance
-    err = capsys.readouterr().err
-    assert "a worker process died" in err and "running it again, from its checkpoint" in err
-    results, summary = _load(out)
-    for result, expected in zip(results, local_run[0]):
-        assert result["status"] == "done" and result["iterations"] == expected["iterations"]
-        assert result["estimate"]["density"] == pytest.approx(expected["estimate"]["density"], rel=1e-6)
-        assert result["loss_history"] == pytest.approx(expected["loss_history"], rel=1e-5)
-    assert summary["seeds"] == [0, 1] and summary["converged"] == 2
 
 
 def _interrupt_when(command: list, ready, timeout: float = 240) -> tuple[int, str]:
@@ -180,45 +203,6 @@ def test_worker_processes_return_values_in_order_and_raise_wsim_errors_as_they_a
 
 def test_risp_data_shards_in_worker_processes_equal_the_local_ones(tmp_path):
     _compare_risp_shards(tmp_path, ProcessExecutor(2, progress=False))
-
-
-@needs_ray
-def test_an_address_where_no_cluster_answers_is_a_quick_clear_error(tmp_path, capsys):
-    assert main(_args(tmp_path, "--executor", "ray", "--address", "127.0.0.1:1")) == 2
-    assert "--address 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err
-    assert main(_args(tmp_path, "--executor", "ray", "--address", "auto", "--workers", "2")) == 2
-    assert "with --address the cluster decides" in capsys.readouterr().err
-
-
-@needs_ray
-def test_ray_gives_the_local_results_and_summary(tmp_path, ray_session, local_run, capsys):
-    assert main(_args(tmp_path, "--executor", "ray")) == 0
-    results, summary = _load(tmp_path)
-    reference, reference_summary = local_run
-    for result, expected in zip(results, reference):
-        assert {k: result[k] for k in SAME} == {k: expected[k] for k in SAME}  # bit for bit
-    assert summary == reference_summary
-    assert "2 CPU(s)" in capsys.readouterr().err
-    assert not list(tmp_path.glob("*/claimed.lock"))
-
-
-@needs_ray
-def test_a_worker_killed_mid_instance_is_retried_from_its_checkpoint(tmp_path, ray_session, local_run, capsys,
-                                                                      monkeypatch):
-    marker = tmp_path / "killed"
-    monkeypatch.setenv("WSIM_TEST_KILL_WORKER", str(marker))  # the executor's documented test hook
-    out = tmp_path / "out"
-    assert main(_args(out, "--executor", "ray")) == 0
-    assert marker.exists()  # one worker did die mid-instance
-    err = capsys.readouterr().err
-    assert "seed 0: its Ray worker died" in err or "seed 1: its Ray worker died" in err
-    assert "running it again, from its checkpoint" in err
-    results, summary = _load(out)
-    for result, expected in zip(results, local_run[0]):
-        assert result["status"] == "done" and result["iterations"] == expected["iterations"]
-        assert result["estimate"]["density"] == pytest.approx(expected["estimate"]["density"], rel=1e-6)
-        assert result["loss_history"] == pytest.approx(expected["loss_history"], rel=1e-5)
-    assert summary["seeds"] == [0, 1] and summary["converged"] == 2
 
 
 @needs_ray
