@@ -184,6 +184,39 @@ def test_resume_after_interrupted_worker_processes_continues_the_instances(tmp_p
     assert summary["seeds"] == [0, 1] and summary["converged"] == 2
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while being read
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc to find the worker processes")
+def test_worker_processes_end_when_their_driver_is_killed(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "wsim.cli", *_args(tmp_path, "--workers", "2", "--set",
+                                                                            "render.resolution=96")],
+                               cwd=Path(__file__).parents[1], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (tmp_path / "instance_000" / "checkpoint.pt").is_file():
+        time.sleep(0.05)
+    workers = _children(process.pid)
+    assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}/stat").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not alive, f"orphaned workers still running: {alive}"
+
+
 def _square_or_refuse(x: int) -> int:
     if x < 0:
         from wsim.errors import ConfigError

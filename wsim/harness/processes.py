@@ -18,7 +18,7 @@ Ray (:mod:`wsim.harness.executor`) does the same over several machines; on one i
 * torch's CPU threads are shared out (``cpus // workers`` per worker) unless ``OMP_NUM_THREADS`` is set;
 * Ctrl-C (the driver's, or the terminal's, which reaches every worker) interrupts the running instances
   (each writes its ``interrupted`` results and keeps its checkpoint) and stops the run; an idle worker
-  ignores it.
+  ignores it. A worker whose driver is gone (killed) exits within a second.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -46,8 +47,16 @@ def _on_interrupt(signum, frame):
         raise KeyboardInterrupt
 
 
+def _exit_with(parent: int) -> None:
+    """End this worker once its driver is gone (killed, say): an orphan would go on computing for no one."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _start_worker(threads: int | None) -> None:
     signal.signal(signal.SIGINT, _on_interrupt)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True, name="wsim-orphan-watch").start()
     if threads is not None:
         import torch
 
