@@ -234,6 +234,17 @@ def test_worker_processes_return_values_in_order_and_raise_wsim_errors_as_they_a
         pool.map(_square_or_refuse, [(2,), (-3,)], "squares")
 
 
+def _die(x: int) -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_call_whose_worker_always_dies_stops_after_the_retries():
+    from wsim.harness.executor import WorkerLost
+
+    with pytest.raises(WorkerLost, match="squares 0: its worker process died 2 times"):
+        ProcessExecutor(2, retries=1, progress=False).map(_die, [(0,)], "squares")
+
+
 def test_risp_data_shards_in_worker_processes_equal_the_local_ones(tmp_path):
     _compare_risp_shards(tmp_path, ProcessExecutor(2, progress=False))
 

@@ -101,34 +101,34 @@ class ProcessExecutor:
                     call, attempt, _ = item
                     pending[pool.submit(_call, call[1], call[2](attempt))] = (call, attempt)
                 if not pending:
-                    time.sleep(min(q[2] for q in queue) - now)
+                    time.sleep(max(0.0, min(q[2] for q in queue) - now))
                     continue
                 finished, _ = wait(list(pending), timeout=0.25, return_when=FIRST_COMPLETED)
-                broken = False
+                lost = []
                 for future in finished:
                     call, attempt = pending.pop(future)
                     try:
                         value = future.result()
                     except BrokenProcessPool:
-                        broken = True
-                        if attempt >= self.retries:
-                            raise WorkerLost(f"{call[3]}: its worker process died {attempt + 1} times; the finished "
-                                             "results are kept in the output folder: continue with --resume") from None
-                        bar.write(f"{call[3]}: a worker process died (its own, or another of the pool, which then "
-                                  "stops them all); running it again, from its checkpoint if it wrote one "
-                                  f"(retry {attempt + 1} of {self.retries})", file=sys.stderr)
-                        queue.append((call, attempt + 1, 0.0))
+                        lost.append((call, attempt))
                         continue
                     again = done(call[0], value, bar)
                     if again is None:
                         bar.update(1)
                     else:
                         queue.append((call, 0, time.monotonic() + again))
-                if broken:  # the pool is unusable: every call it still held runs again in a new one
-                    for call, attempt in pending.values():
-                        queue.append((call, attempt, 0.0))
+                if lost:  # the pool stopped every worker: what they ran runs again, in a new pool
+                    lost += pending.values()
                     pending.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
+                    for call, attempt in lost:
+                        if attempt >= self.retries:
+                            raise WorkerLost(f"{call[3]}: its worker process died {attempt + 1} times; the finished "
+                                             "results are kept in the output folder: continue with --resume")
+                        bar.write(f"{call[3]}: a worker process died (its own, or another of the pool, which then "
+                                  "stops them all); running it again, from its checkpoint if it wrote one "
+                                  f"(retry {attempt + 1} of {self.retries})", file=sys.stderr)
+                        queue.append((call, attempt + 1, 0.0))
                     pool = self._pool()
         except BaseException:
             self._stop(pool, pending)
