@@ -8,8 +8,12 @@
    hour, the ratio, and whether every estimate is the same. ``--processes 2`` adds ``--workers 2`` (two
    worker processes, one instance at a time each: two cores without the batch) and two processes sharing
    the output folder (``--resume``) with ``--batch N/2`` each (the batch on two cores).
+3. **Renders**: forward + backward of the 16 frames of N scenes (rigid-mass's renderer settings: 64 px,
+   Phong, sigma 1e-3) as N renderer calls against one call of 16 N frames, for a box and a bunny-like
+   blob (the same mesh in every scene: the best case for a batch, which with different meshes would
+   also carry every other scene's faces); the images and gradients are checked equal.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_batch.py [--sizes 1 4 16 64] [--instances 8]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_batch.py [--sizes 1 4 16 64] [--render-sizes 1 4 16] [--instances 8]
         [--processes 2] [--out benchmarks/results/batch_rigid-mass]
 """
 
@@ -79,6 +83,51 @@ def rollouts(sizes: list[int], repeats: int) -> list[dict]:
     return rows
 
 
+def renders(sizes: list[int], repeats: int, shapes=("box", "bunny_blob")) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from wsim.geometry.shapes import shape_mesh
+    from wsim.render import Camera, SoftRenderer
+
+    camera = Camera.look_at((1.2, 0.8, 2.6), target=(0.0, 0.0, 0.0), fov_y=40.0)
+    renderer = SoftRenderer(camera, image_size=64, sigma=1e-3, gamma=1e-2, shading="phong")
+    rows = []
+    for shape in shapes:
+        mesh = shape_mesh(shape, 8)
+        vertices = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+        faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64)
+        for n in sizes:
+            frames = (vertices[None] + torch.linspace(0.0, 0.2, 16 * n)[:, None, None]).requires_grad_(True)
+
+            def single():
+                frames.grad = None
+                images = [renderer(part, faces) for part in frames.split(16)]
+                sum(image.sum() for image in images).backward()
+                return torch.cat([image.detach() for image in images]), frames.grad.clone()
+
+            def batched():
+                frames.grad = None
+                image = renderer(frames, faces)
+                image.sum().backward()
+                return image.detach(), frames.grad.clone()
+
+            timings, results = {}, {}
+            for name, run in (("single", single), ("batched", batched)):
+                results[name] = run()  # warm-up, and the compared values
+                started = time.perf_counter()
+                for _ in range(repeats):
+                    run()
+                timings[name] = (time.perf_counter() - started) / repeats
+            same = all(torch.equal(a, b) for a, b in zip(results["single"], results["batched"]))
+            rows.append({"shape": shape, "scenes": n, "single_ms": 1e3 * timings["single"],
+                         "batched_ms": 1e3 * timings["batched"], "ratio": timings["single"] / timings["batched"],
+                         "bit_identical": same})
+            print(f"renders {shape} N={n}: {n} calls {rows[-1]['single_ms']:.1f} ms, one call "
+                  f"{rows[-1]['batched_ms']:.1f} ms, ratio {rows[-1]['ratio']:.2f}, identical {same}", flush=True)
+    return rows
+
+
 def sysid(instances: int, processes: int, overrides: list[str]) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench_batch_sysid_"))
     base = ["run", "rigid-mass", "--instances", str(instances), "--quiet", "--set", "seed=1000"]
@@ -119,12 +168,13 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=8)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--render-sizes", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--skip-sysid", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "batch_rigid-mass"))
     args = parser.parse_args()
     record = {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_batch.py " + " ".join(sys.argv[1:]),
               "host": {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
-              "rollouts": rollouts(args.sizes, args.repeats)}
+              "rollouts": rollouts(args.sizes, args.repeats), "renders": renders(args.render_sizes, args.repeats)}
     if not args.skip_sysid:
         record["sysid"] = sysid(args.instances, args.processes, args.overrides)
     out = Path(args.out)
@@ -137,6 +187,10 @@ def main() -> None:
              "bit-identical |", "|---|---|---|---|---|"]
     lines += [f"| {r['scenes']} | {r['single_per_s']:.1f} | {r['batched_per_s']:.1f} | {r['ratio']:.2f} | "
               f"{r['bit_identical']} |" for r in record["rollouts"]]
+    lines += ["", "Renders of 16 frames per scene (64 px, Phong), forward + backward: N calls against one call:", "",
+              "| shape | scenes | N calls ms | one call ms | ratio | bit-identical |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['shape']} | {r['scenes']} | {r['single_ms']:.1f} | {r['batched_ms']:.1f} | {r['ratio']:.2f} | "
+              f"{r['bit_identical']} |" for r in record["renders"]]
     if "sysid" in record:
         lines += ["", f"System identification, `wsim run rigid-mass --instances {args.instances}` (full config "
                   "size), each a fresh process:", "", "| run | wall s | instances/hour | ratio | same estimates |",
