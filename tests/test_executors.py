@@ -134,11 +134,24 @@ def test_a_worker_killed_mid_instance_is_retried_from_its_checkpoint(kind, tmp_p
     assert summary["seeds"] == [0, 1] and summary["converged"] == 2
 
 
+def test_no_media_gives_the_same_results_without_plots_videos_or_stages(tmp_path, local_run):
+    assert main(_args(tmp_path, "--no-media")) == 0
+    results, summary = _load(tmp_path)
+    for result, expected in zip(results, local_run[0]):
+        assert {k: result[k] for k in SAME} == {k: expected[k] for k in SAME}
+    assert summary == local_run[1]
+    media = [p.name for p in tmp_path.rglob("*") if p.suffix in (".png", ".mp4", ".gif", ".usda", ".npz")]
+    assert not media and not list(tmp_path.glob("*/target_frames"))
+
+
 def test_worker_processes_run_control_experiments_too(tmp_path):
+    """(with --no-media: each instance folder holds its results only)"""
     small = ["--quiet", "--instances", "2", "--set", "optim.iterations=3", "--set", "sim.frames=11",
              "--set", "cloth.triangles=[64,128]"]
     assert main(["run", "control-cloth", "--out", str(tmp_path / "here"), *small]) == 0
-    assert main(["run", "control-cloth", "--out", str(tmp_path / "workers"), "--workers", "2", *small]) == 0
+    assert main(["run", "control-cloth", "--out", str(tmp_path / "workers"), "--workers", "2", "--no-media", *small]) == 0
+    assert sorted(p.name for p in (tmp_path / "workers" / "instance_0").iterdir()) == ["results.json"]
+    assert {"target.png", "gradsim.mp4"} <= {p.name for p in (tmp_path / "here" / "instance_0").iterdir()}
     here, there = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("here", "workers"))
     for summary in (here, there):
         for row in summary["methods"].values():

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
         return 2
 
 
-def run_cli(config_name, overrides, device, out, instances, progress, resume=False) -> int:
+def run_cli(config_name, overrides, device, out, instances, progress, resume=False, media=True) -> int:
     """Shared by ``wsim run`` (for ``task: control`` configs) and ``python -m wsim.control``."""
     from .config import load_control, resolve_control_path
     from .experiment import run_control
@@ -43,14 +43,14 @@ def run_cli(config_name, overrides, device, out, instances, progress, resume=Fal
           f"from seed {config.seed}, output in {out}", flush=True)
     try:
         report = run_control(config, out, device, count, progress, base=resolve_control_path(config_name).parent,
-                             resume=resume)
+                             resume=resume, write_outputs=media)
     except KeyboardInterrupt:
         print(f"wsim: interrupted; finished instances and a checkpoint are in {out} (continue with --resume)",
               file=sys.stderr)
         return 130
     print(report["text"])
     print(f"wrote {out}/results.json, {out}/convergence.png, {out}/summary.md and instance_*/ "
-          "(target.png, <method>.mp4, <method>.usda, results.json)")
+          + ("(target.png, <method>.mp4, <method>.usda, results.json)" if media else "(results.json)"))
     return 0 if report["ok"] else 1
 
 

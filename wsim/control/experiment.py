@@ -274,7 +274,8 @@ def run_instance(config: ControlConfig, seed: int, folder: Path, stamp: str, opt
     started = time.perf_counter()
     task = ControlTask(config, seed, options.device, base=options.base)
     setup = time.perf_counter() - started
-    write_png(task.target, folder / "target.png")
+    if options.write_outputs:
+        write_png(task.target, folder / "target.png")
 
     def save(current):
         state["current"] = current
@@ -374,10 +375,12 @@ def write_convergence_plot(path: Path, results: list[dict], config: ControlConfi
 
 
 def run_control(config: ControlConfig, out, device: str | None = None, instances: int | None = None,
-                progress: bool = True, base=None, resume: bool = False) -> dict:
+                progress: bool = True, base=None, resume: bool = False, write_outputs: bool = True) -> dict:
     """Run ``instances`` seeds (``config.seed`` ...) of every method on the harness
     (:func:`wsim.harness.run_experiment`); writes per-instance results, ``results.json``,
     ``convergence.png`` and ``summary.md``. ``resume``: reuse finished instances and continue an
-    interrupted one from its checkpoint (Ctrl-C leaves one in ``out/instance_<seed>/checkpoint.pt``)."""
-    options = RunOptions(device=device, base=base, resume=resume, progress=progress)
+    interrupted one from its checkpoint (Ctrl-C leaves one in ``out/instance_<seed>/checkpoint.pt``).
+    ``write_outputs``: each instance's target image and each method's video and USD stage (False: results
+    only)."""
+    options = RunOptions(device=device, base=base, resume=resume, progress=progress, write_outputs=write_outputs)
     return run_experiment(VisuomotorControl(), config, out, options, instances)
