@@ -13,8 +13,8 @@
    blob (the same mesh in every scene: the best case for a batch, which with different meshes would
    also carry every other scene's faces); the images and gradients are checked equal.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_batch.py [--sizes 1 4 16 64] [--render-sizes 1 4 16] [--instances 8]
-        [--processes 2] [--out benchmarks/results/batch_rigid-mass]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_batch.py [--sizes 1 4 16 64] [--render-sizes 1 4 16]
+        [--instances 8] [--processes 2] [--out benchmarks/results/batch_rigid-mass]
 """
 
 from __future__ import annotations

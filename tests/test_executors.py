@@ -149,7 +149,8 @@ def test_worker_processes_run_control_experiments_too(tmp_path):
     small = ["--quiet", "--instances", "2", "--set", "optim.iterations=3", "--set", "sim.frames=11",
              "--set", "cloth.triangles=[64,128]"]
     assert main(["run", "control-cloth", "--out", str(tmp_path / "here"), *small]) == 0
-    assert main(["run", "control-cloth", "--out", str(tmp_path / "workers"), "--workers", "2", "--no-media", *small]) == 0
+    assert main(["run", "control-cloth", "--out", str(tmp_path / "workers"), "--workers", "2", "--no-media",
+                 *small]) == 0
     assert sorted(p.name for p in (tmp_path / "workers" / "instance_0").iterdir()) == ["results.json"]
     assert {"target.png", "gradsim.mp4"} <= {p.name for p in (tmp_path / "here" / "instance_0").iterdir()}
     here, there = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("here", "workers"))

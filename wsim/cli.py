@@ -259,7 +259,8 @@ def _run(args) -> int:
         print(report["text"])
         print(f"wrote {out}/summary.json, {out}/summary.md and instance_*/")
     else:
-        names = ["results.json"] + (["loss.png", f"compare.{config.video_format}", "estimate.usda"] if args.media else [])
+        media = ["loss.png", f"compare.{config.video_format}", "estimate.usda"] if args.media else []
+        names = ["results.json", *media]
         print("wrote " + ", ".join(str(out / name) for name in names))
     if not report["ok"]:
         seeds = ", ".join(str(s) for s in report["summary"]["not_converged"])

@@ -24,8 +24,8 @@ filesystem for a cluster of several machines, where every node also needs the sa
 Test hook: when ``WSIM_TEST_KILL_WORKER`` names a file path in the driver's environment, the first
 attempt of every task watches its folder and, as soon as ``checkpoint.pt`` appears, creates that file
 (exclusively) and kills its own worker process with SIGKILL; so exactly one worker dies mid-instance
-per run (the file's existence says it happened). It exists for tests/test_executors.py only (the worker processes of
-:mod:`wsim.harness.processes` use it too).
+per run (the file's existence says it happened). It exists for tests/test_executors.py only; the worker
+processes of :mod:`wsim.harness.processes` honour it too.
 """
 
 from __future__ import annotations

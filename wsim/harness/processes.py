@@ -5,16 +5,16 @@ On a CPU one process computes one instance at a time on one core: Warp's CPU ker
 single-threaded, and the Python between launches holds the GIL, so threads do not help (the lockstep of
 ``--batch`` shares launches, not cores). :class:`ProcessExecutor` runs up to ``workers`` instances at
 once, each in a process of its own, and merges them into the same summary as a run here: 16 rigid-mass
-instances on 2 cores take 1.6x less time than one after the other (``benchmarks/results/batch_rigid-mass.md``).
+instances on 2 cores take 1.5-1.6x less time than one after the other (``benchmarks/results/batch_rigid-mass.md``).
 Ray (:mod:`wsim.harness.executor`) does the same over several machines; on one it costs more (1.34x).
 
 * workers are started with ``spawn`` (a fork would copy Warp's and torch's threads and device state) and
   are kept for the whole run: each pays its imports and its Warp kernel loads once;
 * each instance goes through :func:`wsim.harness.executor.run_task`, the body of a Ray task: the local code
   path, with resume and claims, writing into its folder of ``--out``;
-* no more instances are handed out than there are workers, so a worker that dies (killed, out of memory)
-  takes down only what it was running: its instance is run again, up to ``retries`` times, resuming from
-  its checkpoint, in a fresh pool;
+* no more instances are handed out than there are workers, so that a worker that dies (killed, out of
+  memory) takes down only what the pool was running (the pool then stops every worker): those instances run
+  again in a fresh pool, up to ``retries`` times each, resuming from their checkpoints;
 * torch's CPU threads are shared out (``cpus // workers`` per worker) unless ``OMP_NUM_THREADS`` is set;
 * Ctrl-C (the driver's, or the terminal's, which reaches every worker) interrupts the running instances
   (each writes its ``interrupted`` results and keeps its checkpoint) and stops the run; an idle worker
@@ -181,6 +181,7 @@ class ProcessExecutor:
             values[index] = value
             return None
 
-        calls = [(index, fn, lambda attempt, args=args: args, f"{label} {index}") for index, args in enumerate(arguments)]
+        calls = [(index, fn, lambda attempt, args=args: args, f"{label} {index}")
+                 for index, args in enumerate(arguments)]
         self._drive(calls, label, 0, done)
         return values
