@@ -23,11 +23,12 @@ step() {  # step NAME SECONDS COMMAND...
   nproc
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-# the CUDA test files, and every test that runs on the suite's `device` fixture (CUDA when present)
+# the CUDA test files (test_graph.py: CUDA graphs against tapes), and every test that runs on the suite's
+# `device` fixture (CUDA when present)
 step tests 230 python3 -m pytest -q -p no:cacheprovider -rs -n 8 \
   tests/test_render_cuda.py tests/test_cuda_physics.py tests/test_analytic.py tests/test_bridge.py \
   tests/test_cloth.py tests/test_errors.py tests/test_fem.py tests/test_gradients.py tests/test_landscape.py \
-  tests/test_rigid_dynamics.py tests/test_rotors.py
+  tests/test_rigid_dynamics.py tests/test_rotors.py tests/test_graph.py
 # the parity figures (printed by the tests with -s), serially, after nvdiffrast's plugin is built
 step parity 60 python3 -m pytest -q -p no:cacheprovider -s tests/test_render_cuda.py
 step table4 100 python3 benchmarks/bench_table4.py --device cuda:0
