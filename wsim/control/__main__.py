@@ -1,4 +1,5 @@
-"""``python -m wsim.control CONFIG [--set k=v] [--device D] [--out DIR] [--instances N] [--resume] [--quiet]``."""
+"""``python -m wsim.control CONFIG [--set k=v] [--device D] [--out DIR] [--instances N] [--resume] [--quiet]
+[--no-media]``."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="reuse finished instances in the output folder and continue an interrupted one")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--no-media", dest="media", action="store_false",
+                        help="per instance only results.json: no target image, videos or USD stages")
     args = parser.parse_args(argv)
     try:
         return run_cli(args.config, args.overrides, args.device, args.out, args.instances, not args.quiet,
-                       args.resume)
+                       args.resume, args.media)
     except WsimError as error:
         print(f"wsim: error: {error}", file=sys.stderr)
         return 2
